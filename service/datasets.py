@@ -16,6 +16,7 @@ import numpy as np
 
 DIGITS = "digits"
 DIGITS_IMAGE_SHAPE = (1, 8, 8)
+MIN_ROWS_PER_CLASS = 3
 
 
 class DataError(ValueError):
@@ -199,11 +200,6 @@ def _encode_labels(path: Path, raw_labels: list[str]) -> tuple[np.ndarray, list[
         raise DataError(
             f"{path}: only one class ({class_labels}) in the labels; need at least two to classify"
         )
-    if len(raw_labels) < len(class_labels):
-        raise DataError(
-            f"{path}: {len(raw_labels)} rows but {len(class_labels)} classes; "
-            "need at least one row per class"
-        )
     index = {label: i for i, label in enumerate(class_labels)}
     return np.asarray([index[label] for label in raw_labels], dtype=np.int64), class_labels
 
@@ -213,21 +209,29 @@ def split_dataset(
 ) -> Split:
     """Split stratified by class, reproducibly for a seed: every class keeps its proportion.
 
-    A class with too few examples for three parts puts them in train first, then test, then val.
+    Raises:
+        DataError: a class has fewer rows than the three parts (train, validation, test) need.
     """
     if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise DataError(
             f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must each lie in "
             "(0, 1) and sum to less than 1"
         )
+    counts = np.bincount(dataset.labels, minlength=len(dataset.class_labels))
+    if counts.min() < MIN_ROWS_PER_CLASS:
+        scarce = [dataset.class_labels[i] for i in np.flatnonzero(counts < MIN_ROWS_PER_CLASS)]
+        raise DataError(
+            f"{dataset.name}: {len(dataset)} rows for {len(counts)} classes; every class needs at "
+            f"least {MIN_ROWS_PER_CLASS} rows (one each for train, validation and test), "
+            f"but class(es) {scarce[:10]} have fewer"
+        )
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
     for label in range(len(dataset.class_labels)):
         members = rng.permutation(np.flatnonzero(dataset.labels == label))
-        n_test = int(round(len(members) * test_fraction))
-        n_val = int(round(len(members) * val_fraction))
-        n_test = min(n_test, max(len(members) - 1, 0))
-        n_val = min(n_val, max(len(members) - 1 - n_test, 0))
+        n_test = max(1, round(len(members) * test_fraction))
+        n_val = max(1, round(len(members) * val_fraction))
+        n_test, n_val = min(n_test, len(members) - 2), min(n_val, len(members) - 2)
         parts["test"].append(members[:n_test])
         parts["val"].append(members[n_test : n_test + n_val])
         parts["train"].append(members[n_test + n_val :])

@@ -1,0 +1,24 @@
+"""Fixtures shared by every test package."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# onnxruntime would otherwise try to send telemetry at exit and hang ~10 s with DNS closed.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(scope="session")
+def trained_mlp_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A digits MLP trained for a few epochs: its directory holds model.onnx, card.json, …"""
+    from training.pipeline import TrainConfig, run_training
+    from training.train import FitSettings
+
+    out = tmp_path_factory.mktemp("trained-mlp")
+    run_training(
+        TrainConfig(out=out, model_version="test-1", fit=FitSettings(epochs=8, progress=False))
+    )
+    return out

@@ -1,0 +1,141 @@
+"""The training subcommands as a user runs them: real processes, real files."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import onnx
+import pytest
+
+FOLDSERVE = [sys.executable, "-m", "service.cli"]
+
+
+def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
+    return subprocess.run(
+        [*FOLDSERVE, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
+
+
+def _test_accuracy(stdout: str) -> float:
+    match = re.search(r"^test accuracy: ([0-9.]+)$", stdout, re.MULTILINE)
+    assert match, stdout
+    return float(match.group(1))
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_train_then_export_smoke(tmp_path, arch):
+    out = tmp_path / "run"
+    result = _run(
+        "train",
+        "--data",
+        "digits",
+        "--arch",
+        arch,
+        "--epochs",
+        "1",
+        "--dry-run",
+        "--no-progress",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    for name in ("model.onnx", "card.json", "checkpoint.pt", "history.json"):
+        assert (out / name).is_file(), name
+    assert "0 BatchNormalization nodes" in result.stdout
+    assert 0.0 <= _test_accuracy(result.stdout) <= 1.0
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 1 and {"train_loss", "val_accuracy"} <= set(history[0])
+
+    exported = tmp_path / "exported"
+    result = _run(
+        "export",
+        "--checkpoint",
+        str(out / "checkpoint.pt"),
+        "--out",
+        str(exported),
+        "--model-version",
+        "v7",
+    )
+    assert result.returncode == 0, result.stderr
+    metadata = {p.key: p.value for p in onnx.load(str(exported / "model.onnx")).metadata_props}
+    assert metadata["foldserve.model_version"] == "v7"
+    assert metadata["foldserve.arch"] == arch
+
+
+def test_training_is_deterministic_for_a_seed(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        result = _run(
+            "train", "--epochs", "2", "--no-progress", "--seed", "3", "--out", str(tmp_path / name)
+        )
+        assert result.returncode == 0, result.stderr
+        runs.append(json.loads((tmp_path / name / "history.json").read_text()))
+    assert runs[0] == runs[1]
+
+
+def test_bad_data_exits_with_a_clear_message(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    result = _run("train", "--data", str(bad), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "no label column 'label'" in result.stderr and "bad.csv" in result.stderr
+    result = _run("train", "--data", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_cnn_refuses_flat_features(tmp_path):
+    data = tmp_path / "flat.csv"
+    data.write_text("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(30)))
+    result = _run("train", "--data", str(data), "--arch", "cnn", "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "needs image-shaped data" in result.stderr
+
+
+def test_users_csv_trains_end_to_end(tmp_path):
+    data = tmp_path / "blobs.csv"
+    lines = ["x,y,kind"]
+    for i in range(90):
+        kind = ["left", "middle", "right"][i % 3]
+        lines.append(f"{(i % 3) * 10 + (i % 7) * 0.1},{(i % 5) * 0.2},{kind}")
+    data.write_text("\n".join(lines) + "\n")
+    result = _run(
+        "train",
+        "--data",
+        str(data),
+        "--label-column",
+        "kind",
+        "--epochs",
+        "30",
+        "--batch-size",
+        "16",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert result.returncode == 0, result.stderr
+    card = json.loads((tmp_path / "o" / "card.json").read_text())
+    assert card["class_labels"] == ["left", "middle", "right"]
+    assert card["test_accuracy"] >= 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("arch", "bar"), [("mlp", 0.97), ("cnn", 0.98)])
+def test_default_training_reaches_the_accuracy_bar(tmp_path, arch, bar):
+    result = _run(
+        "train",
+        "--data",
+        "digits",
+        "--arch",
+        arch,
+        "--no-progress",
+        "--out",
+        str(tmp_path / arch),
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    accuracy = _test_accuracy(result.stdout)
+    assert accuracy >= bar, result.stdout
+    graph = onnx.load(str(tmp_path / arch / "model.onnx")).graph
+    assert not [n for n in graph.node if n.op_type == "BatchNormalization"]

@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+
+from training.data import DataError, load_dataset, make_loader, split_dataset
+
+
+def test_digits_is_embedded_and_split_stratified_and_reproducible():
+    digits = load_dataset("digits")
+    assert digits.features.shape == (1797, 64)
+    assert digits.image_shape == (1, 8, 8)
+    assert digits.class_labels == [str(i) for i in range(10)]
+    first, again = split_dataset(digits, seed=0), split_dataset(digits, seed=0)
+    other = split_dataset(digits, seed=1)
+    assert np.array_equal(first.test.features, again.test.features)
+    assert not np.array_equal(first.test.features, other.test.features)
+    assert len(first.train) + len(first.val) + len(first.test) == 1797
+    for part, fraction in ((first.test, 0.2), (first.val, 0.15)):
+        counts = np.bincount(part.labels, minlength=10)
+        expected = np.bincount(digits.labels, minlength=10) * fraction
+        assert np.all(np.abs(counts - expected) <= 1)
+
+
+def test_splits_are_disjoint():
+    digits = load_dataset("digits")
+    split = split_dataset(digits, seed=3)
+    rows = {
+        part: {row.tobytes() for row in getattr(split, part).features}
+        for part in ("train", "val", "test")
+    }
+    # digits has a few duplicate images; disjoint indices keep overlaps to those.
+    assert len(rows["test"] & rows["train"]) <= 5
+
+
+def test_csv_with_label_column(tmp_path):
+    path = tmp_path / "iris.csv"
+    path.write_text("a,b,species\n1,2,x\n3,4,y\n5,6,x\n7,8,y\n")
+    data = load_dataset(str(path), label_column="species")
+    assert data.features.dtype == np.float32
+    assert data.features.tolist() == [[1, 2], [3, 4], [5, 6], [7, 8]]
+    assert data.class_labels == ["x", "y"]
+    assert data.labels.tolist() == [0, 1, 0, 1]
+    assert data.feature_names == ["a", "b"]
+
+
+def test_npz_images_keep_their_shape(tmp_path):
+    path = tmp_path / "images.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, X=rng.normal(size=(20, 1, 4, 4)), y=np.arange(20) % 2)
+    data = load_dataset(str(path))
+    assert data.features.shape == (20, 16)
+    assert data.image_shape == (1, 4, 4)
+    assert data.class_labels == ["0", "1"]
+
+
+@pytest.mark.parametrize(
+    ("content", "label_column", "message"),
+    [
+        (None, "label", "does not exist"),
+        ("a,b\n1,2\n", "label", "no label column 'label'"),
+        ("a,label\n1,x\nfoo,y\n", "label", "row 3, column 'a': 'foo' is not a number"),
+        ("a,label\n1,x\nnan,y\n", "label", "row 3, column 'a': 'nan' is not finite"),
+        ("a,label\ninf,x\n2,y\n", "label", "row 2, column 'a': 'inf' is not finite"),
+        ("a,label\n1,x\n2,x\n", "label", "only one class"),
+        ("a,label\n1,x\n2,\n", "label", None),  # an empty label is a class of its own: fine
+        ("a,label\n1,x\n", "label", "only one class"),
+        ("a,label\n", "label", "no data rows"),
+        ("a,label\n1,x,3\n", "label", "row 2: 3 values, expected 2"),
+    ],
+)
+def test_bad_csv_gets_a_clear_error(tmp_path, content, label_column, message):
+    path = tmp_path / "data.csv"
+    if content is not None:
+        path.write_text(content)
+    if message is None:
+        load_dataset(str(path), label_column)
+        return
+    with pytest.raises(DataError, match=message) as info:
+        load_dataset(str(path), label_column)
+    assert "data.csv" in str(info.value)
+
+
+def test_fewer_rows_than_a_split_needs(tmp_path):
+    path = tmp_path / "few.npz"
+    np.savez(path, X=np.ones((5, 3)), y=np.array([0, 0, 0, 1, 1]))
+    data = load_dataset(str(path))
+    with pytest.raises(DataError, match=r"few.npz: 5 rows for 2 classes.*\['1'\]"):
+        split_dataset(data)
+    np.savez(path, X=np.ones((6, 3)), y=np.array([0, 0, 0, 1, 1, 1]))
+    split = split_dataset(load_dataset(str(path)))
+    assert (len(split.train), len(split.val), len(split.test)) == (2, 2, 2)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"X": np.ones((3, 2))}, r"missing array\(s\) \['y'\]"),
+        ({"X": np.ones((3, 2)), "y": np.array([0, 1])}, "one label per row"),
+        ({"X": np.array([[1.0, np.nan], [2, 3]]), "y": np.array([0, 1])}, "row 0, feature 1"),
+        ({"X": np.array([[1.0, 2], [np.inf, 3]]), "y": np.array([0, 1])}, "not finite"),
+        ({"X": np.ones((3, 2)), "y": np.array([1, 1, 1])}, "only one class"),
+        ({"X": np.array([["a", "b"], ["c", "d"]]), "y": np.array([0, 1])}, "not numeric"),
+        ({"X": np.ones(3), "y": np.array([0, 1, 0])}, "one row per example"),
+    ],
+)
+def test_bad_npz_gets_a_clear_error(tmp_path, arrays, message):
+    path = tmp_path / "data.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=message):
+        load_dataset(str(path))
+
+
+def test_unreadable_and_unknown_files(tmp_path):
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(DataError, match=r"not a readable \.npz"):
+        load_dataset(str(broken))
+    other = tmp_path / "data.parquet"
+    other.write_bytes(b"")
+    with pytest.raises(DataError, match=r"unknown format '\.parquet'"):
+        load_dataset(str(other))
+
+
+def test_loader_shapes_examples_for_the_network():
+    split = split_dataset(load_dataset("digits"))
+    features, labels = next(iter(make_loader(split.test, (1, 8, 8), 32, shuffle=False)))
+    assert features.shape == (32, 1, 8, 8)
+    assert labels.dtype.is_floating_point is False

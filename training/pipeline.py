@@ -1,0 +1,145 @@
+"""One training run: data → fit → precise BN → checkpoint → fold, export and verify."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.data import Dataset, load_dataset, make_loader, split_dataset
+from training.export import ExportResult, ModelInfo, export_model
+from training.models import ModelSpec, build_model
+from training.precise_bn import recompute_bn_statistics
+from training.train import FitSettings, evaluate, fit, resolve_device, seed_everything
+
+CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.json"
+# Examples kept in the checkpoint so that `foldserve export` can verify without the data set.
+CHECK_EXAMPLES = 256
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = "digits"
+    label_column: str = "label"
+    arch: str = "mlp"
+    out: Path = Path("models/default")
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    precise_bn: bool = True
+    model_version: str | None = None
+    spec_overrides: dict = field(default_factory=dict)
+    fit: FitSettings = field(default_factory=FitSettings)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    metrics: dict
+    export: ExportResult
+    checkpoint: Path
+
+
+def input_shape_for(arch: str, dataset: Dataset) -> tuple[int, ...]:
+    """The MLP takes flat feature vectors; the CNN takes the data set's image shape."""
+    if arch == "cnn":
+        if dataset.image_shape is None or len(dataset.image_shape) != 3:
+            raise ValueError(
+                f"--arch cnn needs image-shaped data (an .npz whose X is N×C×H×W, or digits); "
+                f"{dataset.name} has flat rows of {dataset.num_features} features"
+            )
+        return tuple(dataset.image_shape)
+    return (dataset.num_features,)
+
+
+def run_training(config: TrainConfig) -> TrainResult:
+    """Train, recompute BN statistics, save checkpoint and history, then export and verify."""
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    dataset = load_dataset(config.data, config.label_column)
+    split = split_dataset(dataset, config.seed, config.val_fraction, config.test_fraction)
+    shape = input_shape_for(config.arch, dataset)
+    spec = ModelSpec(config.arch, shape, len(dataset.class_labels), **config.spec_overrides)
+    model = build_model(spec)
+
+    train_loader = make_loader(split.train, shape, config.batch_size, True, config.seed)
+    val_loader = make_loader(split.val, shape, 512, False)
+    test_loader = make_loader(split.test, shape, 512, False)
+    started = time.perf_counter()
+    history = fit(model, train_loader, val_loader, config.fit, device)
+    metrics: dict = {
+        "epochs": config.fit.epochs,
+        "train_seconds": round(time.perf_counter() - started, 2),
+        "split": {
+            "seed": config.seed,
+            "val_fraction": config.val_fraction,
+            "test_fraction": config.test_fraction,
+            "train": len(split.train),
+            "val": len(split.val),
+            "test": len(split.test),
+        },
+        "moving_average_bn": _accuracies(model, val_loader, test_loader, device),
+        "precise_bn": config.precise_bn,
+    }
+    if config.precise_bn:
+        stats_loader = make_loader(split.train, shape, 512, False)
+        changes = recompute_bn_statistics(model, stats_loader, device)
+        metrics["bn_changes"] = [change.as_dict() for change in changes]
+    final = _accuracies(model, val_loader, test_loader, device)
+    _, metrics["train_accuracy"] = evaluate(
+        model, make_loader(split.train, shape, 512, False), device
+    )
+    metrics.update(final)
+
+    config.out.mkdir(parents=True, exist_ok=True)
+    (config.out / HISTORY).write_text(json.dumps(history.epochs, indent=2) + "\n")
+    model = model.cpu()
+    check_inputs = np.ascontiguousarray(split.train.features[:CHECK_EXAMPLES].reshape((-1, *shape)))
+    info = ModelInfo(
+        config.arch, dataset.name, shape, dataset.class_labels, metrics, config.model_version
+    )
+    checkpoint = config.out / CHECKPOINT
+    save_checkpoint(checkpoint, model, spec, info, check_inputs)
+    return TrainResult(metrics, export_model(model, config.out, info, check_inputs), checkpoint)
+
+
+def _accuracies(model, val_loader, test_loader, device) -> dict:
+    return {
+        "val_accuracy": evaluate(model, val_loader, device)[1],
+        "test_accuracy": evaluate(model, test_loader, device)[1],
+    }
+
+
+def save_checkpoint(
+    path: Path, model: torch.nn.Module, spec: ModelSpec, info: ModelInfo, check_inputs: np.ndarray
+) -> None:
+    """Weights, the spec to rebuild the network, its metadata and a few examples to verify on."""
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "spec": spec.as_dict(),
+            "info": asdict(info),
+            "check_inputs": torch.from_numpy(check_inputs),
+        },
+        path,
+    )
+
+
+def export_checkpoint(
+    checkpoint: Path, out_dir: Path, model_version: str | None = None
+) -> ExportResult:
+    """Rebuild a trained network from its checkpoint and export it (fold, verify, metadata)."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model = build_model(ModelSpec.from_dict(saved["spec"]))
+    model.load_state_dict(saved["state_dict"])
+    info_values = dict(saved["info"])
+    info_values["input_shape"] = tuple(info_values["input_shape"])
+    if model_version is not None:
+        info_values["model_version"] = model_version
+    return export_model(model, out_dir, ModelInfo(**info_values), saved["check_inputs"].numpy())
