@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--channels", type=_widths, help="CNN conv channels, e.g. 32,64")
     train.add_argument("--no-input-bn", action="store_true", help="no BN over the raw inputs")
     train.add_argument("--dropout", type=float, help="dropout after each block (default 0.2)")
-    train.add_argument("--epochs", type=int, default=None, help="default 40 (mlp), 20 (cnn)")
+    train.add_argument("--epochs", type=int, default=None, help="default 40 (mlp), 30 (cnn)")
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (one-cycle)")
     train.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adamw")
@@ -100,7 +100,7 @@ def _run_train(args: argparse.Namespace) -> int:
         }.items()
         if value is not None
     }
-    epochs = args.epochs if args.epochs is not None else (40 if args.arch == "mlp" else 20)
+    epochs = args.epochs if args.epochs is not None else (40 if args.arch == "mlp" else 30)
     config = pipeline.TrainConfig(
         data=args.data,
         label_column=args.label_column,
