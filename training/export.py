@@ -88,7 +88,7 @@ def export_model(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
-    folded = fold_batchnorm(model)
+    folded = fold_batchnorm(model, example_inputs=(torch.from_numpy(check_inputs[:2]),))
     report = folded.fold_report
     model_path = out_dir / "model.onnx"
     # Built beside its final name and moved there only once verified: a failed export must not

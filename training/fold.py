@@ -69,6 +69,9 @@ class FoldedBN:
     gamma: list[float]
     beta: list[float]
     eps: float
+    # The BN normalized the model's own input, so its statistics describe the raw features the
+    # service receives: the shift monitor compares live traffic against them.
+    reads_model_input: bool = False
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,7 @@ def _apply(gm: fx.GraphModule, bn_node: fx.Node, layer_node: fx.Node, direction:
     else:
         gm.set_submodule(layer_node.target, fold_bn_into_consumer(bn, layer))
         layer_node.replace_input_with(bn_node, bn_node.args[0])
+    reads_model_input = isinstance(bn_node.args[0], fx.Node) and bn_node.args[0].op == "placeholder"
     gm.graph.erase_node(bn_node)
     n = bn.num_features
     return FoldedBN(
@@ -238,6 +242,7 @@ def _apply(gm: fx.GraphModule, bn_node: fx.Node, layer_node: fx.Node, direction:
         gamma=bn.weight.double().tolist() if bn.affine else [1.0] * n,
         beta=bn.bias.double().tolist() if bn.affine else [0.0] * n,
         eps=float(bn.eps),
+        reads_model_input=reads_model_input,
     )
 
 

@@ -80,6 +80,7 @@ def test_exported_file_has_no_batchnorm_and_documented_metadata(tmp_path):
     stats = json.loads(metadata["foldserve.bn_stats"])
     assert [s["layer"] for s in stats] == ["0", "2"]
     assert stats[0]["direction"] == "forward"
+    assert [s["reads_model_input"] for s in stats] == [True, False]
     torch.testing.assert_close(
         torch.tensor(stats[1]["mean"]), model[2].running_mean, atol=1e-6, rtol=0
     )
