@@ -3,6 +3,10 @@
 The serving half owns the command. Other installed parts add subcommands through the
 `foldserve.commands` entry-point group (the training half registers `train` and `export` there), so
 this module never imports torch or `training/`, and a serving-only install simply lacks them.
+The serving subcommands (`serve`, `health`, `predict`, `bench`) skip loading those plugins
+altogether, so a plugin that imports torch at module level cannot leak it into a server process.
+Each subcommand imports its implementation lazily: `foldserve health` (a Docker HEALTHCHECK)
+never pays for onnxruntime.
 """
 
 from __future__ import annotations
@@ -14,28 +18,130 @@ from importlib.metadata import entry_points
 
 Register = Callable[[argparse._SubParsersAction], None]
 
+SERVING_COMMANDS = ("serve", "health", "predict", "bench")
+
 
 def _register_plugins(subparsers: argparse._SubParsersAction) -> None:
     for entry in entry_points(group="foldserve.commands"):
-        register: Register = entry.load()
+        try:
+            register: Register = entry.load()
+        except ImportError as exc:  # e.g. a serving-only install that lacks torch
+            print(f"foldserve: command {entry.name!r} unavailable: {exc}", file=sys.stderr)
+            continue
         register(subparsers)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the root parser with every subcommand registered."""
+def _serve(args: argparse.Namespace) -> int:
+    from service.config import ConfigError, resolve
+
+    try:
+        config = resolve(args)
+    except ConfigError as exc:
+        print(f"foldserve serve: error: {exc}", file=sys.stderr)
+        return 2
+    from service.server import serve
+
+    return serve(config)
+
+
+def _health(args: argparse.Namespace) -> int:
+    from service.health_check import check
+
+    return check(args.target, args.service, args.timeout)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from service.client import run_predict
+
+    return run_predict(args)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from service.bench import run_bench
+
+    return run_bench(args)
+
+
+def _register_serving(subparsers: argparse._SubParsersAction) -> None:
+    from service.config import add_serve_arguments
+
+    serve = subparsers.add_parser(
+        "serve",
+        help="serve a model file over gRPC (Predictor, KServe V2, health, reflection)",
+        description="Serve one model file. Every flag also reads a FOLDSERVE_* variable; "
+        "flags win. SIGTERM/SIGINT drain gracefully.",
+    )
+    add_serve_arguments(serve)
+    serve.set_defaults(func=_serve)
+
+    health = subparsers.add_parser(
+        "health", help="exit 0 iff the server's gRPC health check says SERVING"
+    )
+    health.add_argument("--target", default="127.0.0.1:50051", help="host:port of the server")
+    health.add_argument("--service", default="", help="service name to check ('' = the server)")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for an answer")
+    health.set_defaults(func=_health)
+
+    predict = subparsers.add_parser(
+        "predict",
+        help="send examples to a server one at a time; print predictions or a summary",
+        description="Send examples one at a time. --data: 'digits' (default: its test split, "
+        "as recorded in the model's training metrics), a .csv/.npz file, or '-' for JSON on "
+        "stdin: a list of examples, or one example per line; an example is a list of numbers "
+        'or {"features": [...], "label": <class label or index>} (label optional).',
+    )
+    predict.add_argument("--target", default="127.0.0.1:50051", help="host:port of the server")
+    predict.add_argument("--data", default="digits", help="digits, FILE.csv, FILE.npz or -")
+    predict.add_argument("--label-column", default="label", help="label column of a CSV file")
+    predict.add_argument(
+        "--split",
+        choices=("test", "val", "train", "all"),
+        default=None,
+        help="which part of the data to send (default: test for digits, all for files); the "
+        "split is the one the model was trained with",
+    )
+    predict.add_argument("--summary", action="store_true", help="print accuracy and latency only")
+    predict.add_argument(
+        "--format", choices=("text", "json"), default="text", help="summary as text or JSON"
+    )
+    predict.add_argument("--limit", type=int, default=None, help="send at most this many")
+    predict.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+    predict.add_argument("--model-name", default="", help="model name to request ('' = any)")
+    predict.set_defaults(func=_predict)
+
+    bench = subparsers.add_parser(
+        "bench",
+        help="measure sequential latency: bare gRPC echo servers vs foldserve Predict",
+    )
+    bench.add_argument("--model", required=True, help="model.onnx to serve")
+    bench.add_argument("--calls", type=int, default=2000, help="sequential calls per run")
+    bench.add_argument("--runs", type=int, default=5, help="runs (the median is reported)")
+    bench.add_argument("--warmup", type=int, default=300, help="untimed calls before each run")
+    bench.set_defaults(func=_bench)
+
+
+def _wanted_command(argv: Sequence[str]) -> str | None:
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """Build the root parser; plugins are skipped when `argv` runs a serving subcommand."""
     parser = argparse.ArgumentParser(
         prog="foldserve",
-        description="Train BatchNorm networks, fold BN away, serve one example at a time over gRPC.",
+        description="Train BatchNorm networks, fold BN away, serve one example at a time "
+        "over gRPC.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _register_plugins(subparsers)
-    # Serving subcommands (serve, predict, health, bench) register here.
+    if argv is None or _wanted_command(argv) not in SERVING_COMMANDS:
+        _register_plugins(subparsers)
+    _register_serving(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; each subcommand sets `func(args) -> int` on its parser."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -1,0 +1,33 @@
+"""`foldserve health`: ask a server's standard gRPC health service; for Docker HEALTHCHECK."""
+
+from __future__ import annotations
+
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def check(target: str, service: str = "", timeout: float = 3.0) -> int:
+    """Check `service` on `target`.
+
+    Returns:
+        0 when the answer is SERVING; 1 otherwise (not serving, unknown service, no answer),
+        with the reason on stderr.
+    """
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.RpcError as exc:
+            detail = exc.details() if hasattr(exc, "details") else str(exc)
+            print(
+                f"foldserve health: {target} service {service!r}: {exc.code().name}: {detail}",
+                file=sys.stderr,
+            )
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    if reply.status != health_pb2.HealthCheckResponse.SERVING:
+        print(f"foldserve health: {target} service {service!r} is {status}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,162 @@
+"""Request decoding and validation (numpy, no per-value Python loops) and response encoding.
+
+Every check raises `ServiceError` whose message names the offending field and what was expected,
+e.g. "features: expected 64 float32 values (shape [64]), got 63".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from service.errors import invalid, not_found
+from service.model import OUTPUTS, Model
+
+FP32 = "FP32"
+_LITTLE_F32 = np.dtype("<f4")
+_NON_FP32_CONTENTS = (
+    "bool_contents",
+    "int_contents",
+    "int64_contents",
+    "uint_contents",
+    "uint64_contents",
+    "fp64_contents",
+    "bytes_contents",
+)
+
+
+def check_model(model: Model, name: str, version: str, name_field: str, version_field: str) -> None:
+    """Accept an empty name/version (the served model) or an exact match, else NOT_FOUND."""
+    if name and name != model.name:
+        raise not_found(f"{name_field}: unknown model {name!r}; this server serves {model.name!r}")
+    if version and version != model.version:
+        raise not_found(
+            f"{version_field}: unknown version {version!r} of model {model.name!r}; "
+            f"the served version is {model.version!r}"
+        )
+
+
+def _check_finite(values: np.ndarray, field: str) -> None:
+    finite = np.isfinite(values)
+    if not finite.all():
+        index = int(np.argmin(finite.ravel()))
+        raise invalid(
+            f"{field}[{index}]: {values.ravel()[index]} is not finite; "
+            "expected finite float32 values (no NaN or infinity)"
+        )
+
+
+def features_to_batch(features: Sequence[float], model: Model) -> np.ndarray:
+    """Turn `PredictRequest.features` into a [1, *input_shape] float32 batch.
+
+    Raises:
+        ServiceError: INVALID_ARGUMENT for a wrong count or a non-finite value.
+    """
+    count = len(features)
+    if count != model.num_features:
+        got = "none (empty features)" if count == 0 else str(count)
+        raise invalid(
+            f"features: expected {model.num_features} float32 values "
+            f"(shape {list(model.input_shape)}), got {got}"
+        )
+    values = np.array(features, dtype=np.float32)
+    _check_finite(values, "features")
+    return values.reshape(model.batch_shape)
+
+
+def decode_infer_inputs(request, model: Model) -> tuple[np.ndarray, bool]:
+    """Decode a V2 `ModelInferRequest`'s single FP32 input into a [N, *input_shape] batch.
+
+    Returns:
+        (batch, raw): raw is True when the data came in `raw_input_contents`.
+
+    Raises:
+        ServiceError: INVALID_ARGUMENT naming the field for any mismatch.
+    """
+    if len(request.inputs) != 1:
+        raise invalid(
+            f"inputs: expected 1 input tensor ({model.input_name!r}), got {len(request.inputs)}"
+        )
+    tensor = request.inputs[0]
+    if tensor.name != model.input_name:
+        raise invalid(
+            f"inputs[0].name: unknown input {tensor.name!r}; expected {model.input_name!r}"
+        )
+    if tensor.datatype != FP32:
+        raise invalid(f"inputs[0].datatype: expected {FP32}, got {tensor.datatype!r}")
+    shape = tuple(int(d) for d in tensor.shape)
+    if len(shape) != 1 + len(model.input_shape) or shape[0] < 1 or shape[1:] != model.input_shape:
+        expected = ", ".join(["N", *(str(d) for d in model.input_shape)])
+        raise invalid(f"inputs[0].shape: expected [{expected}] with N >= 1, got {list(shape)}")
+    count = int(np.prod(shape))
+    raw_contents = request.raw_input_contents
+    has_typed = tensor.HasField("contents")
+    if raw_contents:
+        if has_typed:
+            raise invalid("inputs[0].contents: data given in both contents and raw_input_contents")
+        if len(raw_contents) != 1:
+            raise invalid(
+                f"raw_input_contents: expected 1 entry (one per input), got {len(raw_contents)}"
+            )
+        batch = _decode_raw(raw_contents[0], count, shape)
+        raw = True
+    elif has_typed:
+        batch = _decode_typed(tensor.contents, count, shape)
+        raw = False
+    else:
+        raise invalid(
+            f"inputs[0]: no data; expected {count} FP32 values for shape {list(shape)} in "
+            "contents.fp32_contents or raw_input_contents"
+        )
+    _check_finite(batch, "inputs[0] values")
+    return batch, raw
+
+
+def _decode_raw(data: bytes, count: int, shape: tuple[int, ...]) -> np.ndarray:
+    if len(data) % 4:
+        raise invalid(
+            f"raw_input_contents[0]: {len(data)} bytes is not a multiple of 4 (FP32 is 4 bytes)"
+        )
+    if len(data) != 4 * count:
+        raise invalid(
+            f"raw_input_contents[0]: expected {4 * count} bytes ({count} FP32 values for shape "
+            f"{list(shape)}), got {len(data)}"
+        )
+    return np.frombuffer(data, dtype=_LITTLE_F32).astype(np.float32, copy=False).reshape(shape)
+
+
+def _decode_typed(contents, count: int, shape: tuple[int, ...]) -> np.ndarray:
+    others = [name for name in _NON_FP32_CONTENTS if len(getattr(contents, name))]
+    if others:
+        raise invalid(
+            f"inputs[0].contents: FP32 data belongs in fp32_contents, got {', '.join(others)}"
+        )
+    values = contents.fp32_contents
+    if len(values) != count:
+        raise invalid(
+            f"inputs[0].contents.fp32_contents: expected {count} values for shape {list(shape)}, "
+            f"got {len(values)}"
+        )
+    return np.array(values, dtype=np.float32).reshape(shape)
+
+
+def requested_outputs(request) -> list[str]:
+    """Names of the outputs to return, in request order; all of them when none is named.
+
+    Raises:
+        ServiceError: INVALID_ARGUMENT for an unknown or repeated name.
+    """
+    if not request.outputs:
+        return list(OUTPUTS)
+    names: list[str] = []
+    for i, output in enumerate(request.outputs):
+        if output.name not in OUTPUTS:
+            raise invalid(
+                f"outputs[{i}].name: unknown output {output.name!r}; "
+                f"expected one of {list(OUTPUTS)}"
+            )
+        if output.name in names:
+            raise invalid(f"outputs[{i}].name: output {output.name!r} requested twice")
+        names.append(output.name)
+    return names

