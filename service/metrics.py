@@ -8,7 +8,7 @@ first use, so recording a call costs a dict lookup and a few lock-protected addi
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from prometheus_client import (
@@ -93,6 +93,7 @@ class Metrics:
     ) -> None:
         labels = ("model", "version")
         self._model_labels = (model, version)
+        self._registry = registry
         self._requests = Counter(
             "foldserve_requests_total",
             "RPCs finished (PredictStream: stream messages), by method and gRPC status code.",
@@ -161,15 +162,25 @@ class Metrics:
                     self._methods[name] = found
         return found
 
-    def count_prediction(self, label: int) -> None:
-        """Count one example predicted as class index `label`."""
-        self._predictions[label].inc()
-
     def count_predictions(self, labels: np.ndarray) -> None:
         """Count predicted class indices (one per example)."""
+        if labels.shape[0] == 1:  # the common case, one example per call: skip bincount
+            self._predictions[int(labels[0])].inc()
+            return
         for index, count in enumerate(np.bincount(labels.ravel())):
             if count:
                 self._predictions[index].inc(int(count))
+
+    def watch_input_shift(self, score: Callable[[], float]) -> None:
+        """Export the input shift monitor's score, computed when Prometheus scrapes."""
+        Gauge(
+            "foldserve_input_shift_score",
+            "How far live inputs drifted from the training data: mean over input channels of "
+            "|live mean - training mean| / training std (each clipped at 10), over an "
+            "exponentially weighted window of recent examples (half-life 500).",
+            ("model", "version"),
+            registry=self._registry,
+        ).labels(*self._model_labels).set_function(score)
 
 
 def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> tuple[object, int]:

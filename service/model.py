@@ -56,6 +56,7 @@ class Model:
     output_names: list[str]
     training_metrics: dict[str, Any]
     fold_report: dict[str, Any]
+    bn_stats: list[dict[str, Any]]
     metadata: dict[str, str]
     session: ort.InferenceSession = field(repr=False)
     # Derived in __post_init__: values in one example, and the shape of a batch of one.
@@ -131,10 +132,10 @@ def load_model(path: str | os.PathLike[str], name: str = "foldserve") -> Model:
         output_names=list(_json(str(path), metadata, "foldserve.output_names", list)),
         training_metrics=_json(str(path), metadata, "foldserve.training_metrics", dict),
         fold_report=_json(str(path), metadata, "foldserve.fold_report", dict),
+        bn_stats=_json(str(path), metadata, "foldserve.bn_stats", list),
         metadata=metadata,
         session=session,
     )
-    _json(str(path), metadata, "foldserve.bn_stats", list)
     _check_graph(str(path), model)
     return model
 

@@ -21,9 +21,10 @@ from service.config import ServeConfig
 from service.logs import setup_logging
 from service.metrics import Metrics, serve_metrics
 from service.model import Model, ModelError, load_model
-from service.servicers.calls import Calls, Gate
+from service.servicers.calls import Calls, Gate, ModelRunner
 from service.servicers.inference import InferenceServicer
 from service.servicers.predictor import PredictorServicer
+from service.shift import InputShiftMonitor
 
 log = logging.getLogger("foldserve.server")
 
@@ -104,6 +105,10 @@ def start_server(
     )
     gate = Gate()
     calls = Calls(metrics, gate)
+    shift = InputShiftMonitor.from_bn_stats(model.bn_stats, model.input_shape)
+    if shift is not None:
+        metrics.watch_input_shift(shift.score)
+    runner = ModelRunner(model, metrics, shift)
     # A sync thread-pool server: measured fastest for one-example calls (see README, Performance).
     # One worker per admitted call, so open streams never starve unary calls.
     server = grpc.server(
@@ -118,9 +123,9 @@ def start_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    predictor_pb2_grpc.add_PredictorServicer_to_server(PredictorServicer(model, calls), server)
+    predictor_pb2_grpc.add_PredictorServicer_to_server(PredictorServicer(runner, calls), server)
     grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceServicer(model, calls), server
+        InferenceServicer(runner, calls), server
     )
     health_servicer = health.HealthServicer()
     for name in ("", *SERVICE_NAMES):

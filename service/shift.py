@@ -17,6 +17,9 @@ import numpy as np
 
 # Examples in the exponentially weighted window (the weight of an example halves after this many).
 DEFAULT_HALF_LIFE = 500
+# Examples summed before they are folded into the weighted mean: keeps a call's cost to one
+# in-place addition (the serving path is ~40 µs a call; a full update per call cost ~15 µs).
+FOLD_EVERY = 32
 # A channel whose training variance was ~0 (a digits corner pixel) would otherwise turn any
 # change into a huge score; a clipped channel still counts as fully drifted.
 MAX_CHANNEL_SHIFT = 10.0
@@ -48,8 +51,11 @@ class InputShiftMonitor:
                 f"{list(example_shape)} (channels first)"
             )
         self._channels = channels
+        self._values_per_channel = int(np.prod(example_shape[1:], dtype=np.int64))
         self._decay = 0.5 ** (1.0 / half_life)
         self._live_mean = self._train_mean.copy()
+        self._pending_sum = np.zeros(channels)
+        self._pending = 0
         self._seen = 0
         self._lock = threading.Lock()
 
@@ -68,11 +74,26 @@ class InputShiftMonitor:
         count = batch.shape[0]
         if count == 0:
             return
-        channel_means = batch.reshape(count, self._channels, -1).mean(axis=(0, 2))
-        keep = self._decay**count
+        if count == 1 and self._values_per_channel == 1:
+            channel_sums = batch.reshape(self._channels)
+        else:
+            grouped = batch.reshape(count, self._channels, self._values_per_channel)
+            channel_sums = grouped.sum(axis=(0, 2)) / self._values_per_channel
         with self._lock:
-            self._live_mean = keep * self._live_mean + (1.0 - keep) * channel_means
+            self._pending_sum += channel_sums
+            self._pending += count
             self._seen += count
+            if self._pending >= FOLD_EVERY:
+                self._fold_pending()
+
+    def _fold_pending(self) -> None:
+        # The block's mean enters with the weight its examples would have had one by one.
+        keep = self._decay**self._pending
+        self._live_mean = keep * self._live_mean + (1.0 - keep) * (
+            self._pending_sum / self._pending
+        )
+        self._pending_sum[:] = 0.0
+        self._pending = 0
 
     @property
     def examples_seen(self) -> int:
@@ -81,6 +102,8 @@ class InputShiftMonitor:
     def score(self) -> float:
         """Mean over channels of |live mean − training mean| / training std, each clipped at 10."""
         with self._lock:
+            if self._pending:
+                self._fold_pending()
             live = self._live_mean.copy()
         shift = np.abs(live - self._train_mean) / self._train_std
         return float(np.minimum(shift, MAX_CHANNEL_SHIFT).mean())

@@ -9,9 +9,12 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
+import numpy as np
 
 from service.errors import ServiceError
 from service.metrics import Metrics
+from service.model import Model
+from service.shift import InputShiftMonitor
 
 log = logging.getLogger("foldserve.calls")
 
@@ -67,6 +70,45 @@ def check_deadline(context: grpc.ServicerContext) -> None:
     """
     if context.time_remaining() <= 0:
         raise ServiceError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before compute")
+
+
+class ModelRunner:
+    """Runs the model for one call, with what every model run shares: the deadline check, queue
+    and compute timing, predicted-class counts and the input shift monitor.
+
+    Args:
+        model: the loaded model.
+        metrics: the server's metrics.
+        shift: the input shift monitor, when the model has an input BN to compare against.
+    """
+
+    def __init__(
+        self, model: Model, metrics: Metrics, shift: InputShiftMonitor | None = None
+    ) -> None:
+        self.model = model
+        self._metrics = metrics
+        self._shift = shift
+
+    def run(
+        self, batch: np.ndarray, start: float, context: grpc.ServicerContext
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Run a validated batch for a call that started at `start` (perf_counter).
+
+        Returns:
+            (logits, probabilities), each float32 of shape [N, classes].
+
+        Raises:
+            ServiceError: DEADLINE_EXCEEDED when the call's deadline passed before compute.
+        """
+        check_deadline(context)
+        compute_start = time.perf_counter()
+        self._metrics.queue.observe(compute_start - start)
+        logits, probabilities = self.model.run(batch)
+        self._metrics.compute.observe(time.perf_counter() - compute_start)
+        self._metrics.count_predictions(logits.argmax(axis=1))
+        if self._shift is not None:
+            self._shift.observe(batch)
+        return logits, probabilities
 
 
 class Calls:

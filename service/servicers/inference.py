@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import grpc
 
 from service._proto.inference import grpc_predict_v2_pb2 as pb
 from service._proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.model import OUTPUTS, Model
-from service.servicers.calls import Calls, check_deadline
+from service.servicers.calls import Calls, ModelRunner
 from service.tensors import FP32, check_model, decode_infer_inputs, requested_outputs
 from service.version import VERSION
 
@@ -21,15 +19,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """Serves one loaded model over the V2 protocol.
 
     Args:
-        model: the loaded model.
+        runner: runs the loaded model.
         calls: shared admission, metrics and status handling.
     """
 
-    def __init__(self, model: Model, calls: Calls) -> None:
-        self._model = model
+    def __init__(self, runner: ModelRunner, calls: Calls) -> None:
+        self._model = runner.model
+        self._runner = runner
         self._calls = calls
-        self._metrics = calls.metrics
-        self._metadata = self._model_metadata(model)
+        self._metadata = self._model_metadata(runner.model)
 
     def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.ServicerContext):
         return self._calls.unary(
@@ -76,12 +74,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         check_model(model, request.model_name, request.model_version, "model_name", "model_version")
         batch, raw = decode_infer_inputs(request, model)
         names = requested_outputs(request)
-        check_deadline(context)
-        compute_start = time.perf_counter()
-        self._metrics.queue.observe(compute_start - start)
-        logits, probabilities = model.run(batch)
-        self._metrics.compute.observe(time.perf_counter() - compute_start)
-        self._metrics.count_predictions(logits.argmax(axis=1))
+        logits, probabilities = self._runner.run(batch, start, context)
         response = pb.ModelInferResponse(
             model_name=model.name, model_version=model.version, id=request.id
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -11,7 +10,7 @@ from google.protobuf import struct_pb2
 from service._proto.foldserve.v1 import predictor_pb2, predictor_pb2_grpc
 from service.errors import ServiceError
 from service.model import Model
-from service.servicers.calls import Calls, check_deadline
+from service.servicers.calls import Calls, ModelRunner
 from service.tensors import check_model, features_to_batch
 
 
@@ -25,15 +24,15 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
     """Serves one loaded model.
 
     Args:
-        model: the loaded model.
+        runner: runs the loaded model.
         calls: shared admission, metrics and status handling.
     """
 
-    def __init__(self, model: Model, calls: Calls) -> None:
-        self._model = model
+    def __init__(self, runner: ModelRunner, calls: Calls) -> None:
+        self._model = runner.model
+        self._runner = runner
         self._calls = calls
-        self._metrics = calls.metrics
-        self._description = self._describe(model)
+        self._description = self._describe(runner.model)
 
     def Predict(
         self, request: predictor_pb2.PredictRequest, context: grpc.ServicerContext
@@ -81,13 +80,8 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
                 model, request.model_name, request.model_version, "model_name", "model_version"
             )
         batch = features_to_batch(request.features, model)
-        check_deadline(context)
-        compute_start = time.perf_counter()
-        self._metrics.queue.observe(compute_start - start)
-        logits, probabilities = model.run(batch)
-        self._metrics.compute.observe(time.perf_counter() - compute_start)
+        logits, probabilities = self._runner.run(batch, start, context)
         label = int(logits[0].argmax())
-        self._metrics.count_prediction(label)
         return predictor_pb2.PredictResponse(
             label=label,
             class_name=model.class_labels[label],

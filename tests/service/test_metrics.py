@@ -35,7 +35,7 @@ def test_names_labels_and_info() -> None:
     metrics.method("Predict").record("INVALID_ARGUMENT", 0.0001)
     metrics.compute.observe(1e-5)
     metrics.queue.observe(3e-5)
-    metrics.count_prediction(2)
+    metrics.count_predictions(np.array([2]))
     metrics.count_predictions(np.array([0, 2, 2]))
     labels = {"model": "m", "version": "1"}
     sample = registry.get_sample_value

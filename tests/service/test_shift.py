@@ -1,3 +1,4 @@
+import json
 import threading
 
 import numpy as np
@@ -64,3 +65,28 @@ def test_concurrent_observers_lose_no_examples():
     for thread in threads:
         thread.join()
     assert monitor.examples_seen == 4000
+
+
+def test_server_exports_the_shift_score_of_live_predict_traffic(tmp_path, serve):
+    from service._proto.foldserve.v1 import predictor_pb2 as pb
+    from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
+    from service.model import load_model
+    from tests.service.model_files import metadata, write_tiny_model
+
+    meta = metadata((4,), ["a", "b"])
+    input_bn = {"layer": "0", "mean": [0.0, 1.0, 2.0, 3.0], "var": [1.0] * 4, "eps": 0.0,
+                "reads_model_input": True}  # fmt: skip
+    meta["foldserve.bn_stats"] = json.dumps([input_bn])
+    path = write_tiny_model(tmp_path / "model.onnx", features=4, classes=2, meta=meta)
+    served = serve(load_model(path))
+    stub = pb_grpc.PredictorStub(served.channel)
+    assert served.sample("foldserve_input_shift_score") == 0.0
+    for _ in range(300):  # every feature 2 training stds above its mean
+        stub.Predict(pb.PredictRequest(features=[2.0, 3.0, 4.0, 5.0]), timeout=5)
+    assert served.sample("foldserve_input_shift_score") == pytest.approx(
+        2.0 * (1 - 0.5 ** (300 / 500)), rel=1e-6
+    )
+
+
+def test_no_input_bn_no_shift_metric(served):
+    assert served.sample("foldserve_input_shift_score") is None
