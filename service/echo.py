@@ -1,8 +1,13 @@
-"""A bare gRPC server answering `foldserve.v1.Predictor/Predict` with a canned reply: no model.
+"""Bare gRPC servers answering `foldserve.v1.Predictor/Predict`: the baselines of `foldserve bench`.
 
-The baseline `foldserve bench` compares against: what one Python gRPC call costs here with the
-same messages (request decoded, response encoded), in the sync thread-pool or the asyncio model.
-Run `python -m service.echo --mode sync|aio`; it prints `port=N` and serves until killed.
+- `--mode sync|aio`: a canned reply, no model: what one Python gRPC call costs here with the same
+  messages (request decoded, response encoded), in the sync thread-pool or the asyncio model.
+- `--mode sync --model FILE`: the least a server can do with a model: decode the features, one
+  onnxruntime run (same session options as foldserve), encode the reply; no validation, metrics,
+  admission or logging. foldserve's distance from it is what our own serving code costs.
+
+Run `python -m service.echo --mode sync|aio [--model FILE]`; it prints `port=N` and serves until
+killed.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import sys
 from concurrent import futures
 
 import grpc
+import numpy as np
 
 from service._proto.foldserve.v1 import predictor_pb2 as pb
 
@@ -35,13 +41,32 @@ def _sync_echo(request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.
     return REPLY
 
 
+def _bare_model_handler(model_path: str):
+    from service.model import load_model
+
+    model = load_model(model_path)
+
+    def predict(request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:
+        batch = np.asarray(request.features, dtype=np.float32).reshape(model.batch_shape)
+        logits, probabilities = model.run(batch)
+        label = int(logits[0].argmax())
+        return pb.PredictResponse(
+            label=label,
+            class_name=model.class_labels[label],
+            probabilities=probabilities[0].tolist(),
+        )
+
+    return predict
+
+
 async def _aio_echo(request: pb.PredictRequest, context) -> pb.PredictResponse:
     return REPLY
 
 
-def serve_sync(host: str) -> None:
+def serve_sync(host: str, model_path: str | None = None) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    server.add_generic_rpc_handlers((_handler(_sync_echo),))
+    behaviour = _bare_model_handler(model_path) if model_path else _sync_echo
+    server.add_generic_rpc_handlers((_handler(behaviour),))
     port = server.add_insecure_port(f"{host}:0")
     server.start()
     print(f"port={port}", flush=True)
@@ -61,9 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mode", choices=("sync", "aio"), default="sync")
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--model", help="run this model.onnx per call (sync mode only)")
     args = parser.parse_args(argv)
+    if args.model and args.mode != "sync":
+        parser.error("--model works with --mode sync only")
     if args.mode == "sync":
-        serve_sync(args.host)
+        serve_sync(args.host, args.model)
     else:
         asyncio.run(serve_aio(args.host))
     return 0
