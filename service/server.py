@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from service._proto.foldserve.v1 import predictor_pb2, predictor_pb2_grpc
 from service._proto.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
@@ -162,6 +162,9 @@ def serve(config: ServeConfig) -> int:
         0 after a clean drain, 2 when the server cannot start (message on stderr).
     """
     setup_logging(config.log_level, config.log_format)
+    # A `_created` twin of every counter and histogram doubles the series for nothing a
+    # dashboard or alert here reads.
+    disable_created_metrics()
     try:
         model = load_model(config.model, config.model_name)
         running = start_server(config, model, CollectorRegistry())
