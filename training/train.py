@@ -135,5 +135,9 @@ def fit(
             "val_accuracy": val_accuracy,
         }
         history.epochs.append(record)
-        bar.set_postfix(loss=f"{record['train_loss']:.4f}", val_acc=f"{val_accuracy:.4f}")
+        bar.set_postfix(
+            loss=f"{record['train_loss']:.4f}",
+            acc=f"{record['train_accuracy']:.4f}",
+            val_acc=f"{val_accuracy:.4f}",
+        )
     return history
