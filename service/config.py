@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -50,8 +51,8 @@ def _positive_int(text: str) -> int:
 
 def _non_negative_float(text: str) -> float:
     value = float(text)
-    if not value >= 0:
-        raise ValueError(f"{value} is not a non-negative number")
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{value} is not a finite non-negative number")
     return value
 
 

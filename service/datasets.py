@@ -231,7 +231,8 @@ def split_dataset(
         members = rng.permutation(np.flatnonzero(dataset.labels == label))
         n_test = max(1, round(len(members) * test_fraction))
         n_val = max(1, round(len(members) * val_fraction))
-        n_test, n_val = min(n_test, len(members) - 2), min(n_val, len(members) - 2)
+        n_test = min(n_test, len(members) - 2)
+        n_val = min(n_val, len(members) - n_test - 1)  # at least one row stays for training
         parts["test"].append(members[:n_test])
         parts["val"].append(members[n_test : n_test + n_val])
         parts["train"].append(members[n_test + n_val :])

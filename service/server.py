@@ -93,7 +93,14 @@ def start_server(
 
     Raises:
         ServeError: the gRPC or metrics port cannot be bound.
+        ModelError: the model's input BN statistics do not fit its input.
     """
+    try:
+        shift = InputShiftMonitor.from_bn_stats(model.bn_stats, model.input_shape)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ModelError(
+            f"model file {model.path!r}: foldserve.bn_stats has no usable input statistics: {exc}"
+        ) from None
     metrics = Metrics(
         registry,
         model.name,
@@ -105,7 +112,6 @@ def start_server(
     )
     gate = Gate()
     calls = Calls(metrics, gate)
-    shift = InputShiftMonitor.from_bn_stats(model.bn_stats, model.input_shape)
     if shift is not None:
         metrics.watch_input_shift(shift.score)
     runner = ModelRunner(model, metrics, shift)

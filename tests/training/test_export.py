@@ -113,6 +113,9 @@ def test_cnn_exports_without_batchnorm(tmp_path):
     model = _randomize_bn(build_model(ModelSpec("cnn", (1, 8, 8), 10)))
     inputs = np.random.default_rng(2).uniform(0, 16, size=(80, 1, 8, 8)).astype(np.float32)
     result = export_model(model, tmp_path, _info(arch="cnn", input_shape=(1, 8, 8)), inputs)
+    graph = onnx.load(str(result.model_path)).graph
+    assert [n.op_type for n in graph.node].count("BatchNormalization") == 0
+    assert {"Conv", "Gemm"} <= {n.op_type for n in graph.node}
     assert result.bn_nodes == 0
     assert result.max_abs_error < 1e-4
     assert len(result.fold_report["folded"]) == 4
