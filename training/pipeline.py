@@ -87,14 +87,13 @@ def run_training(config: TrainConfig) -> TrainResult:
         "moving_average_bn": _accuracies(model, val_loader, test_loader, device),
         "precise_bn": config.precise_bn,
     }
+    ordered_train_loader = make_loader(split.train, shape, 512, False)
+    final = metrics["moving_average_bn"]
     if config.precise_bn:
-        stats_loader = make_loader(split.train, shape, 512, False)
-        changes = recompute_bn_statistics(model, stats_loader, device)
+        changes = recompute_bn_statistics(model, ordered_train_loader, device)
         metrics["bn_changes"] = [change.as_dict() for change in changes]
-    final = _accuracies(model, val_loader, test_loader, device)
-    _, metrics["train_accuracy"] = evaluate(
-        model, make_loader(split.train, shape, 512, False), device
-    )
+        final = _accuracies(model, val_loader, test_loader, device)
+    _, metrics["train_accuracy"] = evaluate(model, ordered_train_loader, device)
     metrics.update(final)
 
     config.out.mkdir(parents=True, exist_ok=True)
