@@ -11,44 +11,62 @@ import json
 import sys
 from pathlib import Path
 
-ARCHES = ("mlp", "cnn")
+from service import defaults
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the training subcommands to the root parser."""
+    _add_train(subparsers)
+    _add_export(subparsers)
+
+
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train",
         help="fit a BN network, fold BN away, export and verify model.onnx",
         description="Fit a BatchNorm network, recompute precise BN statistics, fold every BN into "
         "the neighbouring layers, and export a verified ONNX model with metadata.",
     )
-    train.add_argument("--data", default="digits", help="'digits' (built in), a .csv or an .npz")
-    train.add_argument("--label-column", default="label", help="CSV column holding the label")
-    train.add_argument("--arch", choices=ARCHES, default="mlp")
+    train.add_argument(
+        "--data", default=defaults.DIGITS, help="'digits' (built in), a .csv or an .npz"
+    )
+    train.add_argument(
+        "--label-column", default=defaults.LABEL_COLUMN, help="CSV column holding the label"
+    )
+    train.add_argument("--arch", choices=defaults.ARCHITECTURES, default=defaults.ARCH)
     train.add_argument("--hidden", type=_widths, help="MLP hidden widths, e.g. 512,256")
     train.add_argument("--channels", type=_widths, help="CNN conv channels, e.g. 32,64")
     train.add_argument("--no-input-bn", action="store_true", help="no BN over the raw inputs")
-    train.add_argument("--dropout", type=float, help="dropout after each block (default 0.2)")
-    train.add_argument("--epochs", type=int, default=None, help="default 40 (mlp), 30 (cnn)")
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (one-cycle)")
-    train.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adamw")
-    train.add_argument("--weight-decay", type=float, default=1e-4)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    train.add_argument("--val-fraction", type=float, default=0.15)
-    train.add_argument("--test-fraction", type=float, default=0.2)
+    train.add_argument(
+        "--dropout", type=float, help=f"dropout after each block (default {defaults.DROPOUT})"
+    )
+    epochs = ", ".join(f"{n} ({arch})" for arch, n in defaults.EPOCHS.items())
+    train.add_argument("--epochs", type=int, default=None, help=f"default {epochs}")
+    train.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE)
+    train.add_argument(
+        "--lr", type=float, default=defaults.LEARNING_RATE, help="peak learning rate (one-cycle)"
+    )
+    train.add_argument("--optimizer", choices=defaults.OPTIMIZERS, default=defaults.OPTIMIZER)
+    train.add_argument("--weight-decay", type=float, default=defaults.WEIGHT_DECAY)
+    train.add_argument("--seed", type=int, default=defaults.SPLIT_SEED)
+    train.add_argument("--device", choices=defaults.DEVICES, default=defaults.DEVICE)
+    train.add_argument("--val-fraction", type=float, default=defaults.VAL_FRACTION)
+    train.add_argument("--test-fraction", type=float, default=defaults.TEST_FRACTION)
     train.add_argument(
         "--moving-average-bn",
         action="store_true",
         help="keep BN's moving averages instead of recomputing precise statistics",
     )
     train.add_argument("--model-version", help="version recorded in the model (default: UTC time)")
-    train.add_argument("--out", type=Path, default=Path("models/default"), help="output directory")
+    train.add_argument(
+        "--out", type=Path, default=Path(defaults.MODEL_DIR), help="output directory"
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--dry-run", action="store_true", help="one batch per epoch (smoke test)")
     train.set_defaults(func=_run_train)
 
+
+def _add_export(subparsers: argparse._SubParsersAction) -> None:
     export = subparsers.add_parser(
         "export",
         help="fold, export and verify model.onnx from a training checkpoint",
@@ -100,7 +118,7 @@ def _run_train(args: argparse.Namespace) -> int:
         }.items()
         if value is not None
     }
-    epochs = args.epochs if args.epochs is not None else (40 if args.arch == "mlp" else 30)
+    epochs = args.epochs if args.epochs is not None else defaults.EPOCHS[args.arch]
     config = pipeline.TrainConfig(
         data=args.data,
         label_column=args.label_column,
@@ -155,12 +173,12 @@ def _print_training_report(result) -> None:
 
 
 def _print_export(export) -> None:
-    folded = export.fold_report["folded"]
-    print(f"folded {len(folded)} BatchNorm layer(s):")
-    for entry in folded:
-        print(f"  {entry['bn']} -> {entry['into']} ({entry['direction']})")
-    for entry in export.fold_report["left"]:
-        print(f"  left {entry['bn']}: {entry['reason']}")
+    report = export.fold_report
+    print(f"folded {len(report.folded)} BatchNorm layer(s):")
+    for entry in report.folded:
+        print(f"  {entry.layer} -> {entry.folded_into} ({entry.direction})")
+    for entry in report.left:
+        print(f"  left {entry.layer}: {entry.reason}")
     print(
         f"exported {export.model_path}: {export.bn_nodes} BatchNormalization nodes; "
         f"max |onnxruntime - torch| = {export.max_abs_error:.2e}; "

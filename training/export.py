@@ -3,6 +3,7 @@
 The old TorchScript exporter (`dynamo=False`) is used on purpose: it maps our already-folded graph
 one to one (Gemm/Conv/Relu/MaxPool), needs no onnxscript, and does no BN folding of its own that
 could hide a fold we missed; the zero-BatchNormalization check below is then a real check.
+The metadata is written through the model-file contract (`service.contract`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +20,14 @@ import onnx
 import torch
 from torch import nn
 
-from training.fold import fold_batchnorm
-
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-import onnxruntime as ort
+from service import contract
+from service.contract import INPUT_NAME, LOGITS, OUTPUT_NAMES, FoldReport, ModelMetadata
+from service.defaults import CARD_FILE, MODEL_FILE
+from service.runtime import ort
+from service.version import VERSION
+from training.fold import FoldResult, fold_batchnorm
 
 OPSET = 17
-INPUT_NAME = "input"
-OUTPUT_NAMES = ("logits", "probabilities")
-METADATA_PREFIX = "foldserve."
-FORMAT_VERSION = "1"
 # Folded vs unfolded outputs (float32) and one example alone vs inside a batch.
 FOLD_ATOL = FOLD_RTOL = 1e-5
 BATCH_ATOL = 1e-6
@@ -42,7 +40,7 @@ class ExportError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the model file says about itself, beside the graph."""
+    """What the model file says about itself, beside the graph and the fold."""
 
     arch: str
     dataset: str
@@ -59,7 +57,7 @@ class ExportResult:
     bn_nodes: int
     max_abs_error: float  # onnxruntime (folded) vs torch (unfolded, eval)
     max_batch_error: float  # one example alone vs inside a batch of BATCH_PEERS others
-    fold_report: dict
+    fold_report: FoldReport
 
 
 class _WithProbabilities(nn.Module):
@@ -89,24 +87,24 @@ def export_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
     folded = fold_batchnorm(model, example_inputs=(torch.from_numpy(check_inputs[:2]),))
-    report = folded.fold_report
-    model_path = out_dir / "model.onnx"
+    model_path = out_dir / MODEL_FILE
     # Built beside its final name and moved there only once verified: a failed export must not
     # leave a file that looks servable.
-    staging = out_dir / "model.onnx.partial"
+    staging = out_dir / f"{MODEL_FILE}.partial"
     try:
-        max_abs_error, max_batch_error, metadata = _export_verified(
-            model, folded, info, check_inputs, staging, model_path
-        )
+        example = torch.from_numpy(check_inputs[:2].astype(np.float32))
+        metadata = _export_checked(folded, info, example, staging, model_path)
+        max_abs_error, max_batch_error = _verify(staging, model_path, model, check_inputs)
+        os.replace(staging, model_path)
     finally:
         staging.unlink(missing_ok=True)
     # Counted again in the file as written, so the result and the card report the file itself.
     bn_nodes = count_batchnorm_nodes(onnx.load(str(model_path)))
-    card_path = out_dir / "card.json"
-    card = _card(info, metadata, report.to_dict(), bn_nodes, max_abs_error, max_batch_error)
+    card_path = out_dir / CARD_FILE
+    card = _card(metadata, bn_nodes, max_abs_error, max_batch_error)
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return ExportResult(
-        model_path, card_path, bn_nodes, max_abs_error, max_batch_error, report.to_dict()
+        model_path, card_path, bn_nodes, max_abs_error, max_batch_error, folded.report
     )
 
 
@@ -115,37 +113,28 @@ def count_batchnorm_nodes(proto: onnx.ModelProto) -> int:
     return sum(node.op_type == "BatchNormalization" for node in proto.graph.node)
 
 
-def _export_verified(
-    model: nn.Module,
-    folded: nn.Module,
-    info: ModelInfo,
-    check_inputs: np.ndarray,
-    staging: Path,
-    model_path: Path,
-) -> tuple[float, float, dict[str, str]]:
-    report = folded.fold_report
-    example = torch.from_numpy(check_inputs[:2].astype(np.float32))
+def _export_checked(
+    folded: FoldResult, info: ModelInfo, example: torch.Tensor, staging: Path, model_path: Path
+) -> ModelMetadata:
+    """Export to `staging`, check the graph, write the metadata into it; return the metadata."""
     with warnings.catch_warnings():
         # The TorchScript exporter is chosen deliberately (module docstring); its deprecation
         # notice would only repeat that choice on every run.
         warnings.simplefilter("ignore", DeprecationWarning)
-        _export_onnx(folded, example, staging)
+        _export_onnx(folded.module, example, staging)
     proto = onnx.load(str(staging))
     onnx.checker.check_model(proto, full_check=True)
     bn_nodes = count_batchnorm_nodes(proto)
     if bn_nodes:
-        left = [entry["bn"] for entry in report.to_dict()["left"]]
+        left = [entry.layer for entry in folded.left]
         raise ExportError(
             f"{model_path}: {bn_nodes} BatchNormalization node(s) left in the graph "
             f"(not folded: {left or 'none reported'}); a served model must have none"
         )
-    created = datetime.now(UTC)
-    metadata = _metadata(info, report, created)
-    onnx.helper.set_model_props(proto, metadata)
+    metadata = _metadata(info, folded, datetime.now(UTC))
+    onnx.helper.set_model_props(proto, contract.to_properties(metadata))
     onnx.save(proto, str(staging))
-    max_abs_error, max_batch_error = _verify(staging, model_path, model, check_inputs)
-    os.replace(staging, model_path)
-    return max_abs_error, max_batch_error, metadata
+    return metadata
 
 
 def _export_onnx(folded: nn.Module, example: torch.Tensor, model_path: Path) -> None:
@@ -161,31 +150,19 @@ def _export_onnx(folded: nn.Module, example: torch.Tensor, model_path: Path) -> 
     )
 
 
-def _metadata(info: ModelInfo, report, created: datetime) -> dict[str, str]:
-    values = {
-        "format": FORMAT_VERSION,
-        "version": version("foldserve"),
-        "model_version": info.model_version or created.strftime("%Y%m%dT%H%M%SZ"),
-        "created": created.isoformat(timespec="seconds"),
-        "dataset": info.dataset,
-        "arch": info.arch,
-        "input_name": INPUT_NAME,
-        "input_shape": json.dumps(list(info.input_shape)),
-        "input_dtype": "float32",
-        "output_names": json.dumps(list(OUTPUT_NAMES)),
-        "class_labels": json.dumps(info.class_labels),
-        "bn_stats": json.dumps([_bn_stats_entry(entry) for entry in report.bn_stats()]),
-        "fold_report": json.dumps(report.to_dict()),
-        "training_metrics": json.dumps(info.training_metrics),
-    }
-    return {METADATA_PREFIX + key: value for key, value in values.items()}
-
-
-def _bn_stats_entry(folded: dict) -> dict:
-    """The documented `foldserve.bn_stats` entry (the fold report calls `layer` and `folded_into`
-    `bn` and `into`)."""
-    renamed = {"bn": "layer", "into": "folded_into"}
-    return {renamed.get(key, key): value for key, value in folded.items()}
+def _metadata(info: ModelInfo, folded: FoldResult, created: datetime) -> ModelMetadata:
+    return ModelMetadata(
+        model_version=info.model_version or created.strftime("%Y%m%dT%H%M%SZ"),
+        created=created.isoformat(timespec="seconds"),
+        dataset=info.dataset,
+        arch=info.arch,
+        input_shape=tuple(info.input_shape),
+        class_labels=tuple(info.class_labels),
+        foldserve_version=VERSION,
+        bn_stats=tuple(folded.bn_stats),
+        fold_report=folded.report,
+        training_metrics=info.training_metrics,
+    )
 
 
 def _verify(
@@ -193,7 +170,7 @@ def _verify(
 ) -> tuple[float, float]:
     session = ort.InferenceSession(str(staging), providers=["CPUExecutionProvider"])
     inputs = inputs.astype(np.float32)
-    served = session.run([OUTPUT_NAMES[0]], {INPUT_NAME: inputs})[0]
+    served = session.run([LOGITS], {INPUT_NAME: inputs})[0]
     with torch.no_grad():
         expected = original(torch.from_numpy(inputs)).numpy()
     max_abs_error = float(np.max(np.abs(served - expected)))
@@ -205,8 +182,8 @@ def _verify(
     max_batch_error = 0.0
     peers = inputs[: BATCH_PEERS + 1]
     for index in range(min(len(peers), 8)):
-        alone = session.run([OUTPUT_NAMES[0]], {INPUT_NAME: peers[index : index + 1]})[0][0]
-        batched = session.run([OUTPUT_NAMES[0]], {INPUT_NAME: peers})[0][index]
+        alone = session.run([LOGITS], {INPUT_NAME: peers[index : index + 1]})[0][0]
+        batched = session.run([LOGITS], {INPUT_NAME: peers})[0][index]
         max_batch_error = max(max_batch_error, float(np.max(np.abs(alone - batched))))
     if max_batch_error > BATCH_ATOL:
         raise ExportError(
@@ -216,32 +193,28 @@ def _verify(
     return max_abs_error, max_batch_error
 
 
-def _card(
-    info: ModelInfo,
-    metadata: dict[str, str],
-    fold: dict,
-    bn_nodes: int,
-    max_abs_error: float,
-    batch_error: float,
-) -> dict:
-    metrics = info.training_metrics
+def _card(metadata: ModelMetadata, bn_nodes: int, max_abs_error: float, batch_error: float) -> dict:
+    metrics = metadata.training_metrics
+    report = metadata.fold_report
     return {
-        "model": "model.onnx",
-        "model_version": metadata[METADATA_PREFIX + "model_version"],
-        "created": metadata[METADATA_PREFIX + "created"],
-        "foldserve_version": metadata[METADATA_PREFIX + "version"],
-        "dataset": info.dataset,
-        "arch": info.arch,
-        "input": {"name": INPUT_NAME, "shape": list(info.input_shape), "dtype": "float32"},
-        "outputs": list(OUTPUT_NAMES),
-        "class_labels": info.class_labels,
+        "model": MODEL_FILE,
+        "model_version": metadata.model_version,
+        "created": metadata.created,
+        "foldserve_version": metadata.foldserve_version,
+        "dataset": metadata.dataset,
+        "arch": metadata.arch,
+        "input": {
+            "name": metadata.input_name,
+            "shape": list(metadata.input_shape),
+            "dtype": metadata.input_dtype,
+        },
+        "outputs": list(metadata.output_names),
+        "class_labels": list(metadata.class_labels),
         "test_accuracy": metrics.get("test_accuracy"),
         "val_accuracy": metrics.get("val_accuracy"),
         "batchnorm_nodes": bn_nodes,
-        "folded": [
-            f"{entry['bn']} -> {entry['into']} ({entry['direction']})" for entry in fold["folded"]
-        ],
-        "left": fold["left"],
+        "folded": [f"{f.layer} -> {f.folded_into} ({f.direction})" for f in report.folded],
+        "left": report.to_json()["left"],
         "verification": {
             "max_abs_error_vs_unfolded_torch": max_abs_error,
             "max_abs_error_alone_vs_in_batch": batch_error,

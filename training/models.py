@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-ARCHITECTURES = ("mlp", "cnn")
+from service.defaults import ARCHITECTURES, CNN_CHANNELS, CNN_HEAD_WIDTH, DROPOUT, MLP_HIDDEN
 
 
 @dataclass(frozen=True)
@@ -17,11 +17,11 @@ class ModelSpec:
     arch: str
     input_shape: tuple[int, ...]
     num_classes: int
-    hidden: tuple[int, ...] = (512, 256)
-    channels: tuple[int, ...] = (32, 64)
-    head_width: int = 128
+    hidden: tuple[int, ...] = MLP_HIDDEN
+    channels: tuple[int, ...] = CNN_CHANNELS
+    head_width: int = CNN_HEAD_WIDTH
     input_bn: bool = True
-    dropout: float = 0.2
+    dropout: float = DROPOUT
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -58,9 +58,9 @@ def build_model(spec: ModelSpec) -> nn.Sequential:
 def build_mlp(
     num_features: int,
     num_classes: int,
-    hidden: Sequence[int] = (512, 256),
+    hidden: Sequence[int] = MLP_HIDDEN,
     input_bn: bool = True,
-    dropout: float = 0.2,
+    dropout: float = DROPOUT,
 ) -> nn.Sequential:
     """Linear→BatchNorm1d→ReLU blocks and a Linear head.
 
@@ -86,10 +86,10 @@ def build_mlp(
 def build_cnn(
     image_shape: Sequence[int],
     num_classes: int,
-    channels: Sequence[int] = (32, 64),
-    head_width: int = 128,
+    channels: Sequence[int] = CNN_CHANNELS,
+    head_width: int = CNN_HEAD_WIDTH,
     input_bn: bool = True,
-    dropout: float = 0.2,
+    dropout: float = DROPOUT,
 ) -> nn.Sequential:
     """Conv2d→BatchNorm2d→ReLU blocks, one 2×2 max-pool, and a flattening Linear head.
 

@@ -10,29 +10,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from service import defaults
 from training.data import Dataset, load_dataset, make_loader, split_dataset
 from training.export import ExportResult, ModelInfo, export_model
 from training.models import ModelSpec, build_model
 from training.precise_bn import recompute_bn_statistics
 from training.train import FitSettings, evaluate, fit, resolve_device, seed_everything
 
-CHECKPOINT = "checkpoint.pt"
-HISTORY = "history.json"
 # Examples kept in the checkpoint so that `foldserve export` can verify without the data set.
 CHECK_EXAMPLES = 256
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str = "digits"
-    label_column: str = "label"
-    arch: str = "mlp"
-    out: Path = Path("models/default")
-    batch_size: int = 64
-    seed: int = 0
-    device: str = "auto"
-    val_fraction: float = 0.15
-    test_fraction: float = 0.2
+    data: str = defaults.DIGITS
+    label_column: str = defaults.LABEL_COLUMN
+    arch: str = defaults.ARCH
+    out: Path = Path(defaults.MODEL_DIR)
+    batch_size: int = defaults.BATCH_SIZE
+    seed: int = defaults.SPLIT_SEED
+    device: str = defaults.DEVICE
+    val_fraction: float = defaults.VAL_FRACTION
+    test_fraction: float = defaults.TEST_FRACTION
     precise_bn: bool = True
     model_version: str | None = None
     spec_overrides: dict = field(default_factory=dict)
@@ -69,8 +68,8 @@ def run_training(config: TrainConfig) -> TrainResult:
     model = build_model(spec)
 
     train_loader = make_loader(split.train, shape, config.batch_size, True, config.seed)
-    val_loader = make_loader(split.val, shape, 512, False)
-    test_loader = make_loader(split.test, shape, 512, False)
+    val_loader = make_loader(split.val, shape, defaults.EVAL_BATCH_SIZE, False)
+    test_loader = make_loader(split.test, shape, defaults.EVAL_BATCH_SIZE, False)
     started = time.perf_counter()
     history = fit(model, train_loader, val_loader, config.fit, device)
     metrics: dict = {
@@ -87,7 +86,7 @@ def run_training(config: TrainConfig) -> TrainResult:
         "moving_average_bn": _accuracies(model, val_loader, test_loader, device),
         "precise_bn": config.precise_bn,
     }
-    ordered_train_loader = make_loader(split.train, shape, 512, False)
+    ordered_train_loader = make_loader(split.train, shape, defaults.EVAL_BATCH_SIZE, False)
     final = metrics["moving_average_bn"]
     if config.precise_bn:
         changes = recompute_bn_statistics(model, ordered_train_loader, device)
@@ -97,13 +96,13 @@ def run_training(config: TrainConfig) -> TrainResult:
     metrics.update(final)
 
     config.out.mkdir(parents=True, exist_ok=True)
-    (config.out / HISTORY).write_text(json.dumps(history.epochs, indent=2) + "\n")
+    (config.out / defaults.HISTORY_FILE).write_text(json.dumps(history.epochs, indent=2) + "\n")
     model = model.cpu()
     check_inputs = np.ascontiguousarray(split.train.features[:CHECK_EXAMPLES].reshape((-1, *shape)))
     info = ModelInfo(
         config.arch, dataset.name, shape, dataset.class_labels, metrics, config.model_version
     )
-    checkpoint = config.out / CHECKPOINT
+    checkpoint = config.out / defaults.CHECKPOINT_FILE
     save_checkpoint(checkpoint, model, spec, info, check_inputs)
     return TrainResult(metrics, export_model(model, config.out, info, check_inputs), checkpoint)
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+from training.batchnorm import BN_TYPES
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def _batchnorms_in_forward_order(
             lambda m, _: order.append((names[m], m)) if all(m is not o for _, o in order) else None
         )
         for module in names
-        if isinstance(module, _BN_TYPES) and module.track_running_stats
+        if isinstance(module, BN_TYPES) and module.track_running_stats
     ]
     try:
         features, _ = next(iter(loader))

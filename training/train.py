@@ -11,15 +11,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+from service import defaults
+from service.defaults import OPTIMIZERS
 
 
 @dataclass(frozen=True)
 class FitSettings:
-    epochs: int = 30
-    learning_rate: float = 2e-3
-    optimizer: str = "adamw"
-    weight_decay: float = 1e-4
+    epochs: int = defaults.EPOCHS[defaults.ARCH]
+    learning_rate: float = defaults.LEARNING_RATE
+    optimizer: str = defaults.OPTIMIZER
+    weight_decay: float = defaults.WEIGHT_DECAY
     progress: bool = True
     dry_run: bool = False  # one batch per epoch: for smoke tests
 
@@ -111,33 +112,47 @@ def fit(
     history = History()
     bar = tqdm(range(1, settings.epochs + 1), disable=not settings.progress, unit="epoch")
     for epoch in bar:
-        model.train()
-        total_loss, correct, count = 0.0, 0, 0
-        for features, labels in train_loader:
-            features, labels = features.to(device), labels.to(device)
-            logits = model(features)
-            loss = nn.functional.cross_entropy(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total_loss += loss.item() * len(labels)
-            correct += int((logits.argmax(dim=1) == labels).sum())
-            count += len(labels)
-            if settings.dry_run:
-                break
+        train_loss, train_accuracy = _train_epoch(
+            model, train_loader, optimizer, schedule, device, settings.dry_run
+        )
         val_loss, val_accuracy = evaluate(model, val_loader, device)
-        record = {
-            "epoch": epoch,
-            "train_loss": total_loss / count,
-            "train_accuracy": correct / count,
-            "val_loss": val_loss,
-            "val_accuracy": val_accuracy,
-        }
-        history.epochs.append(record)
+        history.epochs.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_accuracy": train_accuracy,
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
+            }
+        )
         bar.set_postfix(
-            loss=f"{record['train_loss']:.4f}",
-            acc=f"{record['train_accuracy']:.4f}",
-            val_acc=f"{val_accuracy:.4f}",
+            loss=f"{train_loss:.4f}", acc=f"{train_accuracy:.4f}", val_acc=f"{val_accuracy:.4f}"
         )
     return history
+
+
+def _train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    dry_run: bool,
+) -> tuple[float, float]:
+    """One pass over `loader` in train mode; returns the mean loss and accuracy it saw."""
+    model.train()
+    total_loss, correct, count = 0.0, 0, 0
+    for features, labels in loader:
+        features, labels = features.to(device), labels.to(device)
+        logits = model(features)
+        loss = nn.functional.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        total_loss += loss.item() * len(labels)
+        correct += int((logits.argmax(dim=1) == labels).sum())
+        count += len(labels)
+        if dry_run:
+            break
+    return total_loss / count, correct / count

@@ -1,7 +1,6 @@
 """The training subcommands as a user runs them: real processes, real files."""
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -13,9 +12,8 @@ FOLDSERVE = [sys.executable, "-m", "service.cli"]
 
 
 def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
     return subprocess.run(
-        [*FOLDSERVE, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+        [*FOLDSERVE, *args], capture_output=True, text=True, timeout=timeout, check=False
     )
 
 

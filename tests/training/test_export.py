@@ -1,5 +1,4 @@
 import json
-import os
 
 import numpy as np
 import onnx
@@ -7,27 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from service import contract
+from service.contract import KEYS
+from service.runtime import ort
 from training.export import ExportError, ModelInfo, export_model
-
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-import onnxruntime as ort
-
-KEYS = {
-    "format",
-    "version",
-    "model_version",
-    "created",
-    "dataset",
-    "arch",
-    "input_name",
-    "input_shape",
-    "input_dtype",
-    "output_names",
-    "class_labels",
-    "bn_stats",
-    "fold_report",
-    "training_metrics",
-}
 
 
 def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -73,11 +55,14 @@ def test_exported_file_has_no_batchnorm_and_documented_metadata(tmp_path):
     assert [n.op_type for n in proto.graph.node].count("BatchNormalization") == 0
     assert result.bn_nodes == 0
     metadata = {p.key: p.value for p in proto.metadata_props}
-    assert {key.removeprefix("foldserve.") for key in metadata} == KEYS
-    assert metadata["foldserve.model_version"] == "v1"
-    assert json.loads(metadata["foldserve.input_shape"]) == [6]
-    assert json.loads(metadata["foldserve.class_labels"]) == ["a", "b", "c"]
-    stats = json.loads(metadata["foldserve.bn_stats"])
+    assert set(metadata) == set(KEYS.values())
+    assert metadata[KEYS["model_version"]] == "v1"
+    assert json.loads(metadata[KEYS["input_shape"]]) == [6]
+    assert json.loads(metadata[KEYS["class_labels"]]) == ["a", "b", "c"]
+    parsed = contract.from_properties(metadata)
+    assert parsed.input_shape == (6,) and parsed.class_labels == ("a", "b", "c")
+    assert parsed.fold_report == result.fold_report
+    stats = json.loads(metadata[KEYS["bn_stats"]])
     assert [s["layer"] for s in stats] == ["0", "2"]
     assert stats[0]["direction"] == "forward"
     assert [s["reads_model_input"] for s in stats] == [True, False]
@@ -85,7 +70,7 @@ def test_exported_file_has_no_batchnorm_and_documented_metadata(tmp_path):
         torch.tensor(stats[1]["mean"]), model[2].running_mean, atol=1e-6, rtol=0
     )
     assert set(stats[1]) >= {"mean", "var", "gamma", "beta", "eps", "folded_into"}
-    assert json.loads(metadata["foldserve.fold_report"])["left"] == []
+    assert json.loads(metadata[KEYS["fold_report"]])["left"] == []
     assert result.max_abs_error < 1e-4
     card = json.loads(result.card_path.read_text())
     assert card["batchnorm_nodes"] == 0 and card["test_accuracy"] == 0.5
@@ -118,7 +103,7 @@ def test_cnn_exports_without_batchnorm(tmp_path):
     assert {"Conv", "Gemm"} <= {n.op_type for n in graph.node}
     assert result.bn_nodes == 0
     assert result.max_abs_error < 1e-4
-    assert len(result.fold_report["folded"]) == 4
+    assert len(result.fold_report.folded) == 4
 
 
 def test_batchnorm_that_cannot_fold_fails_export_with_its_name(tmp_path):

@@ -25,9 +25,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from training.fold import (
-    FoldedBN,
+    BNStats,
     FoldError,
     FoldReport,
+    FoldResult,
     fold_batchnorm,
     fold_bn_into_consumer,
     fold_bn_into_producer,
@@ -380,13 +381,13 @@ def prepared(case: Case, stats: str, dtype: torch.dtype = torch.float32) -> nn.M
     return model.eval()
 
 
-def assert_report(folded: nn.Module, case: Case) -> None:
-    report = folded.fold_report
-    assert {f.bn: (f.into, f.direction) for f in report.folded} == case.folded
-    assert {x.bn for x in report.left} == set(case.left)
+def assert_report(result: FoldResult, case: Case) -> None:
+    report = result.report
+    assert {f.layer: (f.folded_into, f.direction) for f in report.folded} == case.folded
+    assert {x.layer for x in report.left} == set(case.left)
     for entry in report.left:
-        assert case.left[entry.bn] in entry.reason
-    assert {name for name, _ in bns(folded)} == set(case.left)
+        assert case.left[entry.layer] in entry.reason
+    assert {name for name, _ in bns(result.module)} == set(case.left)
 
 
 @pytest.fixture(autouse=True)
@@ -407,11 +408,12 @@ def test_zoo_folds_exactly(name: str, stats: str) -> None:
         if stats == "trained"
         else torch.randn(case.input_shape)
     )
-    folded = fold_batchnorm(model)
+    result = fold_batchnorm(model)
+    folded = result.module
     assert not folded.training
     with torch.no_grad():
         torch.testing.assert_close(folded(x), model(x), atol=ATOL, rtol=RTOL)
-    assert_report(folded, case)
+    assert_report(result, case)
 
 
 @pytest.mark.parametrize("name", list(ZOO))
@@ -419,11 +421,12 @@ def test_zoo_folds_float64_models(name: str) -> None:
     case = ZOO[name]
     model = prepared(case, "random", torch.float64)
     x = torch.randn(case.input_shape, dtype=torch.float64)
-    folded = fold_batchnorm(model)
+    result = fold_batchnorm(model)
+    folded = result.module
     assert all(p.dtype == torch.float64 for p in folded.parameters())
     with torch.no_grad():
         torch.testing.assert_close(folded(x), model(x), atol=1e-10, rtol=1e-10)
-    assert_report(folded, case)
+    assert_report(result, case)
 
 
 # --- the original, the report, the errors ----------------------------------------------------
@@ -437,7 +440,7 @@ def test_original_model_untouched() -> None:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     flags = {n: m.training for n, m in model.named_modules()}
 
-    folded = fold_batchnorm(model)
+    folded = fold_batchnorm(model).module
 
     after = model.state_dict()
     assert before.keys() == after.keys()
@@ -450,18 +453,21 @@ def test_original_model_untouched() -> None:
 def test_report_serializes_and_carries_the_statistics() -> None:
     model = prepared(ZOO["affine_false"], "random")
     model.bn.eps = 1e-3
-    report: FoldReport = fold_batchnorm(model).fold_report
+    result = fold_batchnorm(model)
+    report: FoldReport = result.report
 
-    assert json.loads(json.dumps(report.to_dict())) == {
+    assert json.loads(json.dumps(report.to_json())) == {
         "folded": [
-            {"bn": "bn_in", "into": "fc", "direction": "forward"},
-            {"bn": "bn", "into": "fc", "direction": "backward"},
+            {"layer": "bn_in", "folded_into": "fc", "direction": "forward"},
+            {"layer": "bn", "folded_into": "fc", "direction": "backward"},
         ],
         "left": [],
     }
-    stats = json.loads(json.dumps(report.bn_stats()))
-    assert [set(s) for s in stats] == [{f.name for f in dataclasses.fields(FoldedBN)}] * 2
-    by_name = {s["bn"]: s for s in stats}
+    stats = json.loads(json.dumps([s.to_json() for s in result.bn_stats]))
+    fields = {f.name for f in dataclasses.fields(BNStats)} | {"num_features"}
+    assert [set(s) for s in stats] == [fields] * 2
+    assert [BNStats.from_json(s, "stats") for s in stats] == result.bn_stats
+    by_name = {s["layer"]: s for s in stats}
     assert by_name["bn"]["num_features"] == 5
     assert by_name["bn"]["eps"] == pytest.approx(1e-3)
     assert by_name["bn"]["mean"] == pytest.approx(model.bn.running_mean.tolist())
@@ -470,19 +476,21 @@ def test_report_serializes_and_carries_the_statistics() -> None:
     assert by_name["bn"]["beta"] == [0.0] * 5
 
 
-def test_report_survives_deepcopy_and_save(tmp_path: Path) -> None:
-    folded = fold_batchnorm(prepared(ZOO["mlp_input_bn"], "random"))
-    torch.save(folded, tmp_path / "folded.pt")
+def test_result_survives_deepcopy_and_save(tmp_path: Path) -> None:
+    result = fold_batchnorm(prepared(ZOO["mlp_input_bn"], "random"))
+    torch.save(result, tmp_path / "folded.pt")
     loaded = torch.load(tmp_path / "folded.pt", weights_only=False)
-    for other in (copy.deepcopy(folded), loaded):
-        assert other.fold_report == folded.fold_report
+    x = torch.randn(4, *ZOO["mlp_input_bn"].input_shape[1:])
+    for other in (copy.deepcopy(result), loaded):
+        assert other.report == result.report and other.bn_stats == result.bn_stats
+        torch.testing.assert_close(other.module(x), result.module(x), atol=0, rtol=0)
 
 
 def test_report_statistics_of_an_affine_bn() -> None:
     model = prepared(ZOO["linear_bn"], "trained")
-    (entry,) = fold_batchnorm(model).fold_report.bn_stats()
-    assert entry["gamma"] == pytest.approx(model.bn.weight.tolist())
-    assert entry["beta"] == pytest.approx(model.bn.bias.tolist())
+    (entry,) = fold_batchnorm(model).bn_stats
+    assert entry.gamma == pytest.approx(model.bn.weight.tolist())
+    assert entry.beta == pytest.approx(model.bn.bias.tolist())
 
 
 def test_track_running_stats_false_raises() -> None:
@@ -502,16 +510,16 @@ def test_untraceable_model_raises() -> None:
 
 def test_bn_subclass_is_left() -> None:
     model = seq(conv=nn.Conv2d(2, 3, 1), bn=CustomBN(3)).eval()
-    folded = fold_batchnorm(model)
-    assert "CustomBN is a BatchNorm subclass" in folded.fold_report.left[0].reason
+    result = fold_batchnorm(model)
+    assert "CustomBN is a BatchNorm subclass" in result.left[0].reason
 
 
 def test_conv_subclass_is_not_folded_into() -> None:
     model = prepared(Case(lambda: seq(conv=StandardizedConv(2, 3, 3), bn=BN2(3)), (), {}), "random")
     x = torch.randn(2, 2, 5, 5)
-    folded = fold_batchnorm(model)
-    assert [x.bn for x in folded.fold_report.left] == ["bn"]
-    torch.testing.assert_close(folded(x), model(x), atol=ATOL, rtol=RTOL)
+    result = fold_batchnorm(model)
+    assert [x.layer for x in result.left] == ["bn"]
+    torch.testing.assert_close(result.module(x), model(x), atol=ATOL, rtol=RTOL)
 
 
 def test_bn_read_directly_is_left() -> None:
@@ -519,9 +527,9 @@ def test_bn_read_directly_is_left() -> None:
     randomize_stats(model)
     model.eval()
     x = torch.randn(3, 4)
-    folded = fold_batchnorm(model)
-    assert folded.fold_report.left[0].reason.startswith("the BN module is used at 2 places")
-    torch.testing.assert_close(folded(x), model(x), atol=ATOL, rtol=RTOL)
+    result = fold_batchnorm(model)
+    assert result.left[0].reason.startswith("the BN module is used at 2 places")
+    torch.testing.assert_close(result.module(x), model(x), atol=ATOL, rtol=RTOL)
 
 
 @pytest.mark.parametrize(("padding", "folds"), [("valid", True), ("same", False)])
@@ -529,10 +537,10 @@ def test_string_padding(padding: str, folds: bool) -> None:
     model = seq(bn=BN2(2), conv=nn.Conv2d(2, 3, 3, padding=padding))
     randomize_stats(model)
     model.eval()
-    folded = fold_batchnorm(model)
-    assert bool(folded.fold_report.folded) is folds
+    result = fold_batchnorm(model)
+    assert bool(result.bn_stats) is folds
     x = torch.randn(2, 2, 6, 6)
-    torch.testing.assert_close(folded(x), model(x), atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(result.module(x), model(x), atol=ATOL, rtol=RTOL)
 
 
 def test_example_inputs_catch_linear_on_a_rank3_tensor() -> None:
@@ -542,17 +550,17 @@ def test_example_inputs_catch_linear_on_a_rank3_tensor() -> None:
     randomize_stats(model)
     model.eval()
     x = torch.randn(5, 4, 3)
-    folded = fold_batchnorm(model, example_inputs=(x,))
-    (left,) = folded.fold_report.left
+    result = fold_batchnorm(model, example_inputs=(x,))
+    (left,) = result.left
     assert "rank-3" in left.reason
-    torch.testing.assert_close(folded(x), model(x), atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(result.module(x), model(x), atol=ATOL, rtol=RTOL)
 
 
 def test_example_inputs_keep_rank2_folds() -> None:
     case = ZOO["mlp_input_bn"]
     model = prepared(case, "trained")
-    folded = fold_batchnorm(model, example_inputs=(torch.randn(case.input_shape),))
-    assert_report(folded, case)
+    result = fold_batchnorm(model, example_inputs=(torch.randn(case.input_shape),))
+    assert_report(result, case)
 
 
 # --- the module-level wrappers against torch's own fusion ------------------------------------
@@ -637,10 +645,11 @@ def test_mlp_property(
     set_stats(model, data.draw(PRECISION[dtype]["log_var"]), mean_scale)
     x = torch.randn(7, widths[0], dtype=dtype) * 2
 
-    folded = fold_batchnorm(model)
+    result = fold_batchnorm(model)
+    folded = result.module
 
     assert not bns(folded)
-    directions = {f.bn: (f.into, f.direction) for f in folded.fold_report.folded}
+    directions = {f.layer: (f.folded_into, f.direction) for f in result.bn_stats}
     assert directions == {"bn_in": ("fc0", F)} | {
         f"bn{i}": (f"fc{i}", B) for i in range(len(widths) - 1)
     }
@@ -688,10 +697,11 @@ def test_conv_property(
     set_stats(model, data.draw(PRECISION[dtype]["log_var"]), mean_scale=2)
     x = torch.randn(3, c_in, *[5] * spatial, dtype=dtype)
 
-    folded = fold_batchnorm(model)
+    result = fold_batchnorm(model)
+    folded = result.module
 
     expected = {"bn_out": ("conv", B)} | ({} if transposed else {"bn_in": ("conv", F)})
-    assert {f.bn: (f.into, f.direction) for f in folded.fold_report.folded} == expected
+    assert {f.layer: (f.folded_into, f.direction) for f in result.bn_stats} == expected
     assert [name for name, _ in bns(folded)] == (["bn_in"] if transposed else [])
     torch.testing.assert_close(
         folded(x), model(x), atol=PRECISION[dtype]["atol"], rtol=PRECISION[dtype]["rtol"]

@@ -19,18 +19,18 @@ def test_builders_output_one_logit_per_class_and_fold_completely(spec, example_s
     model = build_model(spec).eval()
     inputs = torch.randn(5, *example_shape)
     assert model(inputs).shape == (5, spec.num_classes)
-    folded = fold_batchnorm(model)
-    assert folded.fold_report.left == []
-    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    result = fold_batchnorm(model)
+    assert result.left == []
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in result.module.modules())
     expected_bns = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    assert len(folded.fold_report.folded) == expected_bns
+    assert len(result.bn_stats) == expected_bns
 
 
 def test_input_bn_folds_forward_into_the_first_layer():
     for spec in (ModelSpec("mlp", (64,), 10), ModelSpec("cnn", (1, 8, 8), 10)):
-        report = fold_batchnorm(build_model(spec).eval()).fold_report
-        first = report.folded[0] if report.folded[0].bn == "0" else None
-        assert first is not None and first.direction == "forward" and first.into == "1"
+        report = fold_batchnorm(build_model(spec).eval()).report
+        first = report.folded[0] if report.folded[0].layer == "0" else None
+        assert first is not None and first.direction == "forward" and first.folded_into == "1"
 
 
 def test_spec_round_trips_through_a_dict():

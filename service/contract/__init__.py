@@ -1,0 +1,60 @@
+"""The model-file contract: what a foldserve `model.onnx` carries besides its graph.
+
+Training writes a model file through `to_properties`, the server reads it back through
+`from_properties`, and the test fixtures build theirs the same way; no other module spells a
+metadata key. Everything travels in the ONNX file's `metadata_props` under the keys of
+`service.contract.metadata` (its docstring has the table), as typed records:
+
+- `ModelMetadata`: the whole of it, one field per key;
+- `BNStats`: one folded BatchNorm's statistics (the shift monitor's reference);
+- `FoldReport` (`FoldedLayer`, `LeftLayer`): what folded into what, what was left and why.
+
+Graph names are part of the contract too: the input `input` and the outputs `logits` and
+`probabilities` (softmax of the logits), each `[batch, classes]`.
+"""
+
+from service.contract.fields import ContractError
+from service.contract.metadata import (
+    FORMAT_VERSION,
+    INPUT_DTYPE,
+    INPUT_NAME,
+    KEYS,
+    LOGITS,
+    OUTPUT_NAMES,
+    PROBABILITIES,
+    ModelMetadata,
+    from_properties,
+    has_metadata,
+    to_properties,
+)
+from service.contract.records import (
+    BACKWARD,
+    DIRECTIONS,
+    FORWARD,
+    BNStats,
+    FoldedLayer,
+    FoldReport,
+    LeftLayer,
+)
+
+__all__ = [
+    "BACKWARD",
+    "DIRECTIONS",
+    "FORMAT_VERSION",
+    "FORWARD",
+    "INPUT_DTYPE",
+    "INPUT_NAME",
+    "KEYS",
+    "LOGITS",
+    "OUTPUT_NAMES",
+    "PROBABILITIES",
+    "BNStats",
+    "ContractError",
+    "FoldReport",
+    "FoldedLayer",
+    "LeftLayer",
+    "ModelMetadata",
+    "from_properties",
+    "has_metadata",
+    "to_properties",
+]

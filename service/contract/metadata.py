@@ -1,0 +1,191 @@
+"""The metadata keys of a model file, and the writer and parser of its `metadata_props`.
+
+Every value is a string (JSON where the field is not text):
+
+| key | field | value |
+| --- | --- | --- |
+| `foldserve.format` | `format` | metadata format version, `1` |
+| `foldserve.version` | `foldserve_version` | version of foldserve that wrote the file |
+| `foldserve.model_version` | `model_version` | the model's version |
+| `foldserve.created` | `created` | ISO-8601 UTC creation time |
+| `foldserve.dataset` | `dataset` | data set name |
+| `foldserve.arch` | `arch` | network architecture (`mlp`, `cnn`) |
+| `foldserve.input_name` | `input_name` | name of the graph input |
+| `foldserve.input_shape` | `input_shape` | JSON list: one example's shape, no batch dimension |
+| `foldserve.input_dtype` | `input_dtype` | `float32` |
+| `foldserve.output_names` | `output_names` | JSON list: `["logits", "probabilities"]` |
+| `foldserve.class_labels` | `class_labels` | JSON list of strings; position = class index |
+| `foldserve.bn_stats` | `bn_stats` | JSON list of `BNStats` objects, one per folded BN |
+| `foldserve.fold_report` | `fold_report` | JSON `FoldReport`: `folded` and `left` |
+| `foldserve.training_metrics` | `training_metrics` | JSON object: accuracies, epochs, data split |
+
+Extending the format: a new key becomes a field with a default, so files without it still
+parse; a reader ignores `foldserve.*` keys it does not know. `format` changes only when an
+existing key changes meaning.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.contract.fields import ContractError
+from service.contract.records import BNStats, FoldReport
+
+FORMAT_VERSION = "1"
+INPUT_NAME = "input"
+INPUT_DTYPE = "float32"
+LOGITS = "logits"
+PROBABILITIES = "probabilities"
+OUTPUT_NAMES = (LOGITS, PROBABILITIES)
+
+# field of `ModelMetadata` -> metadata key, in the order the table above documents.
+KEYS = {
+    "format": "foldserve.format",
+    "foldserve_version": "foldserve.version",
+    "model_version": "foldserve.model_version",
+    "created": "foldserve.created",
+    "dataset": "foldserve.dataset",
+    "arch": "foldserve.arch",
+    "input_name": "foldserve.input_name",
+    "input_shape": "foldserve.input_shape",
+    "input_dtype": "foldserve.input_dtype",
+    "output_names": "foldserve.output_names",
+    "class_labels": "foldserve.class_labels",
+    "bn_stats": "foldserve.bn_stats",
+    "fold_report": "foldserve.fold_report",
+    "training_metrics": "foldserve.training_metrics",
+}
+FORMAT_KEY = KEYS["format"]
+TEXT_FIELDS = frozenset(
+    {"format", "foldserve_version", "model_version", "created", "dataset", "arch", "input_name"}
+    | {"input_dtype"}
+)
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """Everything a model file says about itself beside the graph (fields: the table above)."""
+
+    model_version: str
+    created: str
+    dataset: str
+    arch: str
+    input_shape: tuple[int, ...]
+    class_labels: tuple[str, ...]
+    foldserve_version: str
+    bn_stats: tuple[BNStats, ...] = ()
+    fold_report: FoldReport = field(default_factory=FoldReport)
+    training_metrics: Mapping[str, Any] = field(default_factory=dict)
+    input_name: str = INPUT_NAME
+    input_dtype: str = INPUT_DTYPE
+    output_names: tuple[str, ...] = OUTPUT_NAMES
+    format: str = FORMAT_VERSION
+
+    @property
+    def input_bn(self) -> BNStats | None:
+        """The folded BN over the raw model input, if the network had one."""
+        return next((s for s in self.bn_stats if s.reads_model_input), None)
+
+
+def to_properties(metadata: ModelMetadata) -> dict[str, str]:
+    """The `metadata_props` of a model file: one string per key."""
+    values = {
+        **{name: getattr(metadata, name) for name in TEXT_FIELDS},
+        "input_shape": json.dumps(list(metadata.input_shape)),
+        "output_names": json.dumps(list(metadata.output_names)),
+        "class_labels": json.dumps(list(metadata.class_labels)),
+        "bn_stats": json.dumps([s.to_json() for s in metadata.bn_stats]),
+        "fold_report": json.dumps(metadata.fold_report.to_json()),
+        "training_metrics": json.dumps(dict(metadata.training_metrics)),
+    }
+    return {key: str(values[name]) for name, key in KEYS.items()}
+
+
+def has_metadata(properties: Mapping[str, str]) -> bool:
+    """True when the properties carry foldserve metadata at all."""
+    return FORMAT_KEY in properties
+
+
+def from_properties(properties: Mapping[str, str]) -> ModelMetadata:
+    """Parse and check a model file's `metadata_props`.
+
+    Raises:
+        ContractError: no foldserve metadata, an unsupported format, a missing key, or a value
+            of the wrong form; the message names the key.
+    """
+    if not has_metadata(properties):
+        raise ContractError(
+            f"no foldserve metadata (key {FORMAT_KEY!r} missing); "
+            "export it with `foldserve train` or `foldserve export`"
+        )
+    if properties[FORMAT_KEY] != FORMAT_VERSION:
+        raise ContractError(
+            f"metadata format {properties[FORMAT_KEY]!r} is not supported "
+            f"(expected {FORMAT_VERSION!r})"
+        )
+    missing = [key for key in KEYS.values() if key not in properties]
+    if missing:
+        raise ContractError(f"metadata key(s) missing: {', '.join(missing)}")
+    metadata = ModelMetadata(
+        **{name: properties[KEYS[name]] for name in TEXT_FIELDS},
+        input_shape=_shape(_decode(properties, "input_shape", list)),
+        output_names=tuple(str(n) for n in _decode(properties, "output_names", list)),
+        class_labels=_class_labels(_decode(properties, "class_labels", list)),
+        bn_stats=tuple(
+            BNStats.from_json(entry, f"{KEYS['bn_stats']}[{i}]")
+            for i, entry in enumerate(_decode(properties, "bn_stats", list))
+        ),
+        fold_report=FoldReport.from_json(
+            _legacy_fold_report(_decode(properties, "fold_report", dict)), KEYS["fold_report"]
+        ),
+        training_metrics=_decode(properties, "training_metrics", dict),
+    )
+    if metadata.input_dtype != INPUT_DTYPE:
+        raise ContractError(
+            f"{KEYS['input_dtype']} is {metadata.input_dtype!r}; only {INPUT_DTYPE!r} is served"
+        )
+    return metadata
+
+
+def _decode(properties: Mapping[str, str], name: str, kind: type) -> Any:
+    key = KEYS[name]
+    try:
+        value = json.loads(properties[key])
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"metadata {key} is not valid JSON ({exc})") from None
+    if not isinstance(value, kind):
+        raise ContractError(
+            f"metadata {key} must be a JSON {kind.__name__}, got {type(value).__name__}"
+        )
+    return value
+
+
+def _shape(values: list[Any]) -> tuple[int, ...]:
+    if not values or not all(type(d) is int and d > 0 for d in values):
+        raise ContractError(
+            f"{KEYS['input_shape']} must be a list of positive integers, got {values}"
+        )
+    return tuple(values)
+
+
+def _class_labels(values: list[Any]) -> tuple[str, ...]:
+    if not values:
+        raise ContractError(f"{KEYS['class_labels']} is empty")
+    return tuple(str(label) for label in values)
+
+
+def _legacy_fold_report(report: dict[str, Any]) -> dict[str, Any]:
+    """foldserve 0.1.0 spelled the report's `layer`/`folded_into` as `bn`/`into`."""
+    renamed = {"bn": "layer", "into": "folded_into"}
+    return {
+        part: [
+            {renamed.get(k, k): v for k, v in item.items()} if isinstance(item, dict) else item
+            for item in items
+        ]
+        if isinstance(items, list)
+        else items
+        for part, items in report.items()
+    }

@@ -1,0 +1,130 @@
+"""The typed records a model file carries: folded BatchNorm statistics and the fold report."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from service.contract import fields
+
+BACKWARD = "backward"  # the BN followed its producer and folded into it
+FORWARD = "forward"  # the BN preceded its consumer and folded into it
+DIRECTIONS = (BACKWARD, FORWARD)
+
+
+@dataclass(frozen=True)
+class BNStats:
+    """One folded BatchNorm and the statistics it carried: the training distribution of its
+    input, which the shift monitor compares live traffic against.
+
+    `reads_model_input` marks a BN over the raw model input: its statistics describe the very
+    features the server receives.
+    """
+
+    layer: str
+    folded_into: str
+    direction: str
+    mean: tuple[float, ...]
+    var: tuple[float, ...]
+    gamma: tuple[float, ...]
+    beta: tuple[float, ...]
+    eps: float
+    reads_model_input: bool = False
+
+    @property
+    def num_features(self) -> int:
+        return len(self.mean)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "folded_into": self.folded_into,
+            "direction": self.direction,
+            "num_features": self.num_features,
+            "mean": list(self.mean),
+            "var": list(self.var),
+            "gamma": list(self.gamma),
+            "beta": list(self.beta),
+            "eps": self.eps,
+            "reads_model_input": self.reads_model_input,
+        }
+
+    @classmethod
+    def from_json(cls, value: Any, where: str) -> BNStats:
+        entry = fields.json_object(value, where)
+        mean = fields.numbers(entry, "mean", where)
+        stats = cls(
+            layer=fields.text(entry, "layer", where),
+            folded_into=fields.text(entry, "folded_into", where),
+            direction=fields.choice(entry, "direction", DIRECTIONS, where),
+            mean=mean,
+            var=fields.numbers(entry, "var", where, len(mean), minimum=0.0),
+            gamma=fields.numbers(entry, "gamma", where, len(mean)),
+            beta=fields.numbers(entry, "beta", where, len(mean)),
+            eps=fields.number(entry, "eps", where, minimum=0.0),
+            reads_model_input=fields.flag(entry, "reads_model_input", where),
+        )
+        declared = entry.get("num_features", stats.num_features)
+        if declared != stats.num_features:
+            raise fields.ContractError(
+                f"{where}.num_features: {declared!r}, but mean has {stats.num_features} values"
+            )
+        return stats
+
+
+@dataclass(frozen=True)
+class FoldedLayer:
+    """A BN that was folded: into which layer, and in which direction."""
+
+    layer: str
+    folded_into: str
+    direction: str
+
+
+@dataclass(frozen=True)
+class LeftLayer:
+    """A BN left in the graph, and why folding it would not have been exact."""
+
+    layer: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class FoldReport:
+    """What folded into what, and what was left and why."""
+
+    folded: tuple[FoldedLayer, ...] = ()
+    left: tuple[LeftLayer, ...] = ()
+
+    @classmethod
+    def of(cls, bn_stats: Sequence[BNStats], left: Sequence[LeftLayer] = ()) -> FoldReport:
+        """The report of a fold that folded `bn_stats` and left `left`."""
+        folded = tuple(FoldedLayer(s.layer, s.folded_into, s.direction) for s in bn_stats)
+        return cls(folded, tuple(left))
+
+    def to_json(self) -> dict[str, list[dict[str, str]]]:
+        return {
+            "folded": [
+                {"layer": f.layer, "folded_into": f.folded_into, "direction": f.direction}
+                for f in self.folded
+            ],
+            "left": [{"layer": x.layer, "reason": x.reason} for x in self.left],
+        }
+
+    @classmethod
+    def from_json(cls, value: Any, where: str) -> FoldReport:
+        report = fields.json_object(value, where)
+        folded = [
+            FoldedLayer(
+                fields.text(item, "layer", w),
+                fields.text(item, "folded_into", w),
+                fields.choice(item, "direction", DIRECTIONS, w),
+            )
+            for w, item in fields.items(report, "folded", where)
+        ]
+        left = [
+            LeftLayer(fields.text(item, "layer", w), fields.text(item, "reason", w))
+            for w, item in fields.items(report, "left", where)
+        ]
+        return cls(tuple(folded), tuple(left))

@@ -1,0 +1,115 @@
+"""The model-file contract (service/contract.py): the writer and the parser agree, and every
+value of the wrong form is refused with the key named."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from service import contract
+from service.contract import (
+    KEYS,
+    BNStats,
+    ContractError,
+    FoldedLayer,
+    FoldReport,
+    LeftLayer,
+    ModelMetadata,
+)
+
+STATS = BNStats(
+    layer="3", folded_into="2", direction=contract.BACKWARD, mean=(0.5, -1.0),
+    var=(2.0, 0.25), gamma=(1.5, 0.5), beta=(0.0, 0.1), eps=1e-5,
+)  # fmt: skip
+METADATA = ModelMetadata(
+    model_version="v1",
+    created="2026-01-01T00:00:00+00:00",
+    dataset="digits",
+    arch="mlp",
+    input_shape=(1, 8, 8),
+    class_labels=("a", "b"),
+    foldserve_version="0.2.0",
+    bn_stats=(STATS,),
+    fold_report=FoldReport.of([STATS], [LeftLayer("7", "a reason")]),
+    training_metrics={"test_accuracy": 0.5, "split": {"seed": 0}},
+)
+
+
+def test_every_field_has_exactly_one_key() -> None:
+    assert set(KEYS) == {f.name for f in dataclasses.fields(ModelMetadata)}
+    assert len(set(KEYS.values())) == len(KEYS)
+    assert all(key.startswith("foldserve.") for key in KEYS.values())
+
+
+def test_round_trip() -> None:
+    properties = contract.to_properties(METADATA)
+    assert set(properties) == set(KEYS.values())
+    assert all(isinstance(value, str) for value in properties.values())
+    assert contract.from_properties(properties) == METADATA
+
+
+def test_documented_json_forms() -> None:
+    properties = contract.to_properties(METADATA)
+    assert json.loads(properties[KEYS["fold_report"]]) == {
+        "folded": [{"layer": "3", "folded_into": "2", "direction": "backward"}],
+        "left": [{"layer": "7", "reason": "a reason"}],
+    }
+    (entry,) = json.loads(properties[KEYS["bn_stats"]])
+    assert entry["num_features"] == 2 and entry["reads_model_input"] is False
+    assert properties[KEYS["input_shape"]] == "[1, 8, 8]"
+
+
+def test_reads_the_fold_report_spelling_of_foldserve_0_1() -> None:
+    properties = contract.to_properties(METADATA)
+    properties[KEYS["fold_report"]] = json.dumps(
+        {"folded": [{"bn": "3", "into": "2", "direction": "backward"}], "left": []}
+    )
+    report = contract.from_properties(properties).fold_report
+    assert report.folded == (FoldedLayer("3", "2", "backward"),)
+
+
+def test_unknown_foldserve_keys_are_ignored() -> None:
+    properties = {**contract.to_properties(METADATA), "foldserve.from_the_future": "{}"}
+    assert contract.from_properties(properties) == METADATA
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("input_shape", "[0, 8]", "must be a list of positive integers"),
+        ("input_shape", "[1.5]", "must be a list of positive integers"),
+        ("class_labels", "[]", "class_labels is empty"),
+        ("bn_stats", "{}", "must be a JSON list"),
+        ("bn_stats", "[3]", r"bn_stats\[0\]: expected a JSON object"),
+        ("fold_report", '{"folded": [{"layer": "x"}]}', r"folded\[0\]: 'folded_into' missing"),
+        ("fold_report", '{"left": 3}', r"fold_report\.left: expected a list"),
+    ],
+)
+def test_values_of_the_wrong_form(field: str, value: str, message: str) -> None:
+    properties = {**contract.to_properties(METADATA), KEYS[field]: value}
+    with pytest.raises(ContractError, match=message):
+        contract.from_properties(properties)
+
+
+def test_no_metadata_at_all() -> None:
+    assert not contract.has_metadata({})
+    with pytest.raises(ContractError, match="no foldserve metadata"):
+        contract.from_properties({"producer": "someone else"})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"mean": [0.0, float("nan")]}, r"mean\[1\]: nan is not a finite number"),
+        ({"eps": -1}, r"eps: expected a finite number >= 0"),
+        ({"num_features": 3}, "num_features: 3, but mean has 2 values"),
+        ({"reads_model_input": "yes"}, "expected true or false"),
+        ({"mean": [True, 0.0]}, r"mean\[0\]: True is not a finite number"),
+    ],
+)
+def test_bn_stats_records_are_checked(change: dict, message: str) -> None:
+    entry = {**STATS.to_json(), **change}
+    with pytest.raises(ContractError, match=message):
+        BNStats.from_json(json.loads(json.dumps(entry)), "stats")
