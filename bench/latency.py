@@ -3,16 +3,12 @@
     .venv/bin/python bench/latency.py --model models/default/model.onnx [--runs 5 --calls 2000]
 
 Same as `foldserve bench`; prints per-run p50/p99 and the medians, with foldserve's p50 as a
-ratio of the sync echo server's.
+ratio of the sync echo server's. Needs foldserve installed (`make venv` does).
 """
 
 from __future__ import annotations
 
-import os
 import sys
-
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from service.cli import main
 

@@ -16,13 +16,13 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
+from service import defaults
+from service.defaults import COMMAND, PLUGIN_GROUP
+
 Register = Callable[[argparse._SubParsersAction], None]
 
-SERVING_COMMANDS = ("serve", "health", "predict", "bench")
-
-
 def _register_plugins(subparsers: argparse._SubParsersAction) -> None:
-    for entry in entry_points(group="foldserve.commands"):
+    for entry in entry_points(group=PLUGIN_GROUP):
         try:
             register: Register = entry.load()
         except ImportError as exc:  # e.g. a serving-only install that lacks torch
@@ -32,38 +32,38 @@ def _register_plugins(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from service.config import ConfigError, resolve
+    from service.server.config import ConfigError, resolve
 
     try:
         config = resolve(args)
     except ConfigError as exc:
         print(f"foldserve serve: error: {exc}", file=sys.stderr)
         return 2
-    from service.server import serve
+    from service.server.run import serve
 
     return serve(config)
 
 
 def _health(args: argparse.Namespace) -> int:
-    from service.health_check import check
+    from service.tools.health_probe import check
 
     return check(args.target, args.service, args.timeout)
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from service.client import run_predict
+    from service.tools.client import run_predict
 
     return run_predict(args)
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from service.bench import run_bench
+    from service.tools.bench import run_bench
 
     return run_bench(args)
 
 
-def _register_serving(subparsers: argparse._SubParsersAction) -> None:
-    from service.config import add_serve_arguments
+def _add_serve(subparsers: argparse._SubParsersAction) -> None:
+    from service.server.config import add_serve_arguments
 
     serve = subparsers.add_parser(
         "serve",
@@ -74,14 +74,27 @@ def _register_serving(subparsers: argparse._SubParsersAction) -> None:
     add_serve_arguments(serve)
     serve.set_defaults(func=_serve)
 
+
+def _add_health(subparsers: argparse._SubParsersAction) -> None:
     health = subparsers.add_parser(
-        "health", help="exit 0 iff the server's gRPC health check says SERVING"
+        "health",
+        help="exit 0 iff the server's gRPC health check says SERVING",
+        description="Ask a server's standard gRPC health service (grpc.health.v1) once: exit 0 "
+        "when it answers SERVING, 1 otherwise, with the reason on stderr. The container "
+        "HEALTHCHECK runs this.",
     )
-    health.add_argument("--target", default="127.0.0.1:50051", help="host:port of the server")
+    health.add_argument("--target", default=defaults.TARGET, help="host:port of the server")
     health.add_argument("--service", default="", help="service name to check ('' = the server)")
-    health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for an answer")
+    health.add_argument(
+        "--timeout",
+        type=float,
+        default=defaults.HEALTH_TIMEOUT_SECONDS,
+        help="seconds to wait for an answer",
+    )
     health.set_defaults(func=_health)
 
+
+def _add_predict(subparsers: argparse._SubParsersAction) -> None:
     predict = subparsers.add_parser(
         "predict",
         help="send examples to a server one at a time; print predictions or a summary",
@@ -90,9 +103,11 @@ def _register_serving(subparsers: argparse._SubParsersAction) -> None:
         "stdin: a list of examples, or one example per line; an example is a list of numbers "
         'or {"features": [...], "label": <class label or index>} (label optional).',
     )
-    predict.add_argument("--target", default="127.0.0.1:50051", help="host:port of the server")
-    predict.add_argument("--data", default="digits", help="digits, FILE.csv, FILE.npz or -")
-    predict.add_argument("--label-column", default="label", help="label column of a CSV file")
+    predict.add_argument("--target", default=defaults.TARGET, help="host:port of the server")
+    predict.add_argument("--data", default=defaults.DIGITS, help="digits, FILE.csv, FILE.npz or -")
+    predict.add_argument(
+        "--label-column", default=defaults.LABEL_COLUMN, help="label column of a CSV file"
+    )
     predict.add_argument(
         "--split",
         choices=("test", "val", "train", "all"),
@@ -105,19 +120,35 @@ def _register_serving(subparsers: argparse._SubParsersAction) -> None:
         "--format", choices=("text", "json"), default="text", help="summary as text or JSON"
     )
     predict.add_argument("--limit", type=int, default=None, help="send at most this many")
-    predict.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+    predict.add_argument(
+        "--timeout", type=float, default=defaults.PREDICT_TIMEOUT_SECONDS, help="seconds per call"
+    )
     predict.add_argument("--model-name", default="", help="model name to request ('' = any)")
     predict.set_defaults(func=_predict)
 
+
+def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     bench = subparsers.add_parser(
         "bench",
         help="measure sequential latency: bare gRPC echo servers vs foldserve Predict",
+        description="Start an echo server (sync and asyncio), a bare model server and foldserve, "
+        "each in its own process, time sequential Predict calls to them in alternating blocks, "
+        "and print p50/p99 per run and the medians, with ratios taken run by run.",
     )
     bench.add_argument("--model", required=True, help="model.onnx to serve")
     bench.add_argument("--calls", type=int, default=2000, help="sequential calls per run")
     bench.add_argument("--runs", type=int, default=5, help="runs (the median is reported)")
     bench.add_argument("--warmup", type=int, default=300, help="untimed calls before each run")
     bench.set_defaults(func=_bench)
+
+
+# The subcommands of the serving half; running one of them loads no plugin.
+SERVING_COMMANDS = {
+    "serve": _add_serve,
+    "health": _add_health,
+    "predict": _add_predict,
+    "bench": _add_bench,
+}
 
 
 def _wanted_command(argv: Sequence[str]) -> str | None:
@@ -127,14 +158,15 @@ def _wanted_command(argv: Sequence[str]) -> str | None:
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """Build the root parser; plugins are skipped when `argv` runs a serving subcommand."""
     parser = argparse.ArgumentParser(
-        prog="foldserve",
+        prog=COMMAND,
         description="Train BatchNorm networks, fold BN away, serve one example at a time "
         "over gRPC.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     if argv is None or _wanted_command(argv) not in SERVING_COMMANDS:
         _register_plugins(subparsers)
-    _register_serving(subparsers)
+    for add in SERVING_COMMANDS.values():
+        add(subparsers)
     return parser
 
 

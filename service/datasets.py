@@ -14,9 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-DIGITS = "digits"
+from service.defaults import (
+    DIGITS,
+    LABEL_COLUMN,
+    MIN_ROWS_PER_CLASS,
+    SPLIT_SEED,
+    TEST_FRACTION,
+    VAL_FRACTION,
+)
+
 DIGITS_IMAGE_SHAPE = (1, 8, 8)
-MIN_ROWS_PER_CLASS = 3
 
 
 class DataError(ValueError):
@@ -59,7 +66,7 @@ class Split:
     test: Dataset
 
 
-def load_dataset(source: str, label_column: str = "label") -> Dataset:
+def load_dataset(source: str, label_column: str = LABEL_COLUMN) -> Dataset:
     """Load `digits`, a CSV file (numeric features plus `label_column`) or an NPZ file (`X`, `y`).
 
     Raises:
@@ -205,7 +212,10 @@ def _encode_labels(path: Path, raw_labels: list[str]) -> tuple[np.ndarray, list[
 
 
 def split_dataset(
-    dataset: Dataset, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.2
+    dataset: Dataset,
+    seed: int = SPLIT_SEED,
+    val_fraction: float = VAL_FRACTION,
+    test_fraction: float = TEST_FRACTION,
 ) -> Split:
     """Split stratified by class, reproducibly for a seed: every class keeps its proportion.
 

@@ -21,6 +21,8 @@ from prometheus_client import (
     start_http_server,
 )
 
+from service.defaults import SHIFT_HALF_LIFE
+
 # Fine below a millisecond (one call here is ~0.1-0.5 ms) so p50/p99 read well, up to 5 s.
 LATENCY_BUCKETS = (
     25e-6, 50e-6, 75e-6, 100e-6, 150e-6, 200e-6, 300e-6, 400e-6, 500e-6, 750e-6,
@@ -28,18 +30,9 @@ LATENCY_BUCKETS = (
     1.0, 2.5, 5.0,
 )  # fmt: skip
 
-# RPCs whose series exist (at zero, code OK) from the start, so dashboards see them at once.
-KNOWN_METHODS = (
-    "Predict",
-    "PredictStream",
-    "DescribeModel",
-    "ServerLive",
-    "ServerReady",
-    "ModelReady",
-    "ServerMetadata",
-    "ModelMetadata",
-    "ModelInfer",
-)
+
+# Every foldserve series carries the served model's name and version.
+MODEL_LABELS = ("model", "version")
 
 
 class MethodMetrics:
@@ -76,6 +69,8 @@ class Metrics:
         model: served model name; version: model version (labels of every series).
         sha256, opset, foldserve_version: labels of `foldserve_model_info`.
         class_labels: the model's classes, for `foldserve_predictions_total`.
+        methods: RPC methods whose series exist (at zero, code OK) from the start, so dashboards
+            see them at once.
         process: also register the process and platform collectors.
     """
 
@@ -89,11 +84,23 @@ class Metrics:
         opset: int,
         foldserve_version: str,
         class_labels: Iterable[str],
+        methods: Iterable[str] = (),
         process: bool = True,
     ) -> None:
-        labels = ("model", "version")
         self._model_labels = (model, version)
         self._registry = registry
+        self._methods: dict[str, MethodMetrics] = {}
+        self._lock = threading.Lock()
+        self._register_rpc_metrics()
+        self._register_model_metrics(sha256, opset, foldserve_version, class_labels)
+        for method in methods:
+            self.method(method)
+        if process:
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+
+    def _register_rpc_metrics(self) -> None:
+        labels, registry = MODEL_LABELS, self._registry
         self._requests = Counter(
             "foldserve_requests_total",
             "RPCs finished (PredictStream: stream messages), by method and gRPC status code.",
@@ -107,47 +114,45 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.in_flight = Gauge(
+            "foldserve_requests_in_flight",
+            "RPCs being handled now (an open PredictStream counts while it handles a message).",
+            labels,
+            registry=registry,
+        ).labels(*self._model_labels)
+
+    def _register_model_metrics(
+        self, sha256: str, opset: int, foldserve_version: str, class_labels: Iterable[str]
+    ) -> None:
+        labels, registry, model = MODEL_LABELS, self._registry, self._model_labels
         self.compute = Histogram(
             "foldserve_model_compute_duration_seconds",
             "Time in onnxruntime's run, per model run.",
             labels,
             buckets=LATENCY_BUCKETS,
             registry=registry,
-        ).labels(model, version)
-        self.queue = Histogram(
-            "foldserve_queue_duration_seconds",
-            "Time from the handler starting until model compute starts (decode, validation, "
-            "waiting).",
+        ).labels(*model)
+        self.decode = Histogram(
+            "foldserve_request_decode_duration_seconds",
+            "Time from the handler starting until model compute starts: decoding and validating "
+            "the request.",
             labels,
             buckets=LATENCY_BUCKETS,
             registry=registry,
-        ).labels(model, version)
-        self.in_flight = Gauge(
-            "foldserve_requests_in_flight",
-            "RPCs being handled now (an open PredictStream counts while it handles a message).",
-            labels,
-            registry=registry,
-        ).labels(model, version)
+        ).labels(*model)
         Gauge(
             "foldserve_model_info",
             "The served model; always 1.",
             (*labels, "sha256", "opset", "foldserve_version"),
             registry=registry,
-        ).labels(model, version, sha256, str(opset), foldserve_version).set(1)
+        ).labels(*model, sha256, str(opset), foldserve_version).set(1)
         predictions = Counter(
             "foldserve_predictions_total",
             "Examples classified, by predicted class label.",
             (*labels, "class"),
             registry=registry,
         )
-        self._predictions = [predictions.labels(model, version, c) for c in class_labels]
-        self._methods: dict[str, MethodMetrics] = {}
-        self._lock = threading.Lock()
-        for method in KNOWN_METHODS:
-            self.method(method)
-        if process:
-            ProcessCollector(registry=registry)
-            PlatformCollector(registry=registry)
+        self._predictions = [predictions.labels(*model, c) for c in class_labels]
 
     def method(self, name: str) -> MethodMetrics:
         """The metrics of one RPC method (created on first use)."""
@@ -177,8 +182,8 @@ class Metrics:
             "foldserve_input_shift_score",
             "How far live inputs drifted from the training data: mean over input channels of "
             "|live mean - training mean| / training std (each clipped at 10), over an "
-            "exponentially weighted window of recent examples (half-life 500).",
-            ("model", "version"),
+            f"exponentially weighted window of recent examples (half-life {SHIFT_HALF_LIFE}).",
+            MODEL_LABELS,
             registry=self._registry,
         ).labels(*self._model_labels).set_function(score)
 

@@ -37,7 +37,7 @@ METRICS = (
     "foldserve_requests_total",
     "foldserve_request_duration_seconds_bucket",
     "foldserve_model_compute_duration_seconds_bucket",
-    "foldserve_queue_duration_seconds_bucket",
+    "foldserve_request_decode_duration_seconds_bucket",
     "foldserve_requests_in_flight",
     "foldserve_model_info",
     "foldserve_predictions_total",
@@ -185,7 +185,7 @@ def test_compose_services_and_their_wiring():
 
 
 def test_server_settings_match_the_service_settings():
-    from service.config import SETTINGS
+    from service.server.config import SETTINGS
 
     known = {setting.env for setting in SETTINGS}
     server_env = set(compose()["services"]["server"]["environment"])

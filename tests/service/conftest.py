@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,9 +13,9 @@ import onnx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.config import ServeConfig
-from service.model import Model, load_model
-from service.server import RunningServer, start_server
+from service.core.model import Model, load_model
+from service.server.app import RunningServer, start_server
+from service.server.config import ServeConfig
 from tests.service.model_files import DEFAULT_SPLIT, linear_model, metadata, write_tiny_model
 
 
@@ -118,9 +114,8 @@ def digits_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Stands in for the training half's `trained_mlp_dir` so the end-to-end checks run without
     torch; card.json's `test_accuracy` is computed with onnxruntime like the training report's.
     """
-    import onnxruntime as ort
-
     from service.datasets import load_dataset, split_dataset
+    from service.runtime import ort
 
     split = split_dataset(load_dataset("digits"), **DEFAULT_SPLIT)
     weights, bias = _softmax_regression(split.train.features, split.train.labels, 10)

@@ -1,12 +1,11 @@
 """Contract-conforming ONNX model files for the service tests, built with `onnx.helper`.
 
 input `input` [N, *shape] float32 -> (Flatten) -> Gemm -> `logits`, Softmax -> `probabilities`,
-with every metadata key of the README's "The model file" table.
+with metadata written through the model-file contract (`service.contract`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,21 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-DEFAULT_SPLIT = {"seed": 0, "val_fraction": 0.15, "test_fraction": 0.2}
+from service import contract
+from service.contract import BNStats, ModelMetadata
+from service.defaults import SPLIT_SEED, TEST_FRACTION, VAL_FRACTION
+
+DEFAULT_SPLIT = {"seed": SPLIT_SEED, "val_fraction": VAL_FRACTION, "test_fraction": TEST_FRACTION}
+KEYS = contract.KEYS
+
+
+def input_bn(mean: list[float], var: list[float], eps: float = 0.0) -> BNStats:
+    """The record of a folded BN over the raw model input (gamma 1, beta 0)."""
+    n = len(mean)
+    return BNStats(
+        layer="0", folded_into="1", direction=contract.FORWARD, mean=tuple(mean),
+        var=tuple(var), gamma=(1.0,) * n, beta=(0.0,) * n, eps=eps, reads_model_input=True,
+    )  # fmt: skip
 
 
 def metadata(
@@ -23,8 +36,9 @@ def metadata(
     *,
     version: str = "20250101T000000Z",
     training_metrics: dict[str, Any] | None = None,
+    bn_stats: tuple[BNStats, ...] = (),
 ) -> dict[str, str]:
-    """Every README metadata key, with plausible values."""
+    """Every metadata key of the contract, with plausible values."""
     metrics = training_metrics or {
         "train_accuracy": 1.0,
         "val_accuracy": 1.0,
@@ -34,22 +48,19 @@ def metadata(
         "precise_bn": False,
         "split": DEFAULT_SPLIT,
     }
-    return {
-        "foldserve.format": "1",
-        "foldserve.version": "0.1.0",
-        "foldserve.model_version": version,
-        "foldserve.created": "2025-01-01T00:00:00Z",
-        "foldserve.dataset": "digits",
-        "foldserve.arch": "mlp",
-        "foldserve.input_name": "input",
-        "foldserve.input_shape": json.dumps(list(input_shape)),
-        "foldserve.input_dtype": "float32",
-        "foldserve.output_names": json.dumps(["logits", "probabilities"]),
-        "foldserve.class_labels": json.dumps(class_labels),
-        "foldserve.bn_stats": json.dumps([]),
-        "foldserve.fold_report": json.dumps({"folded": [], "left": []}),
-        "foldserve.training_metrics": json.dumps(metrics),
-    }
+    return contract.to_properties(
+        ModelMetadata(
+            model_version=version,
+            created="2025-01-01T00:00:00Z",
+            dataset="digits",
+            arch="mlp",
+            input_shape=input_shape,
+            class_labels=tuple(class_labels),
+            foldserve_version="0.1.0",
+            bn_stats=bn_stats,
+            training_metrics=metrics,
+        )
+    )
 
 
 def linear_model(

@@ -44,7 +44,7 @@ def foldserve_command(*args: str) -> list[str]:
 
 def env(**extra: str) -> dict[str, str]:
     result = {k: v for k, v in os.environ.items() if not k.startswith("FOLDSERVE_")}
-    result.update(ORT_DISABLE_TELEMETRY="1", PYTHONUNBUFFERED="1", **extra)
+    result.update(PYTHONUNBUFFERED="1", **extra)
     return result
 
 

@@ -6,12 +6,12 @@ import argparse
 
 import pytest
 
-from service.config import ConfigError, ServeConfig, add_serve_arguments, resolve
+from service.server.config import ConfigError, ServeConfig, add_serve_arguments, resolve
 
 
-def parse(*argv: str) -> argparse.Namespace:
+def parse(*argv: str, environ: dict | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    add_serve_arguments(parser)
+    add_serve_arguments(parser, {"FOLDSERVE_MODEL": "from-env"} if environ is None else environ)
     return parser.parse_args(argv)
 
 
@@ -62,7 +62,8 @@ def test_environment_then_flags() -> None:
     [
         ((), {}, "no model to serve"),
         (("--model", "m", "--port", "70000"), {}, "--port: 70000 is not a port"),
-        (("--model", "m"), {"FOLDSERVE_PORT": "x"}, "FOLDSERVE_PORT: invalid literal"),
+        (("--model", "m"), {"FOLDSERVE_PORT": "x"}, "FOLDSERVE_PORT: 'x' is not a whole number"),
+        (("--model", "m", "--port", "abc"), {}, "--port: 'abc' is not a whole number"),
         (("--model", "m", "--log-format", "xml"), {}, "--log-format: 'xml' is not one of"),
         (("--model", "m"), {"FOLDSERVE_REFLECTION": "maybe"}, "is not on or off"),
         (("--model", "m", "--grace-seconds", "-1"), {}, "not a finite non-negative number"),
@@ -73,3 +74,20 @@ def test_environment_then_flags() -> None:
 def test_bad_values_name_the_setting(argv: tuple, environ: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         resolve(parse(*argv), environ=environ)
+
+
+def test_model_flag_is_required_unless_the_environment_names_one(capsys) -> None:
+    with pytest.raises(SystemExit):
+        parse(environ={})
+    assert "the following arguments are required: --model" in capsys.readouterr().err
+    assert parse(environ={"FOLDSERVE_MODEL": "env.onnx"}).model is None  # resolve reads env
+
+
+def test_help_shows_placeholders_and_defaults_as_written() -> None:
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser, {})
+    text = parser.format_help()
+    assert "--model PATH" in text and "FOLDSERVE_MODEL" in text
+    assert "--reflection on|off" in text and "default on]" in text
+    assert "--port PORT" in text and "default 50051]" in text
+    assert "FOLDSERVE_PORT PORT" not in text

@@ -12,13 +12,13 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 from service._proto.foldserve.v1 import predictor_pb2 as pb
 from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
+from service.core.model import load_model
 from service.datasets import load_dataset, split_dataset
-from service.model import load_model
+from service.runtime import ort
 from tests.service.subprocess_server import REPO, env, foldserve_command
 
 MODEL_DIRS = [
@@ -35,7 +35,7 @@ def model_dir(request: pytest.FixtureRequest) -> Path:
 def test_grpc_equals_offline_and_accuracy_matches_the_card(serve, model_dir: Path) -> None:
     model = load_model(model_dir / "model.onnx")
     served = serve(model)
-    split = model.training_metrics["split"]
+    split = model.metadata.training_metrics["split"]
     test = split_dataset(
         load_dataset("digits"),
         seed=int(split["seed"]),
@@ -46,9 +46,9 @@ def test_grpc_equals_offline_and_accuracy_matches_the_card(serve, model_dir: Pat
         str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"]
     )
     stub = pb_grpc.PredictorStub(served.channel)
-    shape = (1, *model.input_shape)
+    shape = (1, *model.input.shape)
     for i, row in enumerate(test.features):
-        logits, probabilities = offline.run(None, {model.input_name: row.reshape(shape)})
+        logits, probabilities = offline.run(None, {model.input.name: row.reshape(shape)})
         reply = stub.Predict(pb.PredictRequest(features=row.tolist()), timeout=5)
         assert reply.label == int(logits[0].argmax()), i
         np.testing.assert_array_equal(np.array(reply.probabilities, np.float32), probabilities[0])

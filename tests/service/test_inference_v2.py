@@ -83,7 +83,8 @@ def test_infer_raw_answers_raw(
     stub: pb_grpc.GRPCInferenceServiceStub, shared_server: Served
 ) -> None:
     reply = stub.ModelInfer(raw_request(id="abc"), timeout=5)
-    logits, probabilities = shared_server.model.run(BATCH)
+    outputs = shared_server.model.run(BATCH)
+    logits, probabilities = outputs["logits"], outputs["probabilities"]
     assert reply.id == "abc"
     assert (reply.model_name, reply.model_version) == ("foldserve", shared_server.model.version)
     assert [(o.name, o.datatype, list(o.shape)) for o in reply.outputs] == [
@@ -103,7 +104,7 @@ def test_infer_typed_answers_typed(
     reply = stub.ModelInfer(typed_request(one, outputs=[Requested(name="probabilities")]))
     assert [o.name for o in reply.outputs] == ["probabilities"]
     assert not reply.raw_output_contents
-    _, probabilities = shared_server.model.run(one)
+    probabilities = shared_server.model.run(one)["probabilities"]
     got = np.array(reply.outputs[0].contents.fp32_contents, np.float32).reshape(1, 10)
     np.testing.assert_array_equal(got, probabilities)
 
@@ -270,5 +271,5 @@ def test_tritonclient_talks_to_foldserve(shared_server: Served) -> None:
     ]
     assert reply["logits"] is None  # not requested, not sent
     assert reply["id"] == "t1"
-    _, probabilities = shared_server.model.run(BATCH[:3])
+    probabilities = shared_server.model.run(BATCH[:3])["probabilities"]
     np.testing.assert_array_equal(np.array(reply["probabilities"], np.float32), probabilities)

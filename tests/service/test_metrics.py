@@ -14,7 +14,9 @@ from service._proto.foldserve.v1 import predictor_pb2 as pb
 from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
 from service._proto.inference import grpc_predict_v2_pb2 as v2
 from service._proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+from service.api.calls import method_names
 from service.metrics import LATENCY_BUCKETS, Metrics
+from service.server.app import SERVICES
 from tests.service.conftest import Served
 
 GOOD = pb.PredictRequest(features=[0.5] * 64)
@@ -24,7 +26,7 @@ BAD = pb.PredictRequest(features=[0.5] * 3)
 def make_metrics(registry: CollectorRegistry) -> Metrics:
     return Metrics(
         registry, "m", "1", sha256="ab", opset=17, foldserve_version="0.1.0",
-        class_labels=["a", "b", "c"],
+        class_labels=["a", "b", "c"], methods=method_names(SERVICES),
     )  # fmt: skip
 
 
@@ -34,7 +36,7 @@ def test_names_labels_and_info() -> None:
     metrics.method("Predict").record("OK", 0.0002)
     metrics.method("Predict").record("INVALID_ARGUMENT", 0.0001)
     metrics.compute.observe(1e-5)
-    metrics.queue.observe(3e-5)
+    metrics.decode.observe(3e-5)
     metrics.count_predictions(np.array([2]))
     metrics.count_predictions(np.array([0, 2, 2]))
     labels = {"model": "m", "version": "1"}
@@ -56,7 +58,7 @@ def test_names_labels_and_info() -> None:
         == 1
     )
     assert sample("foldserve_model_compute_duration_seconds_count", labels) == 1
-    assert sample("foldserve_queue_duration_seconds_count", labels) == 1
+    assert sample("foldserve_request_decode_duration_seconds_count", labels) == 1
     assert sample("foldserve_requests_in_flight", labels) == 0
     info = {**labels, "sha256": "ab", "opset": "17", "foldserve_version": "0.1.0"}
     assert sample("foldserve_model_info", info) == 1
@@ -101,9 +103,9 @@ def test_counts_match_the_calls_made(served: Served) -> None:
     duration = "foldserve_request_duration_seconds_count"
     assert served.sample(duration, method="Predict") == 11
     assert served.sample(duration, method="PredictStream") == 4
-    # Compute and queue are observed once per model run: 7 Predict + 3 stream examples.
+    # Compute and decode are observed once per model run: 7 Predict + 3 stream examples.
     assert served.sample("foldserve_model_compute_duration_seconds_count") == 10
-    assert served.sample("foldserve_queue_duration_seconds_count") == 10
+    assert served.sample("foldserve_request_decode_duration_seconds_count") == 10
     predicted = sum(
         served.sample("foldserve_predictions_total", **{"class": c}) or 0
         for c in served.model.class_labels
@@ -145,7 +147,8 @@ def test_metrics_endpoint_over_http(serve, tiny_model) -> None:
     assert value(duration, duration + "_bucket", method="Predict", le="+Inf") == 7
     compute = "foldserve_model_compute_duration_seconds"
     assert value(compute, compute + "_count") == 5
-    assert value("foldserve_queue_duration_seconds", "foldserve_queue_duration_seconds_count") == 5
+    decode = "foldserve_request_decode_duration_seconds"
+    assert value(decode, decode + "_count") == 5
     assert value("foldserve_requests_in_flight", "foldserve_requests_in_flight") == 0
     info = [s for s in families["foldserve_model_info"].samples]
     assert info[0].labels["sha256"] == tiny_model.sha256

@@ -1,4 +1,4 @@
-"""Loading and checking model files (service/model.py)."""
+"""Loading and checking model files (service/core/model.py): every check happens at load."""
 
 from __future__ import annotations
 
@@ -8,26 +8,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.model import ModelError, load_model
-from service.onnx_opset import default_opset
-from tests.service.model_files import metadata, write_tiny_model
+from service.core.model import ModelError, load_model
+from service.core.onnx_opset import default_opset
+from tests.service.model_files import KEYS, input_bn, metadata, write_tiny_model
 
 
 def test_loads_metadata(tiny_model_path: Path) -> None:
     model = load_model(tiny_model_path, name="digits")
     assert model.name == "digits"
     assert model.version == "20250101T000000Z"
-    assert model.input_shape == (64,)
-    assert model.num_features == 64
-    assert model.class_labels == [f"class_{i}" for i in range(10)]
+    assert model.input.shape == (64,)
+    assert model.input.size == 64
+    assert model.class_labels == tuple(f"class_{i}" for i in range(10))
     assert model.opset == 17
     assert len(model.sha256) == 64
-    assert model.training_metrics["split"]["seed"] == 0
+    assert model.metadata.training_metrics["split"]["seed"] == 0
 
 
 def test_run_returns_logits_and_probabilities(tiny_model_path: Path) -> None:
     model = load_model(tiny_model_path)
-    logits, probabilities = model.run(np.ones((3, 64), np.float32))
+    outputs = model.run(np.ones((3, 64), np.float32))
+    logits, probabilities = outputs["logits"], outputs["probabilities"]
     assert logits.shape == probabilities.shape == (3, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
@@ -35,8 +36,8 @@ def test_run_returns_logits_and_probabilities(tiny_model_path: Path) -> None:
 def test_image_shaped_input(tmp_path: Path) -> None:
     path = write_tiny_model(tmp_path / "cnn.onnx", input_shape=(1, 8, 8))
     model = load_model(path)
-    assert model.input_shape == (1, 8, 8)
-    assert model.num_features == 64
+    assert model.input.shape == (1, 8, 8)
+    assert model.input.size == 64
 
 
 def test_default_opset_reads_only_the_header(tiny_model_path: Path) -> None:
@@ -70,7 +71,7 @@ def test_no_foldserve_metadata(tmp_path: Path) -> None:
 
 def test_missing_key(tmp_path: Path) -> None:
     meta = metadata((64,), [str(i) for i in range(10)])
-    del meta["foldserve.class_labels"]
+    del meta[KEYS["class_labels"]]
     with pytest.raises(ModelError, match=r"missing: foldserve\.class_labels"):
         load_model(write_tiny_model(tmp_path / "m.onnx", meta=meta))
 
@@ -78,17 +79,63 @@ def test_missing_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("foldserve.format", "2", "format '2' is not supported"),
-        ("foldserve.input_shape", "[63]", "running one example of shape"),
-        ("foldserve.input_shape", "not json", "not valid JSON"),
-        ("foldserve.class_labels", json.dumps(["a", "b"]), r"expected \[1, 2\]"),
-        ("foldserve.input_name", "pixels", "no input 'pixels'"),
-        ("foldserve.input_dtype", "float16", "only 'float32'"),
-        ("foldserve.training_metrics", "[]", "must be a JSON dict"),
+        ("format", "2", "format '2' is not supported"),
+        ("input_shape", "[63]", "running one example of shape"),
+        ("input_shape", "not json", "not valid JSON"),
+        ("class_labels", json.dumps(["a", "b"]), r"expected \[1, 2\]"),
+        ("input_name", "pixels", "no input 'pixels'"),
+        ("input_dtype", "float16", "only 'float32'"),
+        ("training_metrics", "[]", "must be a JSON dict"),
     ],
 )
 def test_metadata_that_does_not_fit(tmp_path: Path, key: str, value: str, message: str) -> None:
     meta = metadata((64,), [str(i) for i in range(10)])
-    meta[key] = value
+    meta[KEYS[key]] = value
     with pytest.raises(ModelError, match=message):
         load_model(write_tiny_model(tmp_path / "m.onnx", meta=meta))
+
+
+def test_input_bn_statistics_that_do_not_fit_the_input_refuse_to_load(tmp_path: Path) -> None:
+    meta = metadata((4,), ["a", "b"], bn_stats=(input_bn([0.0] * 3, [1.0] * 3),))
+    path = write_tiny_model(tmp_path / "m.onnx", features=4, classes=2, meta=meta)
+    with pytest.raises(
+        ModelError,
+        match=r"foldserve\.bn_stats\[0\] \(layer '0', over the model input\) has 3 channels, "
+        r"but one example has shape \[4\]",
+    ):
+        load_model(path)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"layer": "0", "mean": [0.0] * 4, "reads_model_input": True}, "'folded_into' missing"),
+        (
+            {**input_bn([0.0] * 4, [1.0] * 4).to_json(), "var": [1.0, -1.0, 1.0, 1.0]},
+            r"bn_stats\[0\]\.var\[1\]: -1\.0 is not a finite number >= 0",
+        ),
+        (
+            {**input_bn([0.0] * 4, [1.0] * 4).to_json(), "gamma": [1.0]},
+            r"bn_stats\[0\]\.gamma: 1 values, expected 4",
+        ),
+        (
+            {**input_bn([0.0] * 4, [1.0] * 4).to_json(), "direction": "sideways"},
+            "'sideways' is not one of",
+        ),
+    ],
+)
+def test_malformed_bn_statistics_refuse_to_load(tmp_path: Path, entry: dict, message: str) -> None:
+    meta = metadata((4,), ["a", "b"])
+    meta[KEYS["bn_stats"]] = json.dumps([entry])
+    path = write_tiny_model(tmp_path / "m.onnx", features=4, classes=2, meta=meta)
+    with pytest.raises(ModelError, match=message):
+        load_model(path)
+
+
+def test_typed_fields(tmp_path: Path) -> None:
+    stats = input_bn([0.0, 1.0, 2.0, 3.0], [1.0] * 4)
+    meta = metadata((4,), ["a", "b"], bn_stats=(stats,))
+    model = load_model(write_tiny_model(tmp_path / "m.onnx", features=4, classes=2, meta=meta))
+    assert model.metadata.input_bn == stats
+    assert model.input.name == "input" and model.input.shape == (4,) and model.input.size == 4
+    assert [(o.name, o.shape) for o in model.outputs] == [("logits", (2,)), ("probabilities", (2,))]

@@ -22,8 +22,8 @@ def stub(shared_server: Served) -> pb_grpc.PredictorStub:
 
 
 def expected(served: Served, features: np.ndarray) -> tuple[int, np.ndarray]:
-    logits, probabilities = served.model.run(features.reshape(1, 64))
-    return int(logits[0].argmax()), probabilities[0]
+    outputs = served.model.run(features.reshape(1, 64))
+    return int(outputs["logits"][0].argmax()), outputs["probabilities"][0]
 
 
 def test_predict(stub: pb_grpc.PredictorStub, shared_server: Served) -> None:
@@ -112,7 +112,7 @@ def test_describe_model(stub: pb_grpc.PredictorStub, shared_server: Served) -> N
     assert (reply.name, reply.version) == ("foldserve", model.version)
     assert list(reply.input_shape) == [64]
     assert (reply.input_name, reply.input_dtype) == ("input", "float32")
-    assert list(reply.class_labels) == model.class_labels
+    assert tuple(reply.class_labels) == model.class_labels
     assert list(reply.output_names) == ["logits", "probabilities"]
     metrics = json_format.MessageToDict(reply.training_metrics)
     assert metrics["split"] == {"seed": 0, "val_fraction": 0.15, "test_fraction": 0.2}
@@ -152,21 +152,29 @@ def test_stream_deadline_is_honoured(stub: pb_grpc.PredictorStub) -> None:
     assert stub.Predict(pb.PredictRequest(features=FEATURES.tolist()), timeout=5).class_name
 
 
-def test_handler_skips_compute_after_deadline() -> None:
-    from service.errors import ServiceError
-    from service.servicers.calls import check_deadline
+def test_core_skips_compute_after_the_deadline(tiny_model) -> None:
+    import time
 
-    class Expired:
-        def time_remaining(self) -> float:
-            return 0.0
+    from prometheus_client import CollectorRegistry
 
-    with pytest.raises(ServiceError) as caught:
-        check_deadline(Expired())  # type: ignore[arg-type]
-    assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    from service.core.errors import RequestError, Status
+    from service.core.runner import ModelRunner
+    from service.server.app import build_metrics
+
+    registry = CollectorRegistry()
+    runner = ModelRunner(tiny_model, build_metrics(tiny_model, registry))
+    batch = FEATURES.reshape(1, 64)
+    with pytest.raises(RequestError) as caught:
+        runner.run(batch, time.perf_counter(), deadline=time.monotonic() - 1e-3)
+    assert caught.value.status is Status.DEADLINE_EXCEEDED
+    labels = {"model": tiny_model.name, "version": tiny_model.version}
+    assert registry.get_sample_value("foldserve_model_compute_duration_seconds_count", labels) == 0
+    assert "logits" in runner.run(batch, time.perf_counter(), deadline=time.monotonic() + 5)
+    assert runner.run(batch, time.perf_counter(), deadline=None)["logits"].shape == (1, 10)
 
 
 def test_image_shaped_model_takes_flat_features(serve, tmp_path) -> None:
-    from service.model import load_model
+    from service.core.model import load_model
     from tests.service.model_files import write_tiny_model
 
     model = load_model(write_tiny_model(tmp_path / "cnn.onnx", input_shape=(1, 8, 8)))

@@ -1,10 +1,10 @@
-import json
 import threading
 
 import numpy as np
 import pytest
 
-from service.shift import InputShiftMonitor
+from service.core.shift import InputShiftMonitor
+from tests.service.model_files import input_bn, metadata, write_tiny_model
 
 
 def _monitor(**kwargs) -> InputShiftMonitor:
@@ -42,15 +42,12 @@ def test_images_are_compared_per_channel():
     assert monitor.score() == pytest.approx(3.0, rel=1e-3)
 
 
-def test_from_bn_stats_picks_the_input_bn_or_none():
-    stats = [
-        {"mean": [1.0], "var": [1.0], "eps": 0.0, "reads_model_input": False},
-        {"mean": [0.0, 0.0], "var": [1.0, 1.0], "eps": 0.0, "reads_model_input": True},
-    ]
-    assert InputShiftMonitor.from_bn_stats(stats, (2,)) is not None
-    assert InputShiftMonitor.from_bn_stats(stats[:1], (2,)) is None
+def test_of_takes_the_input_bn_or_none():
+    stats = input_bn([0.0, 0.0], [1.0, 1.0])
+    assert InputShiftMonitor.of(stats, (2,)) is not None
+    assert InputShiftMonitor.of(None, (2,)) is None
     with pytest.raises(ValueError, match="2 channels, but one example has shape \\[3\\]"):
-        InputShiftMonitor.from_bn_stats(stats, (3,))
+        InputShiftMonitor.of(stats, (3,))
 
 
 def test_concurrent_observers_lose_no_examples():
@@ -70,13 +67,9 @@ def test_concurrent_observers_lose_no_examples():
 def test_server_exports_the_shift_score_of_live_predict_traffic(tmp_path, serve):
     from service._proto.foldserve.v1 import predictor_pb2 as pb
     from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
-    from service.model import load_model
-    from tests.service.model_files import metadata, write_tiny_model
+    from service.core.model import load_model
 
-    meta = metadata((4,), ["a", "b"])
-    input_bn = {"layer": "0", "mean": [0.0, 1.0, 2.0, 3.0], "var": [1.0] * 4, "eps": 0.0,
-                "reads_model_input": True}  # fmt: skip
-    meta["foldserve.bn_stats"] = json.dumps([input_bn])
+    meta = metadata((4,), ["a", "b"], bn_stats=(input_bn([0.0, 1.0, 2.0, 3.0], [1.0] * 4),))
     path = write_tiny_model(tmp_path / "model.onnx", features=4, classes=2, meta=meta)
     served = serve(load_model(path))
     stub = pb_grpc.PredictorStub(served.channel)
@@ -90,28 +83,3 @@ def test_server_exports_the_shift_score_of_live_predict_traffic(tmp_path, serve)
 
 def test_no_input_bn_no_shift_metric(served):
     assert served.sample("foldserve_input_shift_score") is None
-
-
-@pytest.mark.parametrize(
-    ("entry", "message"),
-    [
-        ({"mean": [0.0] * 3, "var": [1.0] * 3, "eps": 0.0, "reads_model_input": True},
-         "3 channels, but one example has shape \\[4\\]"),
-        ({"mean": [0.0] * 4, "reads_model_input": True}, "'var'"),
-    ],
-)  # fmt: skip
-def test_input_statistics_that_do_not_fit_refuse_to_serve(tmp_path, entry, message):
-    from prometheus_client import CollectorRegistry
-
-    from service.config import ServeConfig
-    from service.model import ModelError, load_model
-    from service.server import start_server
-    from tests.service.model_files import metadata, write_tiny_model
-
-    meta = metadata((4,), ["a", "b"])
-    meta["foldserve.bn_stats"] = json.dumps([entry])
-    model = load_model(write_tiny_model(tmp_path / "m.onnx", features=4, classes=2, meta=meta))
-    config = ServeConfig(model=model.path, host="127.0.0.1", port=0, metrics_port=0)
-    with pytest.raises(ModelError, match="foldserve.bn_stats has no usable input statistics.*"
-                       + message):  # fmt: skip
-        start_server(config, model, CollectorRegistry(), serve_metrics_http=False)

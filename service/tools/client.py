@@ -15,9 +15,10 @@ import numpy as np
 from google.protobuf import json_format
 
 from service._proto.foldserve.v1 import predictor_pb2, predictor_pb2_grpc
-from service.datasets import DIGITS, DataError, load_dataset, split_dataset
+from service.datasets import DataError, load_dataset, split_dataset
+from service.defaults import DIGITS, SPLIT_SEED, TEST_FRACTION, VAL_FRACTION
 
-DEFAULT_SPLIT = {"seed": 0, "val_fraction": 0.15, "test_fraction": 0.2}
+DEFAULT_SPLIT = {"seed": SPLIT_SEED, "val_fraction": VAL_FRACTION, "test_fraction": TEST_FRACTION}
 
 
 @dataclass

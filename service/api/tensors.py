@@ -1,6 +1,7 @@
-"""Request decoding and validation (numpy, no per-value Python loops) and response encoding.
+"""Protobuf ↔ numpy for both APIs: request decoding and validation (numpy, no per-value Python
+loops) and response encoding.
 
-Every check raises `ServiceError` whose message names the offending field and what was expected,
+Every check raises `RequestError` whose message names the offending field and what was expected,
 e.g. "features: expected 64 float32 values (shape [64]), got 63".
 """
 
@@ -11,8 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from service.errors import invalid, not_found
-from service.model import OUTPUTS, Model
+from service._proto.inference import grpc_predict_v2_pb2 as v2
+from service.core.errors import invalid
+from service.core.model import Model
 
 FP32 = "FP32"
 _LITTLE_F32 = np.dtype("<f4")
@@ -25,17 +27,6 @@ _NON_FP32_CONTENTS = (
     "fp64_contents",
     "bytes_contents",
 )
-
-
-def check_model(model: Model, name: str, version: str, name_field: str, version_field: str) -> None:
-    """Accept an empty name/version (the served model) or an exact match, else NOT_FOUND."""
-    if name and name != model.name:
-        raise not_found(f"{name_field}: unknown model {name!r}; this server serves {model.name!r}")
-    if version and version != model.version:
-        raise not_found(
-            f"{version_field}: unknown version {version!r} of model {model.name!r}; "
-            f"the served version is {model.version!r}"
-        )
 
 
 def _check_finite(values: np.ndarray, field: str) -> None:
@@ -52,43 +43,40 @@ def features_to_batch(features: Sequence[float], model: Model) -> np.ndarray:
     """Turn `PredictRequest.features` into a [1, *input_shape] float32 batch.
 
     Raises:
-        ServiceError: INVALID_ARGUMENT for a wrong count or a non-finite value.
+        RequestError: INVALID_ARGUMENT for a wrong count or a non-finite value.
     """
+    spec = model.input
     count = len(features)
-    if count != model.num_features:
+    if count != spec.size:
         got = "none (empty features)" if count == 0 else str(count)
         raise invalid(
-            f"features: expected {model.num_features} float32 values "
-            f"(shape {list(model.input_shape)}), got {got}"
+            f"features: expected {spec.size} float32 values (shape {list(spec.shape)}), got {got}"
         )
     values = np.array(features, dtype=np.float32)
     _check_finite(values, "features")
-    return values.reshape(model.batch_shape)
+    return values.reshape((1, *spec.shape))
 
 
-def decode_infer_inputs(request, model: Model) -> tuple[np.ndarray, bool]:
+def decode_infer_inputs(request: v2.ModelInferRequest, model: Model) -> tuple[np.ndarray, bool]:
     """Decode a V2 `ModelInferRequest`'s single FP32 input into a [N, *input_shape] batch.
 
     Returns:
         (batch, raw): raw is True when the data came in `raw_input_contents`.
 
     Raises:
-        ServiceError: INVALID_ARGUMENT naming the field for any mismatch.
+        RequestError: INVALID_ARGUMENT naming the field for any mismatch.
     """
+    spec = model.input
     if len(request.inputs) != 1:
-        raise invalid(
-            f"inputs: expected 1 input tensor ({model.input_name!r}), got {len(request.inputs)}"
-        )
+        raise invalid(f"inputs: expected 1 input tensor ({spec.name!r}), got {len(request.inputs)}")
     tensor = request.inputs[0]
-    if tensor.name != model.input_name:
-        raise invalid(
-            f"inputs[0].name: unknown input {tensor.name!r}; expected {model.input_name!r}"
-        )
+    if tensor.name != spec.name:
+        raise invalid(f"inputs[0].name: unknown input {tensor.name!r}; expected {spec.name!r}")
     if tensor.datatype != FP32:
         raise invalid(f"inputs[0].datatype: expected {FP32}, got {tensor.datatype!r}")
     shape = tuple(int(d) for d in tensor.shape)
-    if len(shape) != 1 + len(model.input_shape) or shape[0] < 1 or shape[1:] != model.input_shape:
-        expected = ", ".join(["N", *(str(d) for d in model.input_shape)])
+    if len(shape) != 1 + len(spec.shape) or shape[0] < 1 or shape[1:] != spec.shape:
+        expected = ", ".join(["N", *(str(d) for d in spec.shape)])
         raise invalid(f"inputs[0].shape: expected [{expected}] with N >= 1, got {list(shape)}")
     # math.prod on Python ints: numpy's int64 product wraps around for absurd shapes.
     count = math.prod(shape)
@@ -143,22 +131,38 @@ def _decode_typed(contents, count: int, shape: tuple[int, ...]) -> np.ndarray:
     return np.array(values, dtype=np.float32).reshape(shape)
 
 
-def requested_outputs(request) -> list[str]:
+def requested_outputs(request: v2.ModelInferRequest, model: Model) -> list[str]:
     """Names of the outputs to return, in request order; all of them when none is named.
 
     Raises:
-        ServiceError: INVALID_ARGUMENT for an unknown or repeated name.
+        RequestError: INVALID_ARGUMENT for an unknown or repeated name.
     """
+    known = model.output_names
     if not request.outputs:
-        return list(OUTPUTS)
+        return list(known)
     names: list[str] = []
     for i, output in enumerate(request.outputs):
-        if output.name not in OUTPUTS:
+        if output.name not in known:
             raise invalid(
-                f"outputs[{i}].name: unknown output {output.name!r}; "
-                f"expected one of {list(OUTPUTS)}"
+                f"outputs[{i}].name: unknown output {output.name!r}; expected one of {list(known)}"
             )
         if output.name in names:
             raise invalid(f"outputs[{i}].name: output {output.name!r} requested twice")
         names.append(output.name)
     return names
+
+
+def encode_infer_outputs(
+    response: v2.ModelInferResponse, outputs: dict[str, np.ndarray], names: list[str], raw: bool
+) -> None:
+    """Add the named outputs to a V2 response: raw bytes for a raw request, typed otherwise.
+
+    Triton answers raw requests with `raw_output_contents`, and tritonclient reads only those.
+    """
+    for name in names:
+        array = outputs[name]
+        output = response.outputs.add(name=name, datatype=FP32, shape=array.shape)
+        if raw:
+            response.raw_output_contents.append(array.astype(_LITTLE_F32, copy=False).tobytes())
+        else:
+            output.contents.fp32_contents.extend(array.ravel().tolist())

@@ -9,8 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-LOG_FORMATS = ("text", "json")
+from service import defaults
 
 
 class ConfigError(ValueError):
@@ -19,11 +18,12 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting: its attribute name, default, parser and help text."""
+    """One setting: its attribute name, default, parser, placeholder and help text."""
 
     name: str
     default: Any
     parse: Callable[[str], Any]
+    metavar: str
     help: str
 
     @property
@@ -34,23 +34,39 @@ class Setting:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def shown_default(self) -> str:
+        if isinstance(self.default, bool):
+            return "on" if self.default else "off"
+        return str(self.default)
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if not 0 <= value <= 65535:
         raise ValueError(f"{value} is not a port number (0-65535; 0 picks a free port)")
     return value
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 1:
         raise ValueError(f"{value} is not a positive integer")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
     if not (value >= 0 and math.isfinite(value)):
         raise ValueError(f"{value} is not a finite non-negative number")
     return value
@@ -76,25 +92,45 @@ def _on_off(text: str) -> bool:
 
 
 SETTINGS = (
-    Setting("model", None, str, "path of the model.onnx file to serve (required)"),
-    Setting("model_name", "foldserve", str, "name the model is served under"),
-    Setting("host", "0.0.0.0", str, "address the gRPC server binds"),
-    Setting("port", 50051, _port, "gRPC port (0: pick a free one, logged at start)"),
-    Setting("metrics_port", 9100, _port, "Prometheus /metrics HTTP port (0: pick a free one)"),
-    Setting("max_message_bytes", 4 * 1024 * 1024, _positive_int, "largest request accepted"),
+    Setting("model", None, str, "PATH", "the model.onnx file to serve (required)"),
+    Setting("model_name", defaults.MODEL_NAME, str, "NAME", "name the model is served under"),
+    Setting("host", defaults.HOST, str, "HOST", "address the gRPC server binds"),
+    Setting("port", defaults.PORT, _port, "PORT", "gRPC port (0: pick a free one, logged)"),
+    Setting("metrics_port", defaults.METRICS_PORT, _port, "PORT", "Prometheus /metrics HTTP port"),
+    Setting(
+        "max_message_bytes",
+        defaults.MAX_MESSAGE_BYTES,
+        _positive_int,
+        "BYTES",
+        "largest request (and response) accepted",
+    ),
     Setting(
         "max_concurrent_rpcs",
-        64,
+        defaults.MAX_CONCURRENT_RPCS,
         _positive_int,
+        "N",
         "calls (and open streams) served at once; more get RESOURCE_EXHAUSTED",
     ),
-    Setting("log_level", "INFO", _choice(LOG_LEVELS, str.upper), "DEBUG, INFO, WARNING, ERROR"),
-    Setting("log_format", "text", _choice(LOG_FORMATS, str.lower), "text or json (one per line)"),
-    Setting("reflection", True, _on_off, "gRPC server reflection, on or off"),
+    Setting(
+        "log_level",
+        defaults.LOG_LEVEL,
+        _choice(defaults.LOG_LEVELS, str.upper),
+        "LEVEL",
+        ", ".join(defaults.LOG_LEVELS),
+    ),
+    Setting(
+        "log_format",
+        defaults.LOG_FORMAT,
+        _choice(defaults.LOG_FORMATS, str.lower),
+        "FORMAT",
+        "text, or json (one object per line)",
+    ),
+    Setting("reflection", defaults.REFLECTION, _on_off, "on|off", "gRPC server reflection"),
     Setting(
         "grace_seconds",
-        10.0,
+        defaults.GRACE_SECONDS,
         _non_negative_float,
+        "SECONDS",
         "on SIGTERM/SIGINT, how long calls in flight may take to finish",
     ),
 )
@@ -105,27 +141,39 @@ class ServeConfig:
     """Resolved settings of `foldserve serve`."""
 
     model: str
-    model_name: str = "foldserve"
-    host: str = "0.0.0.0"
-    port: int = 50051
-    metrics_port: int = 9100
-    max_message_bytes: int = 4 * 1024 * 1024
-    max_concurrent_rpcs: int = 64
-    log_level: str = "INFO"
-    log_format: str = "text"
-    reflection: bool = True
-    grace_seconds: float = 10.0
+    model_name: str = defaults.MODEL_NAME
+    host: str = defaults.HOST
+    port: int = defaults.PORT
+    metrics_port: int = defaults.METRICS_PORT
+    max_message_bytes: int = defaults.MAX_MESSAGE_BYTES
+    max_concurrent_rpcs: int = defaults.MAX_CONCURRENT_RPCS
+    log_level: str = defaults.LOG_LEVEL
+    log_format: str = defaults.LOG_FORMAT
+    reflection: bool = defaults.REFLECTION
+    grace_seconds: float = defaults.GRACE_SECONDS
 
 
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per setting; each defaults to None so `resolve` can tell "not given"."""
+def add_serve_arguments(
+    parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
+) -> None:
+    """Add one flag per setting; each defaults to None so `resolve` can tell "not given".
+
+    `--model` is required unless FOLDSERVE_MODEL is set.
+    """
+    environ = os.environ if environ is None else environ
     for setting in SETTINGS:
+        if setting.default is None:
+            shown = "required unless set" if not environ.get(setting.env) else "set"
+            suffix = f"[env {setting.env}: {shown}]"
+        else:
+            suffix = f"[env {setting.env}, default {setting.shown_default}]"
         parser.add_argument(
             setting.flag,
             dest=setting.name,
             default=None,
-            metavar=setting.env,
-            help=f"{setting.help} [env {setting.env}, default {setting.default}]",
+            metavar=setting.metavar,
+            required=setting.default is None and not environ.get(setting.env),
+            help=f"{setting.help} {suffix}",
         )
 
 

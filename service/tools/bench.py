@@ -1,10 +1,11 @@
 """`foldserve bench`: sequential Predict latency of bare servers vs foldserve, side by side.
 
-The baselines (see `service.echo`): a canned-reply echo server (sync and asyncio), which is what
-a Python gRPC call costs at all, and a bare sync server that runs the same model with nothing
-else, which is what a call that runs onnxruntime costs at all. Each server runs in its own
-process (the client would otherwise share the GIL with it); within a run the servers take turns
-in blocks of calls, and the medians over runs are reported, ratios taken run by run.
+The baselines: a canned-reply echo server (sync and asyncio, `service.tools.echo`), which is
+what a Python gRPC call costs at all, and a bare sync server that runs the same model with nothing
+else (`service.tools.bare_server`), which is what a call that runs onnxruntime costs at all.
+Each server runs in its own process (the client would otherwise share the GIL with it); within a
+run the servers take turns in blocks of calls, and the medians over runs are reported, ratios
+taken run by run.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ BLOCK = 100
 @contextmanager
 def _process(command: list[str], pattern: str) -> Iterator[int]:
     """Start a server process; yield the port it reports (on stdout or stderr)."""
-    env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with tempfile.TemporaryFile("w+") as log:
         process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
         try:
@@ -98,10 +99,10 @@ def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark and print per-run and median figures (microseconds)."""
     python = sys.executable
     servers = {
-        "echo-sync": ([python, "-m", "service.echo", "--mode", "sync"], r"port=(\d+)"),
-        "echo-aio": ([python, "-m", "service.echo", "--mode", "aio"], r"port=(\d+)"),
+        "echo-sync": ([python, "-m", "service.tools.echo", "--mode", "sync"], r"port=(\d+)"),
+        "echo-aio": ([python, "-m", "service.tools.echo", "--mode", "aio"], r"port=(\d+)"),
         "bare-model": (
-            [python, "-m", "service.echo", "--mode", "sync", "--model", str(Path(args.model))],
+            [python, "-m", "service.tools.bare_server", "--model", str(Path(args.model))],
             r"port=(\d+)",
         ),
         "foldserve": (

@@ -7,8 +7,10 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from service.defaults import HEALTH_TIMEOUT_SECONDS
 
-def check(target: str, service: str = "", timeout: float = 3.0) -> int:
+
+def check(target: str, service: str = "", timeout: float = HEALTH_TIMEOUT_SECONDS) -> int:
     """Check `service` on `target`.
 
     Returns:

@@ -1,7 +1,7 @@
 """Covariate-shift monitor: live inputs compared with the statistics the input BatchNorm learned.
 
-A model trained with an input BN carries, in `foldserve.bn_stats`, the per-channel mean and
-variance of the raw features it was trained on (the entry with `reads_model_input`). Folding
+A model trained with an input BN carries, in its BN statistics (`service.contract.BNStats`), the
+per-channel mean and variance of the raw features it was trained on (`reads_model_input`). Folding
 removed the BN from the graph but not this knowledge: the monitor keeps an exponentially weighted
 mean of every live input channel and reports how far it has drifted, in training standard
 deviations. Traffic like the training data scores near 0; a sensor that switched units, a
@@ -15,8 +15,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# Examples in the exponentially weighted window (the weight of an example halves after this many).
-DEFAULT_HALF_LIFE = 500
+from service.contract import BNStats
+from service.defaults import SHIFT_HALF_LIFE
+
 # Examples summed before they are folded into the weighted mean: keeps a call's cost to one
 # in-place addition (the serving path is ~40 µs a call; a full update per call cost ~15 µs).
 FOLD_EVERY = 32
@@ -34,7 +35,7 @@ class InputShiftMonitor:
         var: Sequence[float],
         eps: float,
         example_shape: Sequence[int],
-        half_life: int = DEFAULT_HALF_LIFE,
+        half_life: int = SHIFT_HALF_LIFE,
     ) -> None:
         """Args:
         mean, var, eps: the input BN's running statistics, one value per channel.
@@ -60,14 +61,11 @@ class InputShiftMonitor:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_bn_stats(
-        cls, bn_stats: Sequence[dict], example_shape: Sequence[int]
-    ) -> InputShiftMonitor | None:
+    def of(cls, input_bn: BNStats | None, example_shape: Sequence[int]) -> InputShiftMonitor | None:
         """The monitor for a model's input BN, or None when the model had none."""
-        for entry in bn_stats:
-            if entry.get("reads_model_input"):
-                return cls(entry["mean"], entry["var"], entry["eps"], example_shape)
-        return None
+        if input_bn is None:
+            return None
+        return cls(input_bn.mean, input_bn.var, input_bn.eps, example_shape)
 
     def observe(self, batch: np.ndarray) -> None:
         """Fold a batch of examples (`[N, *example_shape]`, or `[N, prod(example_shape)]`) in."""
