@@ -31,6 +31,8 @@ LOG_LEVEL = "INFO"
 LOG_FORMATS = ("text", "json")
 LOG_FORMAT = "text"
 REFLECTION = True
+KEEP_VERSIONS = 2  # the newest valid versions that stay loaded and addressable
+POLL_SECONDS = 10.0  # how often the model repository is looked at (SIGHUP: at once)
 GRACE_SECONDS = 10.0
 # While draining, stop only once no call has been refused for this long (seconds).
 DRAIN_QUIET_SECONDS = 0.25

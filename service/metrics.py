@@ -1,7 +1,9 @@
 """Every Prometheus metric of the server, built on an injected `CollectorRegistry`.
 
 Names follow the Prometheus guide (`foldserve_` prefix, base units, `_total`, `_seconds`);
-latencies are histograms so replicas aggregate. Label children are resolved once, up front or on
+latencies are histograms so replicas aggregate. `Metrics` registers the families once; each
+loaded model version gets a `VersionMetrics` view of label children (`model`, `version`), made
+when the version is loaded and removed when it is unloaded. Children are resolved up front or on
 first use, so recording a call costs a dict lookup and a few lock-protected additions.
 """
 
@@ -30,22 +32,22 @@ LATENCY_BUCKETS = (
     1.0, 2.5, 5.0,
 )  # fmt: skip
 
-
-# Every foldserve series carries the served model's name and version.
+# Every foldserve series of a served version carries the model's name and version.
 MODEL_LABELS = ("model", "version")
 
 
 class MethodMetrics:
-    """The request counter and duration histogram children of one RPC method."""
+    """The request counter and duration histogram children of one RPC method of one version."""
 
-    __slots__ = ("_codes", "_counter", "_labels", "_lock", "duration")
+    __slots__ = ("_codes", "_counter", "_durations", "_labels", "_lock", "duration")
 
-    def __init__(self, counter: Counter, duration: Histogram, labels: tuple[str, str, str]):
+    def __init__(self, counter: Counter, durations: Histogram, labels: tuple[str, str, str]):
         self._counter = counter
+        self._durations = durations
         self._labels = labels
         self._lock = threading.Lock()
         self._codes = {"OK": counter.labels(*labels, "OK")}
-        self.duration = duration.labels(*labels)
+        self.duration = durations.labels(*labels)
 
     def record(self, code: str, seconds: float) -> None:
         """Count one finished call with its status code name and observe its duration."""
@@ -60,15 +62,21 @@ class MethodMetrics:
                 child = self._codes.setdefault(code, self._counter.labels(*self._labels, code))
         child.inc()
 
+    def remove(self) -> None:
+        """Drop this method's series (its version was unloaded)."""
+        with self._lock:
+            for code in self._codes:
+                self._counter.remove(*self._labels, code)
+            self._codes = {}
+        self._durations.remove(*self._labels)
+
 
 class Metrics:
-    """The server's metrics for one served model.
+    """The server's metric families for one served model (name).
 
     Args:
         registry: where every metric registers (tests pass a fresh one).
-        model: served model name; version: model version (labels of every series).
-        sha256, opset, foldserve_version: labels of `foldserve_model_info`.
-        class_labels: the model's classes, for `foldserve_predictions_total`.
+        model: the served model's name.
         methods: RPC methods whose series exist (at zero, code OK) from the start, so dashboards
             see them at once.
         process: also register the process and platform collectors.
@@ -78,36 +86,29 @@ class Metrics:
         self,
         registry: CollectorRegistry,
         model: str,
-        version: str,
         *,
-        sha256: str,
-        opset: int,
-        foldserve_version: str,
-        class_labels: Iterable[str],
         methods: Iterable[str] = (),
         process: bool = True,
     ) -> None:
-        self._model_labels = (model, version)
+        self.model = model
+        self.methods = tuple(methods)
         self._registry = registry
-        self._methods: dict[str, MethodMetrics] = {}
-        self._lock = threading.Lock()
-        self._register_rpc_metrics()
-        self._register_model_metrics(sha256, opset, foldserve_version, class_labels)
-        for method in methods:
-            self.method(method)
+        self._register_rpc_families()
+        self._register_model_families()
+        self._register_repository_families()
         if process:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
 
-    def _register_rpc_metrics(self) -> None:
+    def _register_rpc_families(self) -> None:
         labels, registry = MODEL_LABELS, self._registry
-        self._requests = Counter(
+        self.requests = Counter(
             "foldserve_requests_total",
             "RPCs finished (PredictStream: stream messages), by method and gRPC status code.",
             (*labels, "method", "code"),
             registry=registry,
         )
-        self._duration = Histogram(
+        self.duration = Histogram(
             "foldserve_request_duration_seconds",
             "Time in the RPC handler, from start to response (PredictStream: per message).",
             (*labels, "method"),
@@ -119,19 +120,17 @@ class Metrics:
             "RPCs being handled now (an open PredictStream counts while it handles a message).",
             labels,
             registry=registry,
-        ).labels(*self._model_labels)
+        )
 
-    def _register_model_metrics(
-        self, sha256: str, opset: int, foldserve_version: str, class_labels: Iterable[str]
-    ) -> None:
-        labels, registry, model = MODEL_LABELS, self._registry, self._model_labels
+    def _register_model_families(self) -> None:
+        labels, registry = MODEL_LABELS, self._registry
         self.compute = Histogram(
             "foldserve_model_compute_duration_seconds",
             "Time in onnxruntime's run, per model run.",
             labels,
             buckets=LATENCY_BUCKETS,
             registry=registry,
-        ).labels(*model)
+        )
         self.decode = Histogram(
             "foldserve_request_decode_duration_seconds",
             "Time from the handler starting until model compute starts: decoding and validating "
@@ -139,20 +138,84 @@ class Metrics:
             labels,
             buckets=LATENCY_BUCKETS,
             registry=registry,
-        ).labels(*model)
-        Gauge(
+        )
+        self.info = Gauge(
             "foldserve_model_info",
-            "The served model; always 1.",
+            "A loaded model version; always 1.",
             (*labels, "sha256", "opset", "foldserve_version"),
             registry=registry,
-        ).labels(*model, sha256, str(opset), foldserve_version).set(1)
-        predictions = Counter(
+        )
+        self.predictions = Counter(
             "foldserve_predictions_total",
             "Examples classified, by predicted class label.",
             (*labels, "class"),
             registry=registry,
         )
-        self._predictions = [predictions.labels(*model, c) for c in class_labels]
+        self.input_shift = Gauge(
+            "foldserve_input_shift_score",
+            "How far live inputs drifted from the training data: mean over input channels of "
+            "|live mean - training mean| / training std (each clipped at 10), over an "
+            f"exponentially weighted window of recent examples (half-life {SHIFT_HALF_LIFE}).",
+            labels,
+            registry=registry,
+        )
+
+    def _register_repository_families(self) -> None:
+        registry, model = self._registry, (self.model,)
+        self.reload_failures = Counter(
+            "foldserve_model_reload_failures_total",
+            "Model versions found in the model repository that could not be loaded.",
+            ("model",),
+            registry=registry,
+        ).labels(*model)
+        self.versions_loaded = Gauge(
+            "foldserve_model_versions_loaded",
+            "Model versions loaded and serving.",
+            ("model",),
+            registry=registry,
+        ).labels(*model)
+        self.versions_refused = Gauge(
+            "foldserve_model_versions_refused",
+            "Model versions in the repository that are refused (corrupt or invalid); the loaded "
+            "versions keep serving. RepositoryIndex and the log say why.",
+            ("model",),
+            registry=registry,
+        ).labels(*model)
+
+    def for_version(
+        self,
+        version: str,
+        *,
+        sha256: str,
+        opset: int,
+        foldserve_version: str,
+        class_labels: Iterable[str],
+    ) -> VersionMetrics:
+        """The label children of one loaded version (its `foldserve_model_info` set to 1)."""
+        return VersionMetrics(self, version, (sha256, str(opset), foldserve_version), class_labels)
+
+
+class VersionMetrics:
+    """The series of one loaded model version: what its calls and model runs record."""
+
+    def __init__(
+        self, families: Metrics, version: str, info: tuple[str, str, str], classes: Iterable[str]
+    ) -> None:
+        self.version = version
+        self._families = families
+        labels = self._labels = (families.model, version)
+        self._info = info
+        families.info.labels(*labels, *info).set(1)
+        self.compute = families.compute.labels(*labels)
+        self.decode = families.decode.labels(*labels)
+        self.in_flight = families.in_flight.labels(*labels)
+        self._classes = tuple(classes)
+        self._predictions = [families.predictions.labels(*labels, c) for c in self._classes]
+        self._methods: dict[str, MethodMetrics] = {}
+        self._lock = threading.Lock()
+        self._watches_shift = False
+        for method in families.methods:
+            self.method(method)
 
     def method(self, name: str) -> MethodMetrics:
         """The metrics of one RPC method (created on first use)."""
@@ -161,8 +224,9 @@ class Metrics:
             with self._lock:
                 found = self._methods.get(name)
                 if found is None:
+                    families = self._families
                     found = MethodMetrics(
-                        self._requests, self._duration, (*self._model_labels, name)
+                        families.requests, families.duration, (*self._labels, name)
                     )
                     self._methods[name] = found
         return found
@@ -178,14 +242,27 @@ class Metrics:
 
     def watch_input_shift(self, score: Callable[[], float]) -> None:
         """Export the input shift monitor's score, computed when Prometheus scrapes."""
-        Gauge(
-            "foldserve_input_shift_score",
-            "How far live inputs drifted from the training data: mean over input channels of "
-            "|live mean - training mean| / training std (each clipped at 10), over an "
-            f"exponentially weighted window of recent examples (half-life {SHIFT_HALF_LIFE}).",
-            MODEL_LABELS,
-            registry=self._registry,
-        ).labels(*self._model_labels).set_function(score)
+        self._families.input_shift.labels(*self._labels).set_function(score)
+        self._watches_shift = True
+
+    def remove_info(self) -> None:
+        """Drop this file's `foldserve_model_info` series (another file took its version)."""
+        self._families.info.remove(*self._labels, *self._info)
+
+    def remove(self) -> None:
+        """Drop every series of this version (it was unloaded)."""
+        families, labels = self._families, self._labels
+        with self._lock:
+            for method in self._methods.values():
+                method.remove()
+            self._methods = {}
+        self.remove_info()
+        for family in (families.compute, families.decode, families.in_flight):
+            family.remove(*labels)
+        for label in self._classes:
+            families.predictions.remove(*labels, label)
+        if self._watches_shift:
+            families.input_shift.remove(*labels)
 
 
 def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> tuple[object, int]:

@@ -18,29 +18,26 @@ import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 
+from service.core.call import Call
 from service.core.errors import RequestError, Status
 from service.core.gate import Gate
-from service.metrics import Metrics
+from service.core.repository import ModelRepository
+from service.metrics import VersionMetrics
 
 log = logging.getLogger(__name__)
 
 GRPC_CODES = {status: grpc.StatusCode[status.name] for status in Status}
 
-Answer = Callable[[Any, "Call"], Any]
+Answer = Callable[[Any, Call], Any]
 OnError = Callable[[Any, RequestError], Any]
 
 
-class Call:
-    """What an adapter knows of the call it answers: when it started and when its caller stops
-    waiting, as plain numbers the core understands."""
-
-    __slots__ = ("deadline", "started")
-
-    def __init__(self, context: grpc.ServicerContext) -> None:
-        self.started = time.perf_counter()
-        remaining = context.time_remaining()
-        # time.monotonic, the clock the core compares deadlines with; None: no deadline.
-        self.deadline = None if remaining is None else time.monotonic() + remaining
+def start_call(context: grpc.ServicerContext) -> Call:
+    """The core's view of a call starting now: its start and its deadline as plain numbers."""
+    started = time.perf_counter()
+    remaining = context.time_remaining()
+    # time.monotonic, the clock the core compares deadlines with; None: no deadline.
+    return Call(started, None if remaining is None else time.monotonic() + remaining)
 
 
 def answers_in_stream(on_error: OnError) -> Callable[[Answer], Answer]:
@@ -60,24 +57,30 @@ def answers_in_stream(on_error: OnError) -> Callable[[Answer], Answer]:
 class Calls:
     """Runs adapter methods as RPCs: admission, metrics, status mapping and (debug) logging.
 
+    A call is counted in the series of the model version that answered it, or (refused before
+    it named one) of the newest version.
+
     Args:
-        metrics: the server's metrics.
+        repository: the served model's versions.
         gate: the drain gate shared by every API.
     """
 
-    def __init__(self, metrics: Metrics, gate: Gate) -> None:
-        self._metrics = metrics
+    def __init__(self, repository: ModelRepository, gate: Gate) -> None:
+        self._repository = repository
         self._gate = gate
+
+    def _metrics(self, call: Call) -> VersionMetrics:
+        served = call.served or self._repository.latest
+        return served.runner.metrics
 
     def unary(self, method: str, answer: Answer) -> Callable[[Any, grpc.ServicerContext], Any]:
         """The gRPC behaviour of a unary method answered by `answer`."""
-        metrics = self._metrics.method(method)
-        in_flight = self._metrics.in_flight
         gate = self._gate
 
         def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
-            call = Call(context)
+            call = start_call(context)
             error: RequestError | None = None
+            in_flight = self._metrics(call).in_flight
             in_flight.inc()
             try:
                 gate.enter()
@@ -93,7 +96,7 @@ class Calls:
             finally:
                 in_flight.dec()
                 code = "OK" if error is None else error.status.name
-                metrics.record(code, time.perf_counter() - call.started)
+                self._metrics(call).method(method).record(code, time.perf_counter() - call.started)
             _abort(context, method, error)
 
         return behaviour
@@ -106,19 +109,18 @@ class Calls:
         Draining refuses a new stream (UNAVAILABLE); one already open runs on until the client
         closes it or the grace period ends.
         """
-        metrics = self._metrics.method(method)
-        in_flight = self._metrics.in_flight
         gate = self._gate
 
         def behaviour(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
             try:
                 gate.enter()
             except RequestError as exc:
-                metrics.count(exc.status.name)
+                self._metrics(start_call(context)).method(method).count(exc.status.name)
                 _abort(context, method, exc)
             try:
                 for request in requests:
-                    call = Call(context)
+                    call = start_call(context)
+                    in_flight = self._metrics(call).in_flight
                     in_flight.inc()
                     try:
                         response, code = answer(request, call), "OK"
@@ -130,7 +132,8 @@ class Calls:
                         response, code = on_error(request, error), "INTERNAL"
                     finally:
                         in_flight.dec()
-                    metrics.record(code, time.perf_counter() - call.started)
+                    elapsed = time.perf_counter() - call.started
+                    self._metrics(call).method(method).record(code, elapsed)
                     yield response
             finally:
                 gate.leave()

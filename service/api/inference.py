@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 from service._proto.inference import grpc_predict_v2_pb2 as pb
-from service.api.calls import Call
 from service.api.tensors import FP32, decode_infer_inputs, encode_infer_outputs, requested_outputs
+from service.core.call import Call
+from service.core.errors import invalid, not_found
 from service.core.model import Model
-from service.core.runner import ModelRunner
+from service.core.repository import ModelRepository
 from service.defaults import SERVER_NAME
 from service.version import VERSION
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 # Triton's platform name for ONNX models, which its clients know.
 PLATFORM = "onnxruntime_onnx"
+# Triton's model states in RepositoryIndex.
+READY = "READY"
+UNAVAILABLE = "UNAVAILABLE"
 
 
 class InferenceAdapter:
-    """Serves the runner's model over the V2 protocol."""
+    """Serves the repository's model over the V2 protocol."""
 
-    def __init__(self, runner: ModelRunner) -> None:
-        self._runner = runner
-        self._metadata = model_metadata(runner.model)
+    def __init__(self, repository: ModelRepository) -> None:
+        self._repository = repository
 
     def ServerLive(self, request: pb.ServerLiveRequest, call: Call) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
@@ -30,7 +33,7 @@ class InferenceAdapter:
         return pb.ServerReadyResponse(ready=True)
 
     def ModelReady(self, request: pb.ModelReadyRequest, call: Call) -> pb.ModelReadyResponse:
-        self._runner.resolve(request.name, request.version, "name", "version")
+        self._resolve(call, request.name, request.version, "name", "version")
         return pb.ModelReadyResponse(ready=True)
 
     def ServerMetadata(
@@ -41,29 +44,60 @@ class InferenceAdapter:
     def ModelMetadata(
         self, request: pb.ModelMetadataRequest, call: Call
     ) -> pb.ModelMetadataResponse:
-        self._runner.resolve(request.name, request.version, "name", "version")
-        return self._metadata
+        served = self._resolve(call, request.name, request.version, "name", "version")
+        versions = [v.version for v in self._repository.versions]
+        return model_metadata(served.model, versions)
 
     def ModelInfer(self, request: pb.ModelInferRequest, call: Call) -> pb.ModelInferResponse:
-        model = self._runner.resolve(
-            request.model_name, request.model_version, "model_name", "model_version"
+        served = self._resolve(
+            call, request.model_name, request.model_version, "model_name", "model_version"
         )
+        model = served.model
         batch, raw = decode_infer_inputs(request, model)
         names = requested_outputs(request, model)
-        outputs = self._runner.run(batch, call.started, call.deadline)
+        outputs = served.runner.run(batch, call)
         response = pb.ModelInferResponse(
             model_name=model.name, model_version=model.version, id=request.id
         )
         encode_infer_outputs(response, outputs, names, raw)
         return response
 
+    def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, call: Call
+    ) -> pb.RepositoryIndexResponse:
+        if request.repository_name:
+            raise not_found(
+                f"repository_name: unknown repository {request.repository_name!r}; this server "
+                "has one, named ''"
+            )
+        index = pb.RepositoryIndexResponse.ModelIndex
+        repository = self._repository
+        models = [
+            index(name=repository.name, version=v.version, state=READY) for v in repository.versions
+        ]
+        if not request.ready:
+            models += [
+                index(name=repository.name, version=r.version, state=UNAVAILABLE, reason=r.reason)
+                for r in repository.refused
+            ]
+        return pb.RepositoryIndexResponse(models=models)
 
-def model_metadata(model: Model) -> pb.ModelMetadataResponse:
+    def _resolve(self, call: Call, name: str, version: str, name_field: str, version_field: str):
+        # The V2 protocol makes the model name required (the Predictor API does not).
+        if not name:
+            raise invalid(
+                f"{name_field}: required by the V2 protocol; this server serves "
+                f"{self._repository.name!r}"
+            )
+        return self._repository.resolve(call, name, version, name_field, version_field)
+
+
+def model_metadata(model: Model, versions: list[str]) -> pb.ModelMetadataResponse:
     """`ModelMetadata`'s answer for a model: its tensors, batch dimension first (-1)."""
     tensor = pb.ModelMetadataResponse.TensorMetadata
     return pb.ModelMetadataResponse(
         name=model.name,
-        versions=[model.version],
+        versions=versions,
         platform=PLATFORM,
         inputs=[tensor(name=model.input.name, datatype=FP32, shape=[-1, *model.input.shape])],
         outputs=[tensor(name=o.name, datatype=FP32, shape=[-1, *o.shape]) for o in model.outputs],

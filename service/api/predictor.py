@@ -5,12 +5,13 @@ from __future__ import annotations
 from google.protobuf import struct_pb2
 
 from service._proto.foldserve.v1 import predictor_pb2 as pb
-from service.api.calls import Call, answers_in_stream
+from service.api.calls import answers_in_stream
 from service.api.tensors import features_to_batch
 from service.contract import LOGITS, PROBABILITIES
+from service.core.call import Call
 from service.core.errors import RequestError
 from service.core.model import Model
-from service.core.runner import ModelRunner
+from service.core.repository import ModelRepository
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Predictor"]
 
@@ -30,18 +31,18 @@ def _stream_error(request: pb.PredictRequest, error: RequestError) -> pb.Predict
 
 
 class PredictorAdapter:
-    """Serves the runner's model over `foldserve.v1.Predictor`."""
+    """Serves the repository's model over `foldserve.v1.Predictor`."""
 
-    def __init__(self, runner: ModelRunner) -> None:
-        self._runner = runner
-        self._description = describe(runner.model)
+    def __init__(self, repository: ModelRepository) -> None:
+        self._repository = repository
 
     def Predict(self, request: pb.PredictRequest, call: Call) -> pb.PredictResponse:
-        model = self._runner.resolve(
-            request.model_name, request.model_version, "model_name", "model_version"
+        served = self._repository.resolve(
+            call, request.model_name, request.model_version, "model_name", "model_version"
         )
+        model = served.model
         batch = features_to_batch(request.features, model)
-        outputs = self._runner.run(batch, call.started, call.deadline)
+        outputs = served.runner.run(batch, call)
         label = int(outputs[LOGITS][0].argmax())
         return pb.PredictResponse(
             label=label,
@@ -60,10 +61,10 @@ class PredictorAdapter:
     def DescribeModel(
         self, request: pb.DescribeModelRequest, call: Call
     ) -> pb.DescribeModelResponse:
-        self._runner.resolve(
-            request.model_name, request.model_version, "model_name", "model_version"
+        served = self._repository.resolve(
+            call, request.model_name, request.model_version, "model_name", "model_version"
         )
-        return self._description
+        return describe(served.model)
 
 
 def describe(model: Model) -> pb.DescribeModelResponse:

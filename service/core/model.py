@@ -45,15 +45,12 @@ class Model:
     """A loaded, checked model: what its file says and a ready onnxruntime session."""
 
     name: str
+    version: str
     path: str
     sha256: str
     opset: int
     metadata: ModelMetadata
     session: ort.InferenceSession = field(repr=False, compare=False)
-
-    @property
-    def version(self) -> str:
-        return self.metadata.model_version
 
     @cached_property
     def input(self) -> TensorSpec:
@@ -94,12 +91,16 @@ def _session_options() -> ort.SessionOptions:
     return options
 
 
-def load_model(path: str | os.PathLike[str], name: str = MODEL_NAME) -> Model:
+def load_model(
+    path: str | os.PathLike[str], name: str = MODEL_NAME, version: str | None = None
+) -> Model:
     """Read, check and load a model file.
 
     Args:
         path: the model.onnx file.
         name: the name the model is served under.
+        version: the version it is served as (a model repository's version directory); None
+            for the version its metadata records.
 
     Raises:
         ModelError: missing or unreadable file, not ONNX, no or bad foldserve metadata, a graph
@@ -118,6 +119,7 @@ def load_model(path: str | os.PathLike[str], name: str = MODEL_NAME) -> Model:
         raise ModelError(f"{where}: {exc}") from None
     model = Model(
         name=name,
+        version=metadata.model_version if version is None else version,
         path=str(Path(path).resolve()),
         sha256=hashlib.sha256(data).hexdigest(),
         opset=default_opset(data),

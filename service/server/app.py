@@ -19,11 +19,11 @@ from prometheus_client import CollectorRegistry
 from service.api import inference, predictor
 from service.api.calls import Calls, method_names, service_handler
 from service.core.gate import Gate
-from service.core.model import Model
-from service.core.runner import ModelRunner
+from service.core.repository import ModelRepository
 from service.defaults import DRAIN_QUIET_SECONDS
 from service.metrics import Metrics, serve_metrics
 from service.server.config import ServeConfig
+from service.server.reload import Reloader
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ class RunningServer:
     port: int
     health: health.HealthServicer
     gate: Gate
-    metrics: Metrics
+    repository: ModelRepository
+    reloader: Reloader
     metrics_http: object | None = None
     metrics_port: int | None = None
 
@@ -57,6 +58,7 @@ class RunningServer:
         """
         start = time.monotonic()
         deadline = start + grace
+        self.reloader.stop()
         self.health.enter_graceful_shutdown()
         self.gate.start_draining()
         idle = self.gate.wait_idle(grace)
@@ -77,22 +79,19 @@ def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-def build_metrics(model: Model, registry: CollectorRegistry) -> Metrics:
-    """The server's metrics for `model`, every RPC's series present from the start."""
-    meta = model.metadata
-    return Metrics(
-        registry,
-        model.name,
-        model.version,
-        sha256=model.sha256,
-        opset=model.opset,
-        foldserve_version=meta.foldserve_version,
-        class_labels=model.class_labels,
-        methods=method_names(SERVICES),
-    )
+def open_repository(config: ServeConfig, registry: CollectorRegistry) -> ModelRepository:
+    """The served model's repository, its first versions loaded, its metrics on `registry`.
+
+    Raises:
+        ModelError: nothing in `config.model` can be served.
+    """
+    metrics = Metrics(registry, config.model_name, methods=method_names(SERVICES))
+    repository = ModelRepository(config.model, config.model_name, metrics, config.keep_versions)
+    repository.start()
+    return repository
 
 
-def _grpc_server(config: ServeConfig, calls: Calls, runner: ModelRunner) -> grpc.Server:
+def _grpc_server(config: ServeConfig, calls: Calls, repository: ModelRepository) -> grpc.Server:
     # A sync thread-pool server: measured fastest for one-example calls (see README, Performance).
     # One worker per admitted call, so open streams never starve unary calls.
     server = grpc.server(
@@ -107,7 +106,7 @@ def _grpc_server(config: ServeConfig, calls: Calls, runner: ModelRunner) -> grpc
             ("grpc.so_reuseport", 0),
         ],
     )
-    adapters = (predictor.PredictorAdapter(runner), inference.InferenceAdapter(runner))
+    adapters = (predictor.PredictorAdapter(repository), inference.InferenceAdapter(repository))
     server.add_generic_rpc_handlers(
         tuple(service_handler(s, a, calls) for s, a in zip(SERVICES, adapters, strict=True))
     )
@@ -152,24 +151,28 @@ def _metrics_endpoint(
 
 def start_server(
     config: ServeConfig,
-    model: Model,
     registry: CollectorRegistry,
     *,
     serve_metrics_http: bool = True,
 ) -> RunningServer:
-    """Build and start the gRPC server (and the /metrics endpoint) for a loaded model.
+    """Load the model repository, build and start the gRPC server (and the /metrics endpoint).
 
     Raises:
+        ModelError: nothing in `config.model` can be served.
         ServeError: the gRPC or metrics port cannot be bound.
     """
-    metrics = build_metrics(model, registry)
+    repository = open_repository(config, registry)
     gate = Gate()
-    server = _grpc_server(config, Calls(metrics, gate), ModelRunner(model, metrics))
+    server = _grpc_server(config, Calls(repository, gate), repository)
     health_servicer = _health(server)
     port = _bind(server, config.host, config.port)
     metrics_http, metrics_port = None, None
     if serve_metrics_http:
         metrics_http, metrics_port = _metrics_endpoint(registry, config.host, config.metrics_port)
     server.start()
+    reloader = Reloader(repository, config.poll_seconds)
+    reloader.start()
     set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer, gate, metrics, metrics_http, metrics_port)
+    return RunningServer(
+        server, port, health_servicer, gate, repository, reloader, metrics_http, metrics_port
+    )

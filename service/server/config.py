@@ -92,7 +92,14 @@ def _on_off(text: str) -> bool:
 
 
 SETTINGS = (
-    Setting("model", None, str, "PATH", "the model.onnx file to serve (required)"),
+    Setting(
+        "model",
+        None,
+        str,
+        "PATH",
+        "the model.onnx file to serve, or a model repository: a directory of numbered versions, "
+        "DIR/<version>/model.onnx (required)",
+    ),
     Setting("model_name", defaults.MODEL_NAME, str, "NAME", "name the model is served under"),
     Setting("host", defaults.HOST, str, "HOST", "address the gRPC server binds"),
     Setting("port", defaults.PORT, _port, "PORT", "gRPC port (0: pick a free one, logged)"),
@@ -127,6 +134,20 @@ SETTINGS = (
     ),
     Setting("reflection", defaults.REFLECTION, _on_off, "on|off", "gRPC server reflection"),
     Setting(
+        "keep_versions",
+        defaults.KEEP_VERSIONS,
+        _positive_int,
+        "N",
+        "how many of the newest valid versions stay loaded (clients may name one)",
+    ),
+    Setting(
+        "poll_seconds",
+        defaults.POLL_SECONDS,
+        _non_negative_float,
+        "SECONDS",
+        "how often to look for new model versions (0: only on SIGHUP)",
+    ),
+    Setting(
         "grace_seconds",
         defaults.GRACE_SECONDS,
         _non_negative_float,
@@ -150,6 +171,8 @@ class ServeConfig:
     log_level: str = defaults.LOG_LEVEL
     log_format: str = defaults.LOG_FORMAT
     reflection: bool = defaults.REFLECTION
+    keep_versions: int = defaults.KEEP_VERSIONS
+    poll_seconds: float = defaults.POLL_SECONDS
     grace_seconds: float = defaults.GRACE_SECONDS
 
 

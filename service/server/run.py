@@ -9,7 +9,7 @@ import threading
 
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
-from service.core.model import ModelError, load_model
+from service.core.model import ModelError
 from service.server.app import ServeError, address, start_server
 from service.server.config import ServeConfig
 from service.server.logs import setup_logging
@@ -28,19 +28,20 @@ def serve(config: ServeConfig) -> int:
     # dashboard or alert here reads.
     disable_created_metrics()
     try:
-        model = load_model(config.model, config.model_name)
-        running = start_server(config, model, CollectorRegistry())
+        running = start_server(config, CollectorRegistry())
     except (ModelError, ServeError) as exc:
         print(f"foldserve serve: error: {exc}", file=sys.stderr, flush=True)
         return 2
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, _frame: stop.set())
+    signal.signal(signal.SIGHUP, lambda number, _frame: running.reloader.trigger())
+    model = running.repository.latest.model
     log.info(
         "serving model %s version %s from %s on %s grpc_port=%d metrics_port=%s",
         model.name,
         model.version,
-        model.path,
+        running.repository.source,
         address(config.host, running.port),
         running.port,
         running.metrics_port,

@@ -37,11 +37,15 @@ class Served:
     running: RunningServer
     registry: CollectorRegistry
     channel: grpc.Channel
-    model: Model
 
     @property
     def port(self) -> int:
         return self.running.port
+
+    @property
+    def model(self) -> Model:
+        """The newest served version's model."""
+        return self.running.repository.latest.model
 
     def sample(self, name: str, **labels: str) -> float | None:
         """A metric sample value, with the model's name and version labels filled in."""
@@ -57,12 +61,14 @@ def serve() -> Iterator[ServeFactory]:
     """Start servers (fresh registry each) on 127.0.0.1:0; all are stopped at teardown."""
     started: list[Served] = []
 
-    def start(model: Model, metrics_http: bool = False, **settings: object) -> Served:
-        config = ServeConfig(model=model.path, host="127.0.0.1", port=0, metrics_port=0, **settings)
+    def start(model: Model | Path, metrics_http: bool = False, **settings: object) -> Served:
+        """Serve a loaded model's file, or a model file or repository directory by path."""
+        source = str(model.path if isinstance(model, Model) else model)
+        config = ServeConfig(model=source, host="127.0.0.1", port=0, metrics_port=0, **settings)
         registry = CollectorRegistry()
-        running = start_server(config, model, registry, serve_metrics_http=metrics_http)
+        running = start_server(config, registry, serve_metrics_http=metrics_http)
         channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
-        served = Served(running, registry, channel, model)
+        served = Served(running, registry, channel)
         started.append(served)
         return served
 
@@ -83,9 +89,9 @@ def shared_server(tiny_model: Model) -> Iterator[Served]:
     """One tiny-model server for a whole module of tests that do not count metrics."""
     config = ServeConfig(model=tiny_model.path, host="127.0.0.1", port=0, metrics_port=0)
     registry = CollectorRegistry()
-    running = start_server(config, tiny_model, registry, serve_metrics_http=False)
+    running = start_server(config, registry, serve_metrics_http=False)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
-    yield Served(running, registry, channel, tiny_model)
+    yield Served(running, registry, channel)
     channel.close()
     running.drain(0)
 

@@ -15,7 +15,7 @@ from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
 from service._proto.inference import grpc_predict_v2_pb2 as v2
 from service._proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from service.api.calls import method_names
-from service.metrics import LATENCY_BUCKETS, Metrics
+from service.metrics import LATENCY_BUCKETS, Metrics, VersionMetrics
 from service.server.app import SERVICES
 from tests.service.conftest import Served
 
@@ -23,11 +23,10 @@ GOOD = pb.PredictRequest(features=[0.5] * 64)
 BAD = pb.PredictRequest(features=[0.5] * 3)
 
 
-def make_metrics(registry: CollectorRegistry) -> Metrics:
-    return Metrics(
-        registry, "m", "1", sha256="ab", opset=17, foldserve_version="0.1.0",
-        class_labels=["a", "b", "c"], methods=method_names(SERVICES),
-    )  # fmt: skip
+def make_metrics(registry: CollectorRegistry) -> VersionMetrics:
+    return Metrics(registry, "m", methods=method_names(SERVICES)).for_version(
+        "1", sha256="ab", opset=17, foldserve_version="0.1.0", class_labels=["a", "b", "c"]
+    )
 
 
 def test_names_labels_and_info() -> None:

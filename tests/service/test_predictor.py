@@ -157,20 +157,26 @@ def test_core_skips_compute_after_the_deadline(tiny_model) -> None:
 
     from prometheus_client import CollectorRegistry
 
+    from service.core.call import Call
     from service.core.errors import RequestError, Status
     from service.core.runner import ModelRunner
-    from service.server.app import build_metrics
+    from service.metrics import Metrics
 
     registry = CollectorRegistry()
-    runner = ModelRunner(tiny_model, build_metrics(tiny_model, registry))
+    model = tiny_model
+    metrics = Metrics(registry, model.name).for_version(
+        model.version, sha256=model.sha256, opset=model.opset, foldserve_version="x",
+        class_labels=model.class_labels,
+    )  # fmt: skip
+    runner = ModelRunner(model, metrics)
     batch = FEATURES.reshape(1, 64)
     with pytest.raises(RequestError) as caught:
-        runner.run(batch, time.perf_counter(), deadline=time.monotonic() - 1e-3)
+        runner.run(batch, Call(time.perf_counter(), deadline=time.monotonic() - 1e-3))
     assert caught.value.status is Status.DEADLINE_EXCEEDED
-    labels = {"model": tiny_model.name, "version": tiny_model.version}
+    labels = {"model": model.name, "version": model.version}
     assert registry.get_sample_value("foldserve_model_compute_duration_seconds_count", labels) == 0
-    assert "logits" in runner.run(batch, time.perf_counter(), deadline=time.monotonic() + 5)
-    assert runner.run(batch, time.perf_counter(), deadline=None)["logits"].shape == (1, 10)
+    assert "logits" in runner.run(batch, Call(time.perf_counter(), time.monotonic() + 5))
+    assert runner.run(batch, Call(time.perf_counter(), None))["logits"].shape == (1, 10)
 
 
 def test_image_shaped_model_takes_flat_features(serve, tmp_path) -> None:

@@ -1,0 +1,260 @@
+"""The model repository: the loaded versions of the served model, reloaded without a restart.
+
+`--model` names one model file, or a directory of numbered versions
+(`<dir>/<version>/model.onnx`, the layout Triton and TF Serving use). The newest valid versions
+(up to `keep`) are loaded; the newest of them answers requests that name no version. `refresh`
+(on a timer, or at once on SIGHUP) loads and checks new versions off the request path, then swaps
+the set in one assignment: a call in flight keeps the version it started with, and no call ever
+sees a half-loaded model. A version that fails to load is refused — logged, counted, listed with
+its reason — and the versions already serving keep serving; it is tried again once its file
+changes (a model copied in slowly is loaded once the copy is complete).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.core.call import Call
+from service.core.errors import not_found
+from service.core.model import Model, ModelError, load_model
+from service.core.runner import ModelRunner
+from service.defaults import MODEL_FILE
+from service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+Fingerprint = tuple[int, int]  # (size, mtime_ns) of the file: a change means "load again"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model file found in the repository; `version` None: the one its metadata records."""
+
+    version: str | None
+    path: Path
+    fingerprint: Fingerprint
+
+    @property
+    def key(self) -> str:
+        """What names it before it is loaded: its version, or (a single file) its path."""
+        return self.version or str(self.path)
+
+
+@dataclass(frozen=True)
+class LoadedVersion:
+    """A loaded, checked version, ready to run."""
+
+    version: str
+    model: Model
+    runner: ModelRunner
+    fingerprint: Fingerprint
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A version that could not be loaded, and why."""
+
+    version: str
+    reason: str
+    fingerprint: Fingerprint
+
+
+def scan(source: Path) -> list[Candidate]:
+    """The model files under `source`, newest version first.
+
+    A file is one model; a directory holds numbered version directories, or (with none) a
+    `model.onnx` of its own.
+    """
+    if source.is_file():
+        return [_candidate(None, source)]
+    versions = sorted(
+        (int(child.name), child / MODEL_FILE)
+        for child in (source.iterdir() if source.is_dir() else ())
+        if child.name.isdigit() and (child / MODEL_FILE).is_file()
+    )
+    if not versions and (source / MODEL_FILE).is_file():
+        return [_candidate(None, source / MODEL_FILE)]
+    return [_candidate(str(number), path) for number, path in reversed(versions)]
+
+
+def _candidate(version: str | None, path: Path) -> Candidate:
+    try:
+        stat = path.stat()
+    except OSError:  # gone between listing and looking
+        return Candidate(version, path, (-1, -1))
+    return Candidate(version, path, (stat.st_size, stat.st_mtime_ns))
+
+
+class ModelRepository:
+    """The versions of one served model, and how requests find theirs.
+
+    Args:
+        source: a model file, or a directory of numbered version directories.
+        name: the name the model is served under.
+        metrics: the server's metric families.
+        keep: how many of the newest valid versions stay loaded (and addressable).
+    """
+
+    def __init__(self, source: str | Path, name: str, metrics: Metrics, keep: int = 1) -> None:
+        self.source = Path(source)
+        self.name = name
+        self._metrics = metrics
+        self._keep = keep
+        self._versions: tuple[LoadedVersion, ...] = ()
+        self._refused: dict[str, Refusal] = {}
+        self._refresh_lock = threading.Lock()
+        self._quiet = False
+
+    @property
+    def versions(self) -> tuple[LoadedVersion, ...]:
+        """The loaded versions, newest first."""
+        return self._versions
+
+    @property
+    def latest(self) -> LoadedVersion:
+        """The version that answers requests naming none."""
+        return self._versions[0]
+
+    @property
+    def refused(self) -> tuple[Refusal, ...]:
+        return tuple(self._refused.values())
+
+    def start(self) -> None:
+        """Load the first versions.
+
+        Raises:
+            ModelError: nothing in the repository can be served (the reasons are in the message).
+        """
+        if not self.source.exists():
+            raise ModelError(
+                f"model {str(self.source)!r} does not exist (expected a model.onnx file or a "
+                f"model repository directory, <dir>/<version>/{MODEL_FILE})"
+            )
+        self._quiet = True  # the caller reports a failed start in one line of its own
+        try:
+            self.refresh()
+        finally:
+            self._quiet = False
+        if self._versions:
+            for refusal in self._refused.values():
+                log.error(
+                    "model %s version %s refused: %s", self.name, refusal.version, refusal.reason
+                )
+        else:
+            reasons = "; ".join(r.reason for r in self._refused.values())
+            where = f"model repository {str(self.source)!r}"
+            raise ModelError(
+                reasons
+                or f"{where} has no model (expected a model file, "
+                f"{self.source}/<version>/{MODEL_FILE} or {self.source}/{MODEL_FILE})"
+            )
+
+    def resolve(
+        self, call: Call, name: str, version: str, name_field: str, version_field: str
+    ) -> LoadedVersion:
+        """The version a request names (empty name/version: the served model, its newest), which
+        is also set as `call.served`.
+
+        Raises:
+            RequestError: NOT_FOUND naming `name_field` or `version_field`.
+        """
+        versions = self._versions
+        if name and name != self.name:
+            raise not_found(
+                f"{name_field}: unknown model {name!r}; this server serves {self.name!r}"
+            )
+        served = versions[0] if not version else _find(versions, version)
+        if served is None:
+            loaded = [v.version for v in versions]
+            raise not_found(
+                f"{version_field}: unknown version {version!r} of model {self.name!r}; "
+                f"the loaded versions are {loaded}"
+            )
+        call.served = served
+        return served
+
+    def refresh(self) -> None:
+        """Load what is new in the repository, then swap the served set in one step."""
+        with self._refresh_lock:
+            current = {v.version: v for v in self._versions}
+            wanted: list[LoadedVersion] = []
+            candidates = scan(self.source)
+            for candidate in candidates:
+                if len(wanted) == self._keep:
+                    break
+                loaded = self._load(candidate, current)
+                if loaded is not None:
+                    wanted.append(loaded)
+            self._forget_refusals({c.key for c in candidates})
+            if wanted:
+                self._swap(tuple(wanted), current)
+            elif current:
+                log.warning("model repository %s: no valid version; keeping", self.source)
+            self._metrics.versions_loaded.set(len(self._versions))
+            self._metrics.versions_refused.set(len(self._refused))
+
+    def _load(
+        self, candidate: Candidate, current: dict[str, LoadedVersion]
+    ) -> LoadedVersion | None:
+        for loaded in current.values():
+            if loaded.model.path == str(candidate.path.resolve()) and (
+                loaded.fingerprint == candidate.fingerprint
+            ):
+                return loaded
+        refused = self._refused.get(candidate.key)
+        if refused is not None and refused.fingerprint == candidate.fingerprint:
+            return None
+        try:
+            model = load_model(candidate.path, self.name, candidate.version)
+        except ModelError as exc:
+            self._refuse(candidate, str(exc))
+            return None
+        self._accept(candidate.key)
+        metrics = self._metrics.for_version(
+            model.version,
+            sha256=model.sha256,
+            opset=model.opset,
+            foldserve_version=model.metadata.foldserve_version,
+            class_labels=model.class_labels,
+        )
+        log.info("loaded model %s version %s from %s", self.name, model.version, model.path)
+        return LoadedVersion(
+            model.version, model, ModelRunner(model, metrics), candidate.fingerprint
+        )
+
+    def _swap(self, wanted: tuple[LoadedVersion, ...], current: dict[str, LoadedVersion]) -> None:
+        self._versions = wanted
+        kept = {id(v) for v in wanted}
+        for old in current.values():
+            if id(old) in kept:
+                continue
+            # A file replaced under the same version shares that version's series.
+            successor = next((v for v in wanted if v.version == old.version), None)
+            if successor is None:
+                old.runner.metrics.remove()
+                log.info("unloaded model %s version %s", self.name, old.version)
+            elif successor.model.sha256 != old.model.sha256:
+                old.runner.metrics.remove_info()
+
+    def _refuse(self, candidate: Candidate, reason: str) -> None:
+        key = candidate.key
+        self._refused[key] = Refusal(key, reason, candidate.fingerprint)
+        self._metrics.reload_failures.inc()
+        if not self._quiet:
+            log.error("model %s version %s refused: %s", self.name, key, reason)
+
+    def _accept(self, key: str) -> None:
+        self._refused.pop(key, None)
+
+    def _forget_refusals(self, present: set[str | None]) -> None:
+        """A refused version that left the repository is no longer refused."""
+        for key in [k for k in self._refused if k not in present]:
+            self._accept(key)
+
+
+def _find(versions: Sequence[LoadedVersion], version: str) -> LoadedVersion | None:
+    return next((v for v in versions if v.version == version), None)
