@@ -26,6 +26,11 @@ PORT = 50051
 METRICS_PORT = 9100
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_CONCURRENT_RPCS = 64
+# gRPC's own bounds sit above ours, so that what we refuse is answered (and counted) by us: room
+# for health checks and reflection beside a full house, and messages up to this many times our
+# size limit reach our code to be refused there.
+RPC_HEADROOM = 32
+MESSAGE_SIZE_HEADROOM = 2
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_LEVEL = "INFO"
 LOG_FORMATS = ("text", "json")
@@ -34,6 +39,9 @@ REFLECTION = True
 KEEP_VERSIONS = 2  # the newest valid versions that stay loaded and addressable
 POLL_SECONDS = 10.0  # how often the model repository is looked at (SIGHUP: at once)
 GRACE_SECONDS = 10.0
+ACCESS_LOG = False
+# The bearer token, for the prediction APIs (never a flag: flags show in `ps`).
+AUTH_TOKEN_ENV = "FOLDSERVE_AUTH_TOKEN"
 # While draining, stop only once no call has been refused for this long (seconds).
 DRAIN_QUIET_SECONDS = 0.25
 # The name `ServerMetadata` answers with (the V2 protocol's server name).

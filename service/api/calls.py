@@ -3,21 +3,26 @@
 An API adapter is a plain object with one method per RPC, `Method(request, call) -> response`,
 that reads as decode → core → encode and knows no gRPC. `service_handler` builds, from the proto's
 service descriptor, the gRPC handler of every method; `Calls` wraps each adapter method with what
-every call shares: admission (the drain gate), the in-flight gauge, per-method metrics, mapping a
-`RequestError` to its gRPC status, and logging what went wrong.
+every call shares, in this order: the bearer token (when set), the message size limit, admission
+(the drain gate and the in-flight bound), strict parsing of the request bytes, then the adapter;
+around all of it the in-flight gauge, per-method metrics, mapping a `RequestError` to its gRPC
+status, and the access log. Each refusal is counted like any other answer.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.protobuf import message_factory
-from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
+from service.api.access import AccessLog, TokenCheck
+from service.api.wire import parser
 from service.core.call import Call
 from service.core.errors import RequestError, Status
 from service.core.gate import Gate
@@ -54,126 +59,197 @@ def answers_in_stream(on_error: OnError) -> Callable[[Answer], Answer]:
     return mark
 
 
+@dataclass(frozen=True)
+class CallPolicy:
+    """What every call of our APIs must pass before its adapter runs.
+
+    Attributes:
+        max_message_bytes: the largest request message accepted.
+        token: the bearer-token check, None when the APIs are open.
+        access_log: where one line per call goes, None when off.
+    """
+
+    max_message_bytes: int
+    token: TokenCheck | None = None
+    access_log: AccessLog | None = None
+
+
 class Calls:
-    """Runs adapter methods as RPCs: admission, metrics, status mapping and (debug) logging.
+    """Runs adapter methods as RPCs.
 
     A call is counted in the series of the model version that answered it, or (refused before
     it named one) of the newest version.
 
     Args:
         repository: the served model's versions.
-        gate: the drain gate shared by every API.
+        gate: the drain gate and in-flight bound shared by every API.
+        policy: size limit, token, access log.
     """
 
-    def __init__(self, repository: ModelRepository, gate: Gate) -> None:
+    def __init__(self, repository: ModelRepository, gate: Gate, policy: CallPolicy) -> None:
         self._repository = repository
         self._gate = gate
+        self._policy = policy
 
     def _metrics(self, call: Call) -> VersionMetrics:
         served = call.served or self._repository.latest
         return served.runner.metrics
 
-    def unary(self, method: str, answer: Answer) -> Callable[[Any, grpc.ServicerContext], Any]:
-        """The gRPC behaviour of a unary method answered by `answer`."""
-        gate = self._gate
+    def _check_token(self, context: grpc.ServicerContext) -> None:
+        if self._policy.token is not None:
+            self._policy.token.check(context.invocation_metadata())
 
-        def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
+    def _check_size(self, data: bytes) -> None:
+        limit = self._policy.max_message_bytes
+        if len(data) > limit:
+            raise RequestError(
+                Status.RESOURCE_EXHAUSTED,
+                f"request: {len(data)} bytes, over the limit of {limit} (--max-message-bytes)",
+            )
+
+    def unary(self, method: MethodDescriptor, answer: Answer) -> Callable[[bytes, Any], Any]:
+        """The gRPC behaviour of a unary method answered by `answer`."""
+        name, parse, gate = method.name, parser(_request_type(method)), self._gate
+
+        def behaviour(data: bytes, context: grpc.ServicerContext) -> Any:
             call = start_call(context)
-            error: RequestError | None = None
+            request, error = None, None
             in_flight = self._metrics(call).in_flight
             in_flight.inc()
             try:
+                self._check_token(context)
+                self._check_size(data)
                 gate.enter()
                 try:
+                    request = parse(data)
                     return answer(request, call)
                 finally:
                     gate.leave()
             except RequestError as exc:
                 error = exc
             except Exception:
-                log.exception("%s failed", method)
-                error = RequestError(Status.INTERNAL, f"{method}: internal error")
+                log.exception("%s failed", name)
+                error = RequestError(Status.INTERNAL, f"{name}: internal error")
             finally:
                 in_flight.dec()
-                code = "OK" if error is None else error.status.name
-                self._metrics(call).method(method).record(code, time.perf_counter() - call.started)
-            _abort(context, method, error)
+                self._finish(name, call, error, request, context)
+            _abort(context, error)
 
         return behaviour
 
     def stream(
-        self, method: str, answer: Answer, on_error: OnError
-    ) -> Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]]:
+        self, method: MethodDescriptor, answer: Answer, on_error: OnError
+    ) -> Callable[[Iterator[bytes], Any], Iterator[Any]]:
         """The gRPC behaviour of a bidirectional stream whose messages `answer` answers.
 
-        Draining refuses a new stream (UNAVAILABLE); one already open runs on until the client
-        closes it or the grace period ends.
+        The token and admission are checked once, when the stream opens; each message is then
+        checked and answered on its own. Draining refuses a new stream (UNAVAILABLE); one already
+        open runs on until the client closes it or the grace period ends.
         """
-        gate = self._gate
+        name, parse, gate = method.name, parser(_request_type(method)), self._gate
+        empty = _request_type(method)()
 
-        def behaviour(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+        def behaviour(messages: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
             try:
+                self._check_token(context)
                 gate.enter()
             except RequestError as exc:
-                self._metrics(start_call(context)).method(method).count(exc.status.name)
-                _abort(context, method, exc)
+                self._finish(name, start_call(context), exc, None, context)
+                _abort(context, exc)
             try:
-                for request in requests:
-                    call = start_call(context)
-                    in_flight = self._metrics(call).in_flight
-                    in_flight.inc()
-                    try:
-                        response, code = answer(request, call), "OK"
-                    except RequestError as exc:
-                        response, code = on_error(request, exc), exc.status.name
-                    except Exception:
-                        log.exception("%s message failed", method)
-                        error = RequestError(Status.INTERNAL, f"{method}: internal error")
-                        response, code = on_error(request, error), "INTERNAL"
-                    finally:
-                        in_flight.dec()
-                    elapsed = time.perf_counter() - call.started
-                    self._metrics(call).method(method).record(code, elapsed)
-                    yield response
+                for data in messages:
+                    yield self._stream_message(name, data, context, parse, answer, on_error, empty)
             finally:
                 gate.leave()
 
         return behaviour
 
+    def _stream_message(
+        self,
+        name: str,
+        data: bytes,
+        context: grpc.ServicerContext,
+        parse: Callable[[bytes], Any],
+        answer: Answer,
+        on_error: OnError,
+        empty: Any,
+    ) -> Any:
+        call = start_call(context)
+        request, error = empty, None
+        in_flight = self._metrics(call).in_flight
+        in_flight.inc()
+        try:
+            self._check_size(data)
+            request = parse(data)
+            return answer(request, call)
+        except RequestError as exc:
+            error = exc
+        except Exception:
+            log.exception("%s message failed", name)
+            error = RequestError(Status.INTERNAL, f"{name}: internal error")
+        finally:
+            in_flight.dec()
+            self._finish(name, call, error, request, context)
+        return on_error(request, error)
 
-def _abort(context: grpc.ServicerContext, method: str, error: RequestError) -> None:
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug("%s -> %s: %s", method, error.status.name, error.message)
+    def count_refusal(self, method: str, call: Call, message: str) -> None:
+        """Count a call refused before any adapter saw it (UNIMPLEMENTED)."""
+        error = RequestError(Status.UNIMPLEMENTED, message)
+        self._metrics(call).method(method).record(
+            error.status.name, time.perf_counter() - call.started
+        )
+
+    def _finish(
+        self,
+        name: str,
+        call: Call,
+        error: RequestError | None,
+        request: Any,
+        context: grpc.ServicerContext,
+    ) -> None:
+        code = "OK" if error is None else error.status.name
+        elapsed = time.perf_counter() - call.started
+        metrics = self._metrics(call)
+        metrics.method(name).record(code, elapsed)
+        access_log = self._policy.access_log
+        if access_log is not None:
+            access_log.write(name, code, elapsed, context, request, metrics.version)
+        elif error is not None and log.isEnabledFor(logging.DEBUG):
+            log.debug("%s -> %s: %s", name, code, error.message)
+
+
+def _abort(context: grpc.ServicerContext, error: RequestError) -> None:
     context.abort(GRPC_CODES[error.status], error.message)
+
+
+def _request_type(method: MethodDescriptor) -> type:
+    return message_factory.GetMessageClass(method.input_type)
 
 
 def service_handler(
     service: ServiceDescriptor, adapter: object, calls: Calls
 ) -> grpc.GenericRpcHandler:
     """The gRPC handler of every method of `service`, each answered by the adapter's method of
-    the same name (streams: marked with `answers_in_stream`)."""
+    the same name (streams: marked with `answers_in_stream`). Requests arrive as bytes: `Calls`
+    parses them, strictly."""
     handlers = {}
     for method in service.methods:
-        request = message_factory.GetMessageClass(method.input_type)
-        response = message_factory.GetMessageClass(method.output_type)
+        serialize = message_factory.GetMessageClass(method.output_type).SerializeToString
         answer = getattr(adapter, method.name)
         if method.client_streaming and method.server_streaming:
+            behaviour = calls.stream(method, answer, answer.on_error)
             handlers[method.name] = grpc.stream_stream_rpc_method_handler(
-                calls.stream(method.name, answer, answer.on_error),
-                request_deserializer=request.FromString,
-                response_serializer=response.SerializeToString,
+                behaviour, response_serializer=serialize
             )
         elif not (method.client_streaming or method.server_streaming):
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                calls.unary(method.name, answer),
-                request_deserializer=request.FromString,
-                response_serializer=response.SerializeToString,
+                calls.unary(method, answer), response_serializer=serialize
             )
         else:
             raise NotImplementedError(f"{method.full_name}: one-way streams are not served")
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
-def method_names(services: Iterable[ServiceDescriptor]) -> tuple[str, ...]:
+def method_names(services: tuple[ServiceDescriptor, ...]) -> tuple[str, ...]:
     """Every RPC method name of `services`, in proto order."""
     return tuple(method.name for service in services for method in service.methods)

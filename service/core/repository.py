@@ -141,9 +141,7 @@ class ModelRepository:
             self._quiet = False
         if self._versions:
             for refusal in self._refused.values():
-                log.error(
-                    "model %s version %s refused: %s", self.name, refusal.version, refusal.reason
-                )
+                self._log_refusal(refusal)
         else:
             reasons = "; ".join(r.reason for r in self._refused.values())
             where = f"model repository {str(self.source)!r}"
@@ -221,7 +219,13 @@ class ModelRepository:
             foldserve_version=model.metadata.foldserve_version,
             class_labels=model.class_labels,
         )
-        log.info("loaded model %s version %s from %s", self.name, model.version, model.path)
+        log.info(
+            "loaded model %s version %s from %s",
+            self.name,
+            model.version,
+            model.path,
+            extra={"model": self.name, "model_version": model.version, "path": model.path},
+        )
         return LoadedVersion(
             model.version, model, ModelRunner(model, metrics), candidate.fingerprint
         )
@@ -236,16 +240,31 @@ class ModelRepository:
             successor = next((v for v in wanted if v.version == old.version), None)
             if successor is None:
                 old.runner.metrics.remove()
-                log.info("unloaded model %s version %s", self.name, old.version)
+                log.info(
+                    "unloaded model %s version %s",
+                    self.name,
+                    old.version,
+                    extra={"model": self.name, "model_version": old.version},
+                )
             elif successor.model.sha256 != old.model.sha256:
                 old.runner.metrics.remove_info()
 
     def _refuse(self, candidate: Candidate, reason: str) -> None:
-        key = candidate.key
-        self._refused[key] = Refusal(key, reason, candidate.fingerprint)
+        refusal = self._refused[candidate.key] = Refusal(
+            candidate.key, reason, candidate.fingerprint
+        )
         self._metrics.reload_failures.inc()
         if not self._quiet:
-            log.error("model %s version %s refused: %s", self.name, key, reason)
+            self._log_refusal(refusal)
+
+    def _log_refusal(self, refusal: Refusal) -> None:
+        log.error(
+            "model %s version %s refused: %s",
+            self.name,
+            refusal.version,
+            refusal.reason,
+            extra={"model": self.name, "model_version": refusal.version, "reason": refusal.reason},
+        )
 
     def _accept(self, key: str) -> None:
         self._refused.pop(key, None)

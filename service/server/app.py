@@ -1,38 +1,38 @@
-"""Building and starting the gRPC server: core, API adapters, health, reflection, ports, metrics.
+"""Building and starting the server: core, API adapters, health, reflection, ports, metrics.
 
 One place where everything is built (kserve's `ModelServer` is the model): `start_server` turns
-settings and a loaded model into a running server; `RunningServer.drain` stops it gracefully.
+settings into a running server; `RunningServer.drain` stops it gracefully.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health, health_pb2
 from prometheus_client import CollectorRegistry
 
 from service.api import inference, predictor
-from service.api.calls import Calls, method_names, service_handler
+from service.api.access import AccessLog
+from service.api.calls import CallPolicy, Calls, method_names, service_handler
 from service.core.gate import Gate
 from service.core.repository import ModelRepository
 from service.defaults import DRAIN_QUIET_SECONDS
 from service.metrics import Metrics, serve_metrics
+from service.server import grpc_server
 from service.server.config import ServeConfig
+from service.server.grpc_server import ServeError
 from service.server.reload import Reloader
+from service.server.security import SecurityError, server_credentials, token_check
 
 log = logging.getLogger(__name__)
 
 SERVICES = (predictor.SERVICE, inference.SERVICE)
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
-
-class ServeError(Exception):
-    """The server cannot start (port in use, bad address); the message says which."""
+__all__ = ["SERVICES", "SERVICE_NAMES", "RunningServer", "ServeError", "start_server"]
 
 
 @dataclass
@@ -91,53 +91,20 @@ def open_repository(config: ServeConfig, registry: CollectorRegistry) -> ModelRe
     return repository
 
 
-def _grpc_server(config: ServeConfig, calls: Calls, repository: ModelRepository) -> grpc.Server:
-    # A sync thread-pool server: measured fastest for one-example calls (see README, Performance).
-    # One worker per admitted call, so open streams never starve unary calls.
-    server = grpc.server(
-        futures.ThreadPoolExecutor(
-            max_workers=config.max_concurrent_rpcs + 4, thread_name_prefix="foldserve-rpc"
-        ),
-        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
-        options=[
-            ("grpc.max_receive_message_length", config.max_message_bytes),
-            ("grpc.max_send_message_length", config.max_message_bytes),
-            # Without this a second server could silently share the port.
-            ("grpc.so_reuseport", 0),
-        ],
-    )
-    adapters = (predictor.PredictorAdapter(repository), inference.InferenceAdapter(repository))
-    server.add_generic_rpc_handlers(
-        tuple(service_handler(s, a, calls) for s, a in zip(SERVICES, adapters, strict=True))
-    )
-    if config.reflection:
-        names = (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
-    return server
-
-
-def _health(server: grpc.Server) -> health.HealthServicer:
-    servicer = health.HealthServicer()
-    set_health(servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    return servicer
-
-
-def set_health(servicer: health.HealthServicer, status: int) -> None:
-    """Set the status of the server ("") and of every API service."""
-    for name in ("", *SERVICE_NAMES):
-        servicer.set(name, status)
-
-
-def _bind(server: grpc.Server, host: str, port: int) -> int:
-    where = address(host, port)
+def _calls(config: ServeConfig, repository: ModelRepository, gate: Gate) -> Calls:
     try:
-        bound = server.add_insecure_port(where)
-    except RuntimeError as exc:
-        raise ServeError(f"cannot listen on {where}: port in use or address invalid") from exc
-    if not bound:  # older grpcio reports failure as port 0
-        raise ServeError(f"cannot listen on {where}: port in use or address invalid")
-    return bound
+        token = token_check(config)
+    except SecurityError as exc:
+        raise ServeError(str(exc)) from None
+    access_log = AccessLog() if config.access_log else None
+    return Calls(repository, gate, CallPolicy(config.max_message_bytes, token, access_log))
+
+
+def _credentials(config: ServeConfig) -> grpc.ServerCredentials | None:
+    try:
+        return server_credentials(config)
+    except SecurityError as exc:
+        raise ServeError(str(exc)) from None
 
 
 def _metrics_endpoint(
@@ -159,20 +126,25 @@ def start_server(
 
     Raises:
         ModelError: nothing in `config.model` can be served.
-        ServeError: the gRPC or metrics port cannot be bound.
+        ServeError: a port cannot be bound, or a TLS or token file cannot be used.
     """
+    credentials = _credentials(config)
     repository = open_repository(config, registry)
-    gate = Gate()
-    server = _grpc_server(config, Calls(repository, gate), repository)
-    health_servicer = _health(server)
-    port = _bind(server, config.host, config.port)
+    gate = Gate(config.max_concurrent_rpcs)
+    calls = _calls(config, repository, gate)
+    adapters = (predictor.PredictorAdapter(repository), inference.InferenceAdapter(repository))
+    handlers = [service_handler(s, a, calls) for s, a in zip(SERVICES, adapters, strict=True)]
+    server = grpc_server.build(config, handlers)
+    health_servicer = grpc_server.add_standard_services(server, config, SERVICE_NAMES)
+    server.add_generic_rpc_handlers((grpc_server.UnknownMethods(calls, SERVICE_NAMES),))
+    port = grpc_server.bind(server, address(config.host, config.port), credentials)
     metrics_http, metrics_port = None, None
     if serve_metrics_http:
         metrics_http, metrics_port = _metrics_endpoint(registry, config.host, config.metrics_port)
     server.start()
     reloader = Reloader(repository, config.poll_seconds)
     reloader.start()
-    set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
+    grpc_server.set_health(health_servicer, SERVICE_NAMES, health_pb2.HealthCheckResponse.SERVING)
     return RunningServer(
         server, port, health_servicer, gate, repository, reloader, metrics_http, metrics_port
     )

@@ -6,7 +6,7 @@ import argparse
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from service import defaults
@@ -147,6 +147,24 @@ SETTINGS = (
         "SECONDS",
         "how often to look for new model versions (0: only on SIGHUP)",
     ),
+    Setting("tls_cert", None, str, "PATH", "server certificate chain (PEM): serve TLS"),
+    Setting("tls_key", None, str, "PATH", "private key of --tls-cert (PEM)"),
+    Setting(
+        "tls_client_ca",
+        None,
+        str,
+        "PATH",
+        "CA certificates (PEM): require client certificates signed by them (mutual TLS)",
+    ),
+    Setting(
+        "auth_token_file",
+        None,
+        str,
+        "PATH",
+        "a file holding the bearer token the prediction APIs require (or set "
+        f"{defaults.AUTH_TOKEN_ENV}); health stays open",
+    ),
+    Setting("access_log", defaults.ACCESS_LOG, _on_off, "on|off", "log one line per call"),
     Setting(
         "grace_seconds",
         defaults.GRACE_SECONDS,
@@ -173,7 +191,14 @@ class ServeConfig:
     reflection: bool = defaults.REFLECTION
     keep_versions: int = defaults.KEEP_VERSIONS
     poll_seconds: float = defaults.POLL_SECONDS
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    auth_token_file: str | None = None
+    access_log: bool = defaults.ACCESS_LOG
     grace_seconds: float = defaults.GRACE_SECONDS
+    # From the environment only (FOLDSERVE_AUTH_TOKEN); never shown.
+    auth_token: str | None = field(default=None, repr=False)
 
 
 def add_serve_arguments(
@@ -185,9 +210,11 @@ def add_serve_arguments(
     """
     environ = os.environ if environ is None else environ
     for setting in SETTINGS:
-        if setting.default is None:
+        if setting.name == "model":
             shown = "required unless set" if not environ.get(setting.env) else "set"
             suffix = f"[env {setting.env}: {shown}]"
+        elif setting.default is None:
+            suffix = f"[env {setting.env}, default none]"
         else:
             suffix = f"[env {setting.env}, default {setting.shown_default}]"
         parser.add_argument(
@@ -195,7 +222,7 @@ def add_serve_arguments(
             dest=setting.name,
             default=None,
             metavar=setting.metavar,
-            required=setting.default is None and not environ.get(setting.env),
+            required=setting.name == "model" and not environ.get(setting.env),
             help=f"{setting.help} {suffix}",
         )
 
@@ -223,4 +250,9 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
             raise ConfigError(f"{source}: {exc}") from None
     if not values["model"]:
         raise ConfigError("no model to serve: pass --model PATH or set FOLDSERVE_MODEL")
+    if bool(values["tls_cert"]) != bool(values["tls_key"]):
+        raise ConfigError("--tls-cert and --tls-key go together: give both, or neither")
+    if values["tls_client_ca"] and not values["tls_cert"]:
+        raise ConfigError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    values["auth_token"] = environ.get(defaults.AUTH_TOKEN_ENV) or None
     return ServeConfig(**values)

@@ -7,9 +7,13 @@ import logging
 import sys
 import time
 
+# What every LogRecord has; anything else on a record came as `extra=` fields of the call.
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
+
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time (UTC ISO-8601), level, logger, message (+ exception)."""
+    """One JSON object per line: time (UTC ISO-8601), level, logger, message, the record's own
+    fields (the `extra=` of the logging call: method, code, model_version, ...), exception."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -19,9 +23,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        entry.update((k, v) for k, v in record.__dict__.items() if k not in _STANDARD)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        return json.dumps(entry, default=str)
 
 
 def setup_logging(level: str, fmt: str) -> None:

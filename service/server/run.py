@@ -45,6 +45,12 @@ def serve(config: ServeConfig) -> int:
         address(config.host, running.port),
         running.port,
         running.metrics_port,
+        extra={
+            "model": model.name,
+            "model_version": model.version,
+            "grpc_port": running.port,
+            "metrics_port": running.metrics_port,
+        },
     )
     while not stop.wait(1.0):
         pass
