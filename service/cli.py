@@ -143,12 +143,42 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     bench.set_defaults(func=_bench)
 
 
+def _fuzz(args: argparse.Namespace) -> int:
+    from service.tools.fuzz.run import run_fuzz
+
+    return run_fuzz(args)
+
+
+def _add_fuzz(subparsers: argparse._SubParsersAction) -> None:
+    fuzz = subparsers.add_parser(
+        "fuzz",
+        help="send seeded odd requests to a server; check every answer keeps the contract",
+        description="Send seeded requests to every RPC of both APIs (good ones, ones with odd "
+        "fields, bytes that are barely protobuf) and check each answer against an oracle of "
+        "valid calls: OK for valid ones, a refusal (INVALID_ARGUMENT, NOT_FOUND, ...) for the "
+        "rest, never INTERNAL/UNKNOWN, no hang, good calls that keep their answers. Prints the "
+        "calls tried and the statuses seen; exits 1 on any break.",
+    )
+    fuzz.add_argument("--target", default=defaults.TARGET, help="host:port of the server")
+    fuzz.add_argument("--calls", type=int, default=2000, help="calls to send")
+    fuzz.add_argument("--seed", type=int, default=0, help="seed of the request generator")
+    fuzz.add_argument("--timeout", type=float, default=5.0, help="seconds per call (a hang)")
+    fuzz.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=defaults.MAX_MESSAGE_BYTES,
+        help="the server's --max-message-bytes",
+    )
+    fuzz.set_defaults(func=_fuzz)
+
+
 # The subcommands of the serving half; running one of them loads no plugin.
 SERVING_COMMANDS = {
     "serve": _add_serve,
     "health": _add_health,
     "predict": _add_predict,
     "bench": _add_bench,
+    "fuzz": _add_fuzz,
 }
 
 

@@ -31,6 +31,7 @@ MAX_CONCURRENT_RPCS = 64
 # size limit reach our code to be refused there.
 RPC_HEADROOM = 32
 MESSAGE_SIZE_HEADROOM = 2
+MAX_REQUEST_ID_CHARS = 1024  # a request id is echoed in the reply: bounded
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_LEVEL = "INFO"
 LOG_FORMATS = ("text", "json")

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from service._proto.inference import grpc_predict_v2_pb2 as pb
-from service.api.tensors import FP32, decode_infer_inputs, encode_infer_outputs, requested_outputs
+from service.api.tensors import (
+    FP32,
+    check_request_id,
+    decode_infer_inputs,
+    encode_infer_outputs,
+    requested_outputs,
+)
 from service.core.call import Call
 from service.core.errors import invalid, not_found
 from service.core.model import Model
@@ -53,6 +59,7 @@ class InferenceAdapter:
             call, request.model_name, request.model_version, "model_name", "model_version"
         )
         model = served.model
+        check_request_id(request.id, "id")
         batch, raw = decode_infer_inputs(request, model)
         names = requested_outputs(request, model)
         outputs = served.runner.run(batch, call)

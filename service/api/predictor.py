@@ -6,7 +6,7 @@ from google.protobuf import struct_pb2
 
 from service._proto.foldserve.v1 import predictor_pb2 as pb
 from service.api.calls import answers_in_stream
-from service.api.tensors import features_to_batch
+from service.api.tensors import check_request_id, features_to_batch
 from service.contract import LOGITS, PROBABILITIES
 from service.core.call import Call
 from service.core.errors import RequestError
@@ -41,6 +41,7 @@ class PredictorAdapter:
             call, request.model_name, request.model_version, "model_name", "model_version"
         )
         model = served.model
+        check_request_id(request.request_id, "request_id")
         batch = features_to_batch(request.features, model)
         outputs = served.runner.run(batch, call)
         label = int(outputs[LOGITS][0].argmax())

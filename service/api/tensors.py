@@ -15,6 +15,7 @@ import numpy as np
 from service._proto.inference import grpc_predict_v2_pb2 as v2
 from service.core.errors import invalid
 from service.core.model import Model
+from service.defaults import MAX_REQUEST_ID_CHARS
 
 FP32 = "FP32"
 _LITTLE_F32 = np.dtype("<f4")
@@ -27,6 +28,16 @@ _NON_FP32_CONTENTS = (
     "fp64_contents",
     "bytes_contents",
 )
+
+
+def check_request_id(value: str, field: str) -> None:
+    """A request id is echoed in the reply, so it is bounded.
+
+    Raises:
+        RequestError: INVALID_ARGUMENT when it is longer than MAX_REQUEST_ID_CHARS.
+    """
+    if len(value) > MAX_REQUEST_ID_CHARS:
+        raise invalid(f"{field}: {len(value)} characters; at most {MAX_REQUEST_ID_CHARS}")
 
 
 def _check_finite(values: np.ndarray, field: str) -> None:

@@ -83,7 +83,7 @@ def _messages(message: Message, path: str) -> Iterator[tuple[str, Message]]:
             for key, item in value.items():
                 if isinstance(item, Message):
                     yield from _messages(item, f"{where}[{key!r}]")
-        elif field.label == FieldDescriptor.LABEL_REPEATED:
+        elif field.is_repeated:
             for index, item in enumerate(value):
                 yield from _messages(item, f"{where}[{index}]")
         else:

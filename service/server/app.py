@@ -91,20 +91,14 @@ def open_repository(config: ServeConfig, registry: CollectorRegistry) -> ModelRe
     return repository
 
 
-def _calls(config: ServeConfig, repository: ModelRepository, gate: Gate) -> Calls:
+def _security(config: ServeConfig) -> tuple[grpc.ServerCredentials | None, CallPolicy]:
+    """TLS credentials and what every call must pass, read before anything else starts."""
     try:
-        token = token_check(config)
+        credentials, token = server_credentials(config), token_check(config)
     except SecurityError as exc:
         raise ServeError(str(exc)) from None
     access_log = AccessLog() if config.access_log else None
-    return Calls(repository, gate, CallPolicy(config.max_message_bytes, token, access_log))
-
-
-def _credentials(config: ServeConfig) -> grpc.ServerCredentials | None:
-    try:
-        return server_credentials(config)
-    except SecurityError as exc:
-        raise ServeError(str(exc)) from None
+    return credentials, CallPolicy(config.max_message_bytes, token, access_log)
 
 
 def _metrics_endpoint(
@@ -128,10 +122,10 @@ def start_server(
         ModelError: nothing in `config.model` can be served.
         ServeError: a port cannot be bound, or a TLS or token file cannot be used.
     """
-    credentials = _credentials(config)
+    credentials, policy = _security(config)
     repository = open_repository(config, registry)
     gate = Gate(config.max_concurrent_rpcs)
-    calls = _calls(config, repository, gate)
+    calls = Calls(repository, gate, policy)
     adapters = (predictor.PredictorAdapter(repository), inference.InferenceAdapter(repository))
     handlers = [service_handler(s, a, calls) for s, a in zip(SERVICES, adapters, strict=True)]
     server = grpc_server.build(config, handlers)

@@ -153,7 +153,6 @@ def test_stream_deadline_is_honoured(stub: pb_grpc.PredictorStub) -> None:
 
 
 def test_core_skips_compute_after_the_deadline(tiny_model) -> None:
-    import time
 
     from prometheus_client import CollectorRegistry
 
@@ -208,7 +207,9 @@ def test_over_the_concurrency_limit_is_resource_exhausted_and_counted(serve, tin
     assert "server busy: 1 calls in flight, the limit (--max-concurrent-rpcs)" in (
         caught.value.details()
     )
-    assert served.sample("foldserve_requests_total", method="Predict", code="RESOURCE_EXHAUSTED") == 1
+    assert (
+        served.sample("foldserve_requests_total", method="Predict", code="RESOURCE_EXHAUSTED") == 1
+    )
     # Health and reflection never compete with predictions for the slots.
     health = health_pb2_grpc.HealthStub(served.channel)
     reply = health.Check(health_pb2.HealthCheckRequest(), timeout=5)
