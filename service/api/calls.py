@@ -192,12 +192,9 @@ class Calls:
             self._finish(name, call, error, request, context)
         return on_error(request, error)
 
-    def count_refusal(self, method: str, call: Call, message: str) -> None:
-        """Count a call refused before any adapter saw it (UNIMPLEMENTED)."""
-        error = RequestError(Status.UNIMPLEMENTED, message)
-        self._metrics(call).method(method).record(
-            error.status.name, time.perf_counter() - call.started
-        )
+    def count_refusal(self, method: str, status: Status) -> None:
+        """Count a call that gRPC refuses before any handler of ours runs."""
+        self._repository.latest.runner.metrics.method(method).record(status.name, 0.0)
 
     def _finish(
         self,
@@ -226,9 +223,25 @@ def _request_type(method: MethodDescriptor) -> type:
     return message_factory.GetMessageClass(method.input_type)
 
 
-def service_handler(
-    service: ServiceDescriptor, adapter: object, calls: Calls
-) -> grpc.GenericRpcHandler:
+class ApiHandler(grpc.GenericRpcHandler):
+    """The handlers of one API service; gRPC asks it for the handler of every call, before it
+    decides whether its own concurrency bound refuses the call, so `on_lookup(method name)` sees
+    every call that reaches the server."""
+
+    def __init__(self, service: ServiceDescriptor, handlers: dict[str, grpc.RpcMethodHandler]):
+        self._handlers = {f"/{service.full_name}/{name}": h for name, h in handlers.items()}
+        self._names = {f"/{service.full_name}/{name}": name for name in handlers}
+        self.on_lookup: Callable[[str], None] | None = None
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        handler = self._handlers.get(method)
+        if handler is not None and self.on_lookup is not None:
+            self.on_lookup(self._names[method])
+        return handler
+
+
+def service_handler(service: ServiceDescriptor, adapter: object, calls: Calls) -> ApiHandler:
     """The gRPC handler of every method of `service`, each answered by the adapter's method of
     the same name (streams: marked with `answers_in_stream`). Requests arrive as bytes: `Calls`
     parses them, strictly."""
@@ -247,7 +260,7 @@ def service_handler(
             )
         else:
             raise NotImplementedError(f"{method.full_name}: one-way streams are not served")
-    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+    return ApiHandler(service, handlers)
 
 
 def method_names(services: tuple[ServiceDescriptor, ...]) -> tuple[str, ...]:

@@ -129,6 +129,7 @@ def start_server(
     adapters = (predictor.PredictorAdapter(repository), inference.InferenceAdapter(repository))
     handlers = [service_handler(s, a, calls) for s, a in zip(SERVICES, adapters, strict=True)]
     server = grpc_server.build(config, handlers)
+    grpc_server.count_grpc_refusals(server, handlers, calls)
     health_servicer = grpc_server.add_standard_services(server, config, SERVICE_NAMES)
     server.add_generic_rpc_handlers((grpc_server.UnknownMethods(calls, SERVICE_NAMES),))
     port = grpc_server.bind(server, address(config.host, config.port), credentials)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from concurrent import futures
 from typing import Any
@@ -12,8 +11,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from service.api.calls import Calls
-from service.core.call import Call
+from service.api.calls import ApiHandler, Calls
+from service.core.errors import Status
 from service.defaults import MESSAGE_SIZE_HEADROOM, RPC_HEADROOM
 from service.server.config import ServeConfig
 
@@ -82,11 +81,31 @@ class UnknownMethods(grpc.GenericRpcHandler):
         message = f"method {method!r} is not served here; the services are {self._served}"
 
         def refuse(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
-            self._calls.count_refusal(UNKNOWN_METHOD, Call(time.perf_counter(), None), message)
+            self._calls.count_refusal(UNKNOWN_METHOD, Status.UNIMPLEMENTED)
             context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
             yield from ()
 
         return grpc.stream_stream_rpc_method_handler(refuse)
+
+
+def count_grpc_refusals(server: grpc.Server, handlers: Sequence[ApiHandler], calls: Calls) -> None:
+    """Count, as RESOURCE_EXHAUSTED of their method, the calls gRPC refuses for its concurrency
+    bound (which sits `RPC_HEADROOM` above ours, so only a flood reaches it).
+
+    gRPC looks the handler up under its server lock right before it compares its count of
+    active calls with the bound, so reading that count in the lookup tells exactly which calls
+    it is about to refuse. The count is grpcio's (pinned) internal state: the test of a flood
+    fails if an upgrade changes it.
+    """
+    state = server._state
+
+    def on_lookup(method: str) -> None:
+        bound = state.maximum_concurrent_rpcs
+        if bound is not None and state.active_rpc_count >= bound:
+            calls.count_refusal(method, Status.RESOURCE_EXHAUSTED)
+
+    for handler in handlers:
+        handler.on_lookup = on_lookup
 
 
 def bind(server: grpc.Server, where: str, credentials: grpc.ServerCredentials | None) -> int:

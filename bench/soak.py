@@ -1,0 +1,199 @@
+"""Soak: many V2 calls at a fixed number in flight against `foldserve serve` with its defaults.
+
+    .venv/bin/python bench/soak.py --model models/default/model.onnx [--calls 200000]
+        [--in-flight 64] [--max-seconds 600] [--reload-every 5] [--sigterm-after 30]
+
+Starts the server (its own process, default settings), keeps exactly `--in-flight` ModelInfer
+calls in flight from one asyncio client process, and prints the calls made, the errors by status,
+p50/p99 latency and the server's resident memory at start, after warm-up and at the end.
+`--reload-every S` serves a model repository and pushes a new version every S seconds (the old
+one is removed), so the run also counts calls failed during swaps. `--sigterm-after S` sends
+SIGTERM S seconds in and counts what happened to the calls: answered, refused UNAVAILABLE (the
+drain: never admitted), or failed. Exits 1 on any error (refusals by the drain excepted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from service._proto.inference import grpc_predict_v2_pb2 as v2
+from service._proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+
+WARMUP_CALLS = 20_000
+READY = re.compile(r"grpc_port=(\d+)")
+
+
+@contextmanager
+def _server(command: list[str], log: Path) -> Iterator[tuple[int, subprocess.Popen]]:
+    """Start the server; yield its gRPC port and process; kill it if still running at the end."""
+    with log.open("w") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=sink)
+    try:
+        deadline = time.monotonic() + 60
+        while not (match := READY.search(log.read_text())):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start:\n{log.read_text()}")
+            time.sleep(0.05)
+        yield int(match.group(1)), process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _request(shape: tuple[int, ...]) -> v2.ModelInferRequest:
+    batch = np.random.default_rng(0).uniform(0, 16, (1, *shape)).astype(np.float32)
+    tensor = v2.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=batch.shape)
+    return v2.ModelInferRequest(
+        model_name="foldserve", inputs=[tensor], raw_input_contents=[batch.tobytes()]
+    )
+
+
+class Load:
+    """`in_flight` workers sharing one channel, until `calls` are made or time is up."""
+
+    def __init__(self, target: str, calls: int, in_flight: int, deadline: float) -> None:
+        self.target, self.calls, self.in_flight, self.deadline = target, calls, in_flight, deadline
+        self.started = 0
+        self.statuses: Counter = Counter()
+        self.latencies: list[float] = []
+        self.milestones: dict[str, float] = {}
+
+    async def run(self, request: v2.ModelInferRequest, on_warm) -> None:
+        async with grpc.aio.insecure_channel(self.target) as channel:
+            stub = v2_grpc.GRPCInferenceServiceStub(channel)
+            await asyncio.gather(
+                *(self._worker(stub, request, on_warm) for _ in range(self.in_flight))
+            )
+
+    async def _worker(self, stub, request, on_warm) -> None:
+        while self.started < self.calls and time.monotonic() < self.deadline:
+            self.started += 1
+            if self.started == WARMUP_CALLS:
+                on_warm()
+            start = time.perf_counter()
+            try:
+                await stub.ModelInfer(request, timeout=30)
+                code = "OK"
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code().name
+            self.latencies.append(time.perf_counter() - start)
+            self.statuses[code] += 1
+            if code == "UNAVAILABLE" and "draining" not in self.milestones:
+                self.milestones["draining"] = time.monotonic()
+
+
+async def _push_versions(repo: Path, model: Path, every: float, until: float) -> int:
+    pushed, version = 0, 2
+    while time.monotonic() + every < until:
+        await asyncio.sleep(every)
+        staging = repo / f".{version}"
+        staging.mkdir()
+        shutil.copy(model, staging / "model.onnx")
+        staging.rename(repo / str(version))
+        shutil.rmtree(repo / str(version - 1))
+        pushed, version = pushed + 1, version + 1
+    return pushed
+
+
+def _repository(model: Path, workdir: Path) -> Path:
+    repo = workdir / "repo"
+    (repo / "1").mkdir(parents=True)
+    shutil.copy(model, repo / "1" / "model.onnx")
+    return repo
+
+
+async def _soak(args: argparse.Namespace, workdir: Path) -> int:
+    source = _repository(args.model, workdir) if args.reload_every else args.model
+    command = [
+        sys.executable, "-m", "service.cli", "serve", "--model", str(source), "--host",
+        "127.0.0.1", "--port", "0", "--metrics-port", "0", "--poll-seconds", "1",
+    ]  # fmt: skip
+    with _server(command, workdir / "server.log") as (port, process):
+        from service.core.model import load_model
+
+        shape = load_model(args.model).input.shape
+        rss = {"start": _rss_mb(process.pid)}
+        load = Load(
+            f"127.0.0.1:{port}", args.calls, args.in_flight, time.monotonic() + args.max_seconds
+        )
+        tasks = [load.run(_request(shape), lambda: rss.setdefault("warm", _rss_mb(process.pid)))]
+        if args.reload_every:
+            tasks.append(_push_versions(source, args.model, args.reload_every, load.deadline))
+        if args.sigterm_after:
+            tasks.append(_sigterm(process, args.sigterm_after))
+        started = time.monotonic()
+        results = await asyncio.gather(*tasks)
+        elapsed = time.monotonic() - started
+        rss["end"] = _rss_mb(process.pid) if process.poll() is None else float("nan")
+        exit_code = process.wait(60) if args.sigterm_after else None
+    return _report(args, load, rss, elapsed, results, exit_code)
+
+
+async def _sigterm(process: subprocess.Popen, after: float) -> None:
+    await asyncio.sleep(after)
+    process.send_signal(signal.SIGTERM)
+
+
+def _report(args, load: Load, rss: dict, elapsed: float, results, exit_code) -> int:
+    calls = sum(load.statuses.values())
+    p50, p99 = np.percentile(np.asarray(load.latencies) * 1e3, [50, 99])
+    errors = {k: n for k, n in load.statuses.items() if k != "OK"}
+    print(
+        f"calls: {calls} in {elapsed:.1f} s ({calls / elapsed:.0f}/s) at {args.in_flight} in flight"
+    )
+    print(f"answers: {dict(load.statuses.most_common())}")
+    print(f"latency ms: p50 {p50:.2f} p99 {p99:.2f}")
+    warm = rss.get("warm", float("nan"))
+    print(f"server RSS MB: start {rss['start']:.1f}, after {WARMUP_CALLS} calls {warm:.1f}, "
+          f"end {rss['end']:.1f} (growth after warm-up {rss['end'] - warm:+.1f})")  # fmt: skip
+    if args.reload_every:
+        print(f"versions pushed during the run: {results[1]}")
+    if args.sigterm_after:
+        errors.pop("UNAVAILABLE", None)  # refused by the drain: never admitted
+        print(f"SIGTERM after {args.sigterm_after} s: server exit code {exit_code}")
+    print(f"failed calls: {sum(errors.values())} {errors or ''}")
+    return 1 if errors or (exit_code not in (None, 0)) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, required=True, help="model.onnx to serve")
+    parser.add_argument("--calls", type=int, default=200_000)
+    parser.add_argument("--in-flight", type=int, default=64)
+    parser.add_argument("--max-seconds", type=float, default=600, help="bound on the run")
+    parser.add_argument("--reload-every", type=float, default=0, help="push a version every S s")
+    parser.add_argument("--sigterm-after", type=float, default=0, help="SIGTERM after S s")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    with tempfile.TemporaryDirectory() as workdir:
+        return asyncio.run(_soak(args, Path(workdir)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
