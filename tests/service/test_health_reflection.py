@@ -145,3 +145,30 @@ def test_grpcurl_predicts(grpcurl: Path, served: Served) -> None:
     assert bad.returncode != 0
     assert "InvalidArgument" in bad.stderr
     assert "features: expected 64 float32 values" in bad.stderr
+
+
+def test_grpcurl_over_mutual_tls_with_a_token(grpcurl: Path, serve, tiny_model, tmp_path) -> None:
+    """The README's grpcurl command against a server with TLS, client certificates and a token."""
+    from tests.service.certs import issue, make_ca
+
+    ca = make_ca(tmp_path, "ca")
+    server, client = issue(tmp_path, ca, "server"), issue(tmp_path, ca, "client", client=True)
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    served = serve(
+        tiny_model, tls_cert=str(server.cert), tls_key=str(server.key),
+        tls_client_ca=str(ca.cert), auth_token_file=str(token),
+    )  # fmt: skip
+    tls = ["-cacert", str(ca.cert), "-cert", str(client.cert), "-key", str(client.key)]
+    target = f"127.0.0.1:{served.port}"
+    body = json.dumps({"features": [0.5] * 64})
+    call = [*tls, "-H", "authorization: Bearer t0ken", "-d", body, target]
+    answered = _grpcurl(*call, "foldserve.v1.Predictor/Predict")
+    assert answered.returncode == 0, answered.stderr
+    assert json.loads(answered.stdout)["class_name"].startswith("class_")
+    no_token = _grpcurl(*tls, "-d", body, target, "foldserve.v1.Predictor/Predict")
+    assert no_token.returncode != 0 and "Unauthenticated" in no_token.stderr
+    no_cert = _grpcurl("-cacert", str(ca.cert), target, "grpc.health.v1.Health/Check")
+    assert no_cert.returncode != 0
+    health = _grpcurl(*tls, target, "grpc.health.v1.Health/Check")
+    assert json.loads(health.stdout) == {"status": "SERVING"}, health.stderr
