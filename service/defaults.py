@@ -40,6 +40,9 @@ REFLECTION = True
 KEEP_VERSIONS = 2  # the newest valid versions that stay loaded and addressable
 POLL_SECONDS = 10.0  # how often the model repository is looked at (SIGHUP: at once)
 GRACE_SECONDS = 10.0
+WORKERS = "auto"  # server processes on the port: auto = the CPUs this process may use
+WORKER_START_SECONDS = 120.0  # a worker that has not started by then stops the server
+WORKER_RESTARTS = 5  # more deaths than this in a minute stop the server
 ACCESS_LOG = False
 # The bearer token, for the prediction APIs (never a flag: flags show in `ps`).
 AUTH_TOKEN_ENV = "FOLDSERVE_AUTH_TOKEN"

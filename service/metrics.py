@@ -1,6 +1,8 @@
 """Every Prometheus metric of the server, built on an injected `CollectorRegistry`.
 
-Names follow the Prometheus guide (`foldserve_` prefix, base units, `_total`, `_seconds`);
+With `--workers N` every worker writes its values to prometheus_client's multiprocess files and
+the supervisor serves their sum (gauges: as their `multiprocess_mode` says). Names follow the
+Prometheus guide (`foldserve_` prefix, base units, `_total`, `_seconds`);
 latencies are histograms so replicas aggregate. `Metrics` registers the families once; each
 loaded model version gets a `VersionMetrics` view of label children (`model`, `version`), made
 when the version is loaded and removed when it is unloaded. Children are resolved up front or on
@@ -120,6 +122,7 @@ class Metrics:
             "RPCs being handled now (an open PredictStream counts while it handles a message).",
             labels,
             registry=registry,
+            multiprocess_mode="livesum",
         )
 
     def _register_model_families(self) -> None:
@@ -144,6 +147,7 @@ class Metrics:
             "A loaded model version; always 1.",
             (*labels, "sha256", "opset", "foldserve_version"),
             registry=registry,
+            multiprocess_mode="livemax",
         )
         self.predictions = Counter(
             "foldserve_predictions_total",
@@ -173,6 +177,7 @@ class Metrics:
             "Model versions loaded and serving.",
             ("model",),
             registry=registry,
+            multiprocess_mode="livemax",
         ).labels(*model)
         self.versions_refused = Gauge(
             "foldserve_model_versions_refused",
@@ -180,6 +185,7 @@ class Metrics:
             "versions keep serving. RepositoryIndex and the log say why.",
             ("model",),
             registry=registry,
+            multiprocess_mode="livemax",
         ).labels(*model)
 
     def for_version(

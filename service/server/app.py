@@ -115,8 +115,11 @@ def start_server(
     registry: CollectorRegistry,
     *,
     serve_metrics_http: bool = True,
+    share_port: bool = False,
 ) -> RunningServer:
     """Load the model repository, build and start the gRPC server (and the /metrics endpoint).
+
+    `share_port`: a worker of `--workers N`, binding the port the supervisor reserved.
 
     Raises:
         ModelError: nothing in `config.model` can be served.
@@ -128,7 +131,7 @@ def start_server(
     calls = Calls(repository, gate, policy)
     adapters = (predictor.PredictorAdapter(repository), inference.InferenceAdapter(repository))
     handlers = [service_handler(s, a, calls) for s, a in zip(SERVICES, adapters, strict=True)]
-    server = grpc_server.build(config, handlers)
+    server = grpc_server.build(config, handlers, share_port)
     grpc_server.count_grpc_refusals(server, handlers, calls)
     health_servicer = grpc_server.add_standard_services(server, config, SERVICE_NAMES)
     server.add_generic_rpc_handlers((grpc_server.UnknownMethods(calls, SERVICE_NAMES),))

@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from service import defaults
@@ -72,6 +73,25 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def available_cpus() -> int:
+    """The CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a
+    container's `--cpus`, a Kubernetes CPU limit)."""
+    count = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return count
+
+
+def _workers(text: str) -> int:
+    if text.strip().lower() == "auto":
+        return available_cpus()
+    return _positive_int(text)
+
+
 def _choice(choices: tuple[str, ...], fold: Callable[[str], str]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = fold(text.strip())
@@ -134,6 +154,13 @@ SETTINGS = (
     ),
     Setting("reflection", defaults.REFLECTION, _on_off, "on|off", "gRPC server reflection"),
     Setting(
+        "workers",
+        defaults.WORKERS,
+        _workers,
+        "N|auto",
+        "server processes sharing the port (auto: the CPUs this process may use)",
+    ),
+    Setting(
         "keep_versions",
         defaults.KEEP_VERSIONS,
         _positive_int,
@@ -189,6 +216,7 @@ class ServeConfig:
     log_level: str = defaults.LOG_LEVEL
     log_format: str = defaults.LOG_FORMAT
     reflection: bool = defaults.REFLECTION
+    workers: int = 1
     keep_versions: int = defaults.KEEP_VERSIONS
     poll_seconds: float = defaults.POLL_SECONDS
     tls_cert: str | None = None
@@ -242,8 +270,10 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
             raw = environ.get(setting.env)
             source = setting.env
         if raw is None or raw == "":
-            values[setting.name] = setting.default
-            continue
+            raw = setting.default
+            if not isinstance(raw, str) or setting.name in ("model",):
+                values[setting.name] = raw
+                continue
         try:
             values[setting.name] = setting.parse(str(raw))
         except ValueError as exc:

@@ -24,9 +24,12 @@ class ServeError(Exception):
     """The server cannot start (port in use, bad address, unusable TLS); the message says which."""
 
 
-def build(config: ServeConfig, handlers: Sequence[grpc.GenericRpcHandler]) -> grpc.Server:
+def build(
+    config: ServeConfig, handlers: Sequence[grpc.GenericRpcHandler], share_port: bool = False
+) -> grpc.Server:
     """A sync thread-pool server (measured fastest for one-example calls; see the README's
-    Performance section) with our handlers and, when asked, reflection.
+    Performance section) with our handlers. `share_port`: bind with SO_REUSEPORT, beside the
+    other workers of `--workers N`.
 
     gRPC's own bounds sit above ours (`RPC_HEADROOM` more calls, `MESSAGE_SIZE_HEADROOM` times
     the message size), so what we refuse is refused by our code, with our message, and counted.
@@ -39,8 +42,8 @@ def build(config: ServeConfig, handlers: Sequence[grpc.GenericRpcHandler]) -> gr
         options=[
             ("grpc.max_receive_message_length", largest),
             ("grpc.max_send_message_length", largest),
-            # Without this a second server could silently share the port.
-            ("grpc.so_reuseport", 0),
+            # Only workers share the port; otherwise a second server could silently share it.
+            ("grpc.so_reuseport", 1 if share_port else 0),
         ],
     )
     server.add_generic_rpc_handlers(tuple(handlers))

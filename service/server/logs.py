@@ -21,6 +21,7 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,  # which worker, with --workers N
             "message": record.getMessage(),
         }
         entry.update((k, v) for k, v in record.__dict__.items() if k not in _STANDARD)

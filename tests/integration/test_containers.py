@@ -154,7 +154,11 @@ def _run_stack(engine: DockerEngine, compose_bin: str, project: Path, timer: Tim
         )  # fmt: skip
         timer.mark("server_healthy")
         _check_images(engine, server_id)
-        _check_predictions_and_prometheus(ports)
+        try:
+            _check_predictions_and_prometheus(ports)
+        except AssertionError:
+            print(compose("logs", "--tail", "60", "server", check=False).stdout)
+            raise
         timer.mark("predict_and_prometheus")
         again = compose("run", "--rm", "--no-deps", "trainer", timeout=120)
         assert "nothing to do" in again.stdout + again.stderr, "trainer retrained over a model"
@@ -193,7 +197,7 @@ def _check_predictions_and_prometheus(ports: dict[str, int]) -> None:
     try:
         examples = digits_examples(3)
         replies = [caller.predict(example) for example in examples]
-        assert all(reply is not None for reply in replies)
+        assert all(reply is not None for reply in replies), f"calls: {dict(caller.sent)}"
         assert replies[0].model_name == MODEL_NAME and len(replies[0].probabilities) == 10
         assert caller.predict(examples[0][:-1]) is None  # INVALID_ARGUMENT
         assert caller.model_infer(examples[1])

@@ -56,11 +56,13 @@ def server_process(
     timeout: float = 30.0,
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[ServerProcess]:
-    """Start `foldserve serve --model MODEL --host 127.0.0.1 --port 0 --metrics-port 0 ARGS`."""
+    """Start `foldserve serve --model MODEL --host 127.0.0.1 --port 0 --metrics-port 0 ARGS`
+    (one worker unless ARGS say `--workers`)."""
     log = tmp / f"server-{time.monotonic_ns()}.log"
+    workers = () if "--workers" in args else ("--workers", "1")
     command = foldserve_command(
         "serve", "--model", str(model), "--host", "127.0.0.1", "--port", "0",
-        "--metrics-port", "0", *args,
+        "--metrics-port", "0", *workers, *args,
     )  # fmt: skip
     with log.open("w") as sink:
         process = subprocess.Popen(

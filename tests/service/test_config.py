@@ -16,8 +16,10 @@ def parse(*argv: str, environ: dict | None = None) -> argparse.Namespace:
 
 
 def test_defaults() -> None:
+    from service.server.config import available_cpus
+
     config = resolve(parse("--model", "m.onnx"), environ={})
-    assert config == ServeConfig(model="m.onnx")
+    assert config == ServeConfig(model="m.onnx", workers=available_cpus())
     assert (config.host, config.port, config.metrics_port) == ("0.0.0.0", 50051, 9100)
     assert config.model_name == "foldserve"
     assert config.reflection is True
@@ -36,6 +38,7 @@ def test_environment_then_flags() -> None:
         "FOLDSERVE_LOG_FORMAT": "JSON",
         "FOLDSERVE_REFLECTION": "off",
         "FOLDSERVE_GRACE_SECONDS": "2.5",
+        "FOLDSERVE_WORKERS": "3",
     }
     config = resolve(parse(), environ=environ)
     assert config == ServeConfig(
@@ -50,6 +53,7 @@ def test_environment_then_flags() -> None:
         log_format="json",
         reflection=False,
         grace_seconds=2.5,
+        workers=3,
     )
     flagged = resolve(parse("--port", "7000", "--reflection", "on"), environ=environ)
     assert flagged.port == 7000

@@ -88,7 +88,7 @@ def test_no_torch_in_a_running_server(tmp_path: Path, tiny_model_path: Path) -> 
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "threading.Thread(target=probe, daemon=True).start()\n"
         "sys.exit(main(['serve', '--model', sys.argv[1], '--host', '127.0.0.1', '--port', '0',\n"
-        "               '--metrics-port', '0']))\n"
+        "               '--metrics-port', '0', '--workers', '1']))\n"
     )
     log = tmp_path / "probe.log"
     with log.open("w") as sink:

@@ -1,0 +1,88 @@
+"""The supervisor's life: reserve the port, start the workers, serve their metrics, pass signals
+on, restart the dead, drain them all at the end."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from service.metrics import serve_metrics
+from service.server.config import ServeConfig
+from service.server.run import log_serving
+from service.server.workers import (
+    Supervisor,
+    WorkerError,
+    reserved_port,
+    shared_metrics_dir,
+    worker_config,
+)
+
+log = logging.getLogger(__name__)
+WATCH_SECONDS = 0.5
+
+
+def serve_workers(config: ServeConfig) -> int:
+    """Run `config.workers` workers on one port until SIGTERM/SIGINT, then drain them all.
+
+    Returns:
+        0 after every worker drained cleanly, 1 when workers kept dying or one did not exit
+        cleanly, 2 when they could not start (the first worker's reason on stderr).
+    """
+    try:
+        with reserved_port(config.host, config.port) as port, shared_metrics_dir() as folder:
+            supervisor = Supervisor(worker_config(config, port), config.workers)
+            supervisor.start()
+            return _supervise(config, port, folder, supervisor)
+    except WorkerError as exc:
+        print(f"foldserve serve: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+
+
+class SupervisorCollector:
+    """The supervisor's own series: workers alive and restarts (the workers' series come from
+    their multiprocess files)."""
+
+    def __init__(self, model: str, supervisor: Supervisor) -> None:
+        self._model = model
+        self._supervisor = supervisor
+
+    def collect(self):
+        alive = GaugeMetricFamily(
+            "foldserve_workers", "Server worker processes alive.", labels=["model"]
+        )
+        alive.add_metric([self._model], self._supervisor.alive)
+        restarts = CounterMetricFamily(
+            "foldserve_worker_restarts", "Worker processes restarted after dying.", labels=["model"]
+        )
+        restarts.add_metric([self._model], self._supervisor.restarts)
+        return [alive, restarts]
+
+
+def _supervise(config: ServeConfig, port: int, folder: str, supervisor: Supervisor) -> int:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=folder)
+    registry.register(SupervisorCollector(config.model_name, supervisor))
+    try:
+        metrics_http, metrics_port = serve_metrics(registry, config.host, config.metrics_port)
+    except OSError as exc:
+        supervisor.stop(0)
+        raise WorkerError(f"cannot serve metrics on port {config.metrics_port}: {exc}") from None
+    log_serving(config, port, metrics_port, None)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, _frame: stop.set())
+    signal.signal(signal.SIGHUP, lambda number, _frame: supervisor.signal_all(signal.SIGHUP))
+    healthy = True
+    while healthy and not stop.wait(WATCH_SECONDS):
+        healthy = supervisor.watch()
+    log.info("draining %d workers (grace %.1f s)", config.workers, config.grace_seconds)
+    clean = supervisor.stop(config.grace_seconds)
+    metrics_http.shutdown()  # type: ignore[attr-defined]
+    log.info("stopped")
+    return 0 if healthy and clean else 1

@@ -1,0 +1,35 @@
+"""One worker of `foldserve serve --workers N`: a whole server on the shared port, started by the
+supervisor (`service.server.workers`) in a spawned process."""
+
+from __future__ import annotations
+
+import os
+import sys
+from multiprocessing.queues import Queue
+
+from prometheus_client import CollectorRegistry, disable_created_metrics
+
+from service.core.model import ModelError
+from service.server.app import ServeError, start_server
+from service.server.config import ServeConfig
+from service.server.logs import setup_logging
+from service.server.run import serve_until_signalled
+
+
+def run_worker(config: ServeConfig, events: Queue) -> None:
+    """Serve on `config.port` (shared with the other workers) until SIGTERM/SIGINT.
+
+    Tells the supervisor ("ready", pid, "") once serving, or ("error", pid, reason) and exits 2.
+    """
+    setup_logging(config.log_level, config.log_format)
+    disable_created_metrics()
+    try:
+        running = start_server(
+            config, CollectorRegistry(), serve_metrics_http=False, share_port=True
+        )
+    except (ModelError, ServeError) as exc:
+        events.put(("error", os.getpid(), str(exc)))
+        sys.exit(2)
+    events.put(("ready", os.getpid(), ""))
+    serve_until_signalled(running, config)
+    sys.exit(0)
