@@ -40,6 +40,12 @@ REFLECTION = True
 KEEP_VERSIONS = 2  # the newest valid versions that stay loaded and addressable
 POLL_SECONDS = 10.0  # how often the model repository is looked at (SIGHUP: at once)
 GRACE_SECONDS = 10.0
+# On SIGTERM, keep serving this long with health NOT_SERVING before refusing new calls, so that a
+# balancer polling the health service (or Kubernetes removing the endpoint) stops sending first.
+DRAIN_DELAY_SECONDS = 0.0
+# A health service name that stays SERVING while the server drains, for liveness probes: readiness
+# ("" and each API) turns NOT_SERVING at SIGTERM, and a draining server must not be restarted.
+LIVENESS_SERVICE = "liveness"
 ACCESS_LOG = False
 # The bearer token, for the prediction APIs (never a flag: flags show in `ps`).
 AUTH_TOKEN_ENV = "FOLDSERVE_AUTH_TOKEN"
