@@ -165,3 +165,33 @@ def run_haproxy(binary: str, config: BalancerConfig, workdir: Path) -> Iterator[
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5)
+
+
+# --- an image without a registry --------------------------------------------------------------
+
+
+def build_haproxy_image(engine, haproxy: str, base: str, tag: str) -> None:
+    """An HAProxy image without a registry: the host's (Debian bookworm's) binary and the shared
+    libraries it links, in /opt/haproxy of our bookworm base, run through a `haproxy` wrapper
+    that points the loader there (so the base's own libraries stay as they are)."""
+    import shutil
+
+    context = engine.root / "haproxy-image"
+    (context / "lib").mkdir(parents=True)
+    shutil.copy2(haproxy, context / "haproxy")
+    linked = subprocess.run(["ldd", haproxy], capture_output=True, text=True, check=True).stdout
+    for path in re.findall(r"=> (/\S+)", linked):
+        shutil.copy2(path, context / "lib" / Path(path).name)
+    (context / "haproxy.sh").write_text(
+        '#!/bin/sh\nLD_LIBRARY_PATH=/opt/haproxy/lib exec /opt/haproxy/haproxy "$@"\n'
+    )
+    (context / "Dockerfile").write_text(
+        "ARG BASE_IMAGE\n"
+        "FROM ${BASE_IMAGE}\n"
+        "COPY haproxy /opt/haproxy/haproxy\n"
+        "COPY lib/ /opt/haproxy/lib/\n"
+        "COPY haproxy.sh /usr/local/bin/haproxy\n"
+        "RUN chmod 0755 /usr/local/bin/haproxy\n"
+        "USER 65534:65534\n"
+    )
+    engine.docker("build", "--build-arg", f"BASE_IMAGE={base}", "-t", tag, str(context))

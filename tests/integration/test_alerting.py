@@ -45,7 +45,7 @@ class Webhook:
         received: list[tuple[str, dict]] = []
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 received.append((self.path, json.loads(body)))
                 self.send_response(200)
