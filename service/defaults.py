@@ -43,6 +43,12 @@ GRACE_SECONDS = 10.0
 WORKERS = "auto"  # server processes on the port: auto = the CPUs this process may use
 WORKER_START_SECONDS = 120.0  # a worker that has not started by then stops the server
 WORKER_RESTARTS = 5  # more deaths than this in a minute stop the server
+# On SIGTERM, keep serving this long with health NOT_SERVING before refusing new calls, so that a
+# balancer polling the health service (or Kubernetes removing the endpoint) stops sending first.
+DRAIN_DELAY_SECONDS = 0.0
+# A health service name that stays SERVING while the server drains, for liveness probes: readiness
+# ("" and each API) turns NOT_SERVING at SIGTERM, and a draining server must not be restarted.
+LIVENESS_SERVICE = "liveness"
 ACCESS_LOG = False
 # The bearer token, for the prediction APIs (never a flag: flags show in `ps`).
 AUTH_TOKEN_ENV = "FOLDSERVE_AUTH_TOKEN"

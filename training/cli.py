@@ -25,7 +25,9 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="fit a BN network, fold BN away, export and verify model.onnx",
         description="Fit a BatchNorm network, recompute precise BN statistics, fold every BN into "
-        "the neighbouring layers, and export a verified ONNX model with metadata.",
+        "the neighbouring layers, and export a verified ONNX model with metadata. Under torchrun "
+        "(torchrun --nproc-per-node N -m service.cli train ...) it trains data-parallel: "
+        "--batch-size is the global batch, BN statistics are global, rank 0 writes the files.",
     )
     train.add_argument(
         "--data", default=defaults.DIGITS, help="'digits' (built in), a .csv or an .npz"
@@ -146,14 +148,17 @@ def _run_train(args: argparse.Namespace) -> int:
     except (DataError, FoldError, ExportError, ValueError) as exc:
         print(f"foldserve train: {exc}", file=sys.stderr)
         return 2
-    _print_training_report(result)
+    if result is not None:  # None: a worker other than rank 0 under torchrun, which reports
+        _print_training_report(result)
     return 0
 
 
 def _print_training_report(result) -> None:
     metrics = result.metrics
     before = metrics["moving_average_bn"]
-    print(f"trained {metrics['epochs']} epochs in {metrics['train_seconds']} s")
+    workers = metrics.get("workers", 1)
+    on = f" on {workers} workers" if workers > 1 else ""
+    print(f"trained {metrics['epochs']} epochs in {metrics['train_seconds']} s{on}")
     if metrics["precise_bn"]:
         print(
             f"precise BN statistics: val accuracy {before['val_accuracy']:.4f} -> "

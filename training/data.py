@@ -31,20 +31,33 @@ def make_loader(
     batch_size: int,
     shuffle: bool,
     seed: int = 0,
+    workers: int = 1,
+    part: slice | None = None,
 ) -> DataLoader:
     """A single-process loader; shuffling draws from its own seeded generator (reproducible).
 
     Args:
         dataset: the examples.
         input_shape: shape of one example as the network takes it.
-        batch_size: examples per batch.
+        batch_size: examples per batch (with several training workers: the global batch, which
+            each worker then shares).
         shuffle: reshuffle every epoch (training) or keep the order (evaluation).
         seed: seed of the shuffling generator.
+        workers: training workers sharing each batch (for which last batch is dropped).
+        part: only these examples (a worker's part of the set), in order.
     """
     generator = torch.Generator().manual_seed(seed)
-    tensors = TensorDataset(*as_tensors(dataset, input_shape))
-    # drop_last avoids a final batch of one example, whose BN batch variance would be zero.
-    drop_last = shuffle and len(dataset) % batch_size == 1
+    features, labels = as_tensors(dataset, input_shape)
+    if part is not None:
+        features, labels = features[part], labels[part]
+    # drop_last avoids a final batch that would give a worker one example (or none), whose BN
+    # batch variance would be zero.
+    remainder = len(labels) % batch_size
+    drop_last = shuffle and 0 < remainder < 2 * workers
     return DataLoader(
-        tensors, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last
+        TensorDataset(features, labels),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        drop_last=drop_last,
     )

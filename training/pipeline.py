@@ -11,7 +11,9 @@ import numpy as np
 import torch
 
 from service import defaults
+from training import distributed
 from training.data import Dataset, load_dataset, make_loader, split_dataset
+from training.distributed import Workers
 from training.export import ExportResult, ModelInfo, export_model
 from training.models import ModelSpec, build_model
 from training.precise_bn import recompute_bn_statistics
@@ -57,24 +59,47 @@ def input_shape_for(arch: str, dataset: Dataset) -> tuple[int, ...]:
     return (dataset.num_features,)
 
 
-def run_training(config: TrainConfig) -> TrainResult:
-    """Train, recompute BN statistics, save checkpoint and history, then export and verify."""
+def run_training(config: TrainConfig) -> TrainResult | None:
+    """Train, recompute BN statistics, save checkpoint and history, then export and verify.
+
+    Under `torchrun` (several workers: RANK, WORLD_SIZE and LOCAL_RANK set) every worker trains
+    its share of each global batch with DistributedDataParallel and the precise BN statistics are
+    summed over all workers; only rank 0 writes files and returns a result, the others None.
+    """
+    workers = distributed.from_environment()
+    device = distributed.device_for(workers, resolve_device(config.device))
+    if workers.distributed and not config.precise_bn and device.type != "cuda":
+        raise ValueError(
+            "--moving-average-bn with several CPU workers: each worker's moving averages come from "
+            "its own share of the batches; drop it (precise BN statistics are global)"
+        )
+    distributed.start(workers, device)
+    try:
+        return _train(config, workers, device)
+    finally:
+        distributed.stop(workers)
+
+
+def _train(config: TrainConfig, workers: Workers, device: torch.device) -> TrainResult | None:
     seed_everything(config.seed)
-    device = resolve_device(config.device)
     dataset = load_dataset(config.data, config.label_column)
     split = split_dataset(dataset, config.seed, config.val_fraction, config.test_fraction)
     shape = input_shape_for(config.arch, dataset)
     spec = ModelSpec(config.arch, shape, len(dataset.class_labels), **config.spec_overrides)
     model = build_model(spec)
+    if workers.distributed:  # same initial weights (DDP also sends rank 0's), own dropout masks
+        torch.manual_seed(config.seed + workers.rank)
 
-    train_loader = make_loader(split.train, shape, config.batch_size, True, config.seed)
+    batch, world = config.batch_size, workers.world_size
+    train_loader = make_loader(split.train, shape, batch, True, config.seed, world)
     val_loader = make_loader(split.val, shape, defaults.EVAL_BATCH_SIZE, False)
     test_loader = make_loader(split.test, shape, defaults.EVAL_BATCH_SIZE, False)
     started = time.perf_counter()
-    history = fit(model, train_loader, val_loader, config.fit, device)
+    history = fit(model, train_loader, val_loader, config.fit, device, workers)
     metrics: dict = {
         "epochs": config.fit.epochs,
         "train_seconds": round(time.perf_counter() - started, 2),
+        "workers": world,
         "split": {
             "seed": config.seed,
             "val_fraction": config.val_fraction,
@@ -89,12 +114,25 @@ def run_training(config: TrainConfig) -> TrainResult:
     ordered_train_loader = make_loader(split.train, shape, defaults.EVAL_BATCH_SIZE, False)
     final = metrics["moving_average_bn"]
     if config.precise_bn:
-        changes = recompute_bn_statistics(model, ordered_train_loader, device)
+        own_part = make_loader(
+            split.train,
+            shape,
+            defaults.EVAL_BATCH_SIZE,
+            False,
+            part=workers.share(len(split.train)),
+        )
+        changes = recompute_bn_statistics(model, own_part, device, workers.all_reduce_sum)
         metrics["bn_changes"] = [change.as_dict() for change in changes]
         final = _accuracies(model, val_loader, test_loader, device)
     _, metrics["train_accuracy"] = evaluate(model, ordered_train_loader, device)
     metrics.update(final)
+    if not workers.writes_files:
+        return None
+    return _write(config, model, spec, split, shape, dataset, metrics, history)
 
+
+def _write(config, model, spec, split, shape, dataset, metrics, history) -> TrainResult:
+    """Rank 0 only: history, checkpoint, then the folded, verified model.onnx and its card."""
     config.out.mkdir(parents=True, exist_ok=True)
     (config.out / defaults.HISTORY_FILE).write_text(json.dumps(history.epochs, indent=2) + "\n")
     model = model.cpu()

@@ -4,10 +4,15 @@ The running averages lag behind weights that kept changing during training. Afte
 BN's statistics are replaced by the exact mean and variance of its inputs over the training set,
 layer by layer in forward order, so every BN sees inputs normalized by the recomputed layers before
 it.
+
+With several training workers each runs the pass over its own part of the training set and the
+per-channel sums are all-reduced before the moments are taken, so every worker, and the model
+rank 0 exports, gets the statistics of the whole set, not of one worker's part.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -51,21 +56,40 @@ class _MomentAccumulator:
         self.total = total if self.total is None else self.total + total
         self.total_sq = total_sq if self.total_sq is None else self.total_sq + total_sq
 
-    def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
-        assert self.total is not None and self.total_sq is not None
-        mean = self.total / self.count
-        var = (self.total_sq / self.count - mean * mean).clamp_min(0.0)
+    def moments(
+        self, bn: nn.Module, all_reduce: Callable[[torch.Tensor], torch.Tensor] | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and (biased) variance per channel, over every worker's sums when `all_reduce`."""
+        sums = torch.zeros(3, bn.num_features, dtype=torch.float64, device=bn.running_mean.device)
+        if self.total is not None and self.total_sq is not None:
+            sums[0], sums[1] = self.total, self.total_sq
+        sums[2] = self.count
+        if all_reduce is not None:
+            all_reduce(sums)
+        total, total_sq, count = sums[0], sums[1], sums[2]
+        mean = total / count
+        var = (total_sq / count - mean * mean).clamp_min(0.0)
         return mean, var
 
 
 @torch.no_grad()
 def recompute_bn_statistics(
-    model: nn.Module, loader: DataLoader, device: torch.device
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[BNChange]:
     """Replace every BN's running mean/variance with its inputs' exact moments over `loader`.
 
     The model runs in eval mode throughout, so each pass normalizes with statistics already
     recomputed for the layers before the BN being measured.
+
+    Args:
+        model: the trained network (a plain module, not wrapped in DDP).
+        loader: the training examples, in any order; with `all_reduce`, this worker's part.
+        device: where the model runs.
+        all_reduce: sums a tensor over every worker in place (`Workers.all_reduce_sum`), called
+            once per BN, in the same order on every worker. None: `loader` is the whole set.
 
     Returns:
         One `BNChange` per BN, in forward order.
@@ -81,7 +105,7 @@ def recompute_bn_statistics(
                 model(features.to(device))
         finally:
             handle.remove()
-        mean, var = accumulator.moments()
+        mean, var = accumulator.moments(bn, all_reduce)
         changes.append(_change(name, bn, mean, var))
         bn.running_mean.copy_(mean.to(bn.running_mean.dtype))
         bn.running_var.copy_(var.to(bn.running_var.dtype))

@@ -13,6 +13,8 @@ from tqdm import tqdm
 
 from service import defaults
 from service.defaults import OPTIMIZERS
+from training import distributed
+from training.distributed import Workers
 
 
 @dataclass(frozen=True)
@@ -96,24 +98,31 @@ def fit(
     val_loader: DataLoader,
     settings: FitSettings,
     device: torch.device,
+    workers: Workers = distributed.ONE_WORKER,
 ) -> History:
     """Train with mini-batches (BN in train mode) under a cosine learning-rate schedule.
 
+    With several workers (`torchrun`) every worker reads the same global batches from
+    `train_loader` and trains on its share of each, under DistributedDataParallel; `model` is
+    trained in place and comes back a plain module (SyncBatchNorm, used on GPUs, undone).
+
     Returns:
-        One record per epoch: training loss and accuracy (batch statistics), validation loss and
-        accuracy (running statistics).
+        One record per epoch: training loss and accuracy (batch statistics, over all workers),
+        validation loss and accuracy (running statistics, this worker's).
     """
     model.to(device)
-    optimizer = make_optimizer(model, settings)
+    net = distributed.wrap(model, workers, device)
+    optimizer = make_optimizer(net, settings)
     steps = settings.epochs * (1 if settings.dry_run else len(train_loader))
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=settings.learning_rate, total_steps=max(steps, 1)
     )
     history = History()
-    bar = tqdm(range(1, settings.epochs + 1), disable=not settings.progress, unit="epoch")
+    quiet = not settings.progress or not workers.writes_files
+    bar = tqdm(range(1, settings.epochs + 1), disable=quiet, unit="epoch")
     for epoch in bar:
         train_loss, train_accuracy = _train_epoch(
-            model, train_loader, optimizer, schedule, device, settings.dry_run
+            net, train_loader, optimizer, schedule, device, settings.dry_run, workers
         )
         val_loss, val_accuracy = evaluate(model, val_loader, device)
         history.epochs.append(
@@ -128,6 +137,7 @@ def fit(
         bar.set_postfix(
             loss=f"{train_loss:.4f}", acc=f"{train_accuracy:.4f}", val_acc=f"{val_accuracy:.4f}"
         )
+    distributed.unwrap(model)
     return history
 
 
@@ -138,21 +148,39 @@ def _train_epoch(
     schedule: torch.optim.lr_scheduler.LRScheduler,
     device: torch.device,
     dry_run: bool,
+    workers: Workers = distributed.ONE_WORKER,
 ) -> tuple[float, float]:
-    """One pass over `loader` in train mode; returns the mean loss and accuracy it saw."""
+    """One pass over `loader` in train mode; returns the mean loss and accuracy it saw (summed
+    over every worker's share of each global batch)."""
     model.train()
-    total_loss, correct, count = 0.0, 0, 0
+    totals = torch.zeros(3, dtype=torch.float64)  # loss, correct, count
     for features, labels in loader:
-        features, labels = features.to(device), labels.to(device)
+        global_count = len(labels)
+        part = workers.share(global_count)
+        features, labels = features[part].to(device), labels[part].to(device)
         logits = model(features)
-        loss = nn.functional.cross_entropy(logits, labels)
+        loss = _shard_loss(logits, labels, global_count, workers)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
-        total_loss += loss.item() * len(labels)
-        correct += int((logits.argmax(dim=1) == labels).sum())
-        count += len(labels)
+        # loss × examples it stands for = this share's summed loss
+        shown = len(labels) if not workers.distributed else global_count / workers.world_size
+        correct = int((logits.argmax(dim=1) == labels).sum())
+        totals += torch.tensor([loss.item() * shown, correct, len(labels)], dtype=torch.float64)
         if dry_run:
             break
-    return total_loss / count, correct / count
+    loss_sum, correct, count = workers.all_reduce_sum(totals.to(device)).tolist()
+    return loss_sum / count, correct / count
+
+
+def _shard_loss(
+    logits: torch.Tensor, labels: torch.Tensor, global_count: int, workers: Workers
+) -> torch.Tensor:
+    """The loss whose gradient, averaged over the workers by DDP, is the gradient of the global
+    batch's mean loss: sum over this share × workers / examples in the global batch (shares may
+    differ by one example). One worker: the plain mean."""
+    if not workers.distributed:
+        return nn.functional.cross_entropy(logits, labels)
+    loss_sum = nn.functional.cross_entropy(logits, labels, reduction="sum")
+    return loss_sum * workers.world_size / global_count

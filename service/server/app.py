@@ -19,7 +19,7 @@ from service.api.access import AccessLog
 from service.api.calls import CallPolicy, Calls, method_names, service_handler
 from service.core.gate import Gate
 from service.core.repository import ModelRepository
-from service.defaults import DRAIN_QUIET_SECONDS
+from service.defaults import DRAIN_QUIET_SECONDS, LIVENESS_SERVICE
 from service.metrics import Metrics, serve_metrics
 from service.server import grpc_server
 from service.server.config import ServeConfig
@@ -48,18 +48,25 @@ class RunningServer:
     metrics_http: object | None = None
     metrics_port: int | None = None
 
-    def drain(self, grace: float) -> None:
-        """Stop gracefully: NOT_SERVING, refuse new calls, let calls in flight finish in `grace`.
+    def drain(self, grace: float, delay: float = 0.0) -> None:
+        """Stop gracefully: NOT_SERVING, after `delay` seconds refuse new calls, then let calls in
+        flight finish in `grace`.
 
         grpcio's own `stop(grace)` stops taking calls off the wire, so a call that reaches the
         server after it starts hangs until the grace period ends and is then CANCELLED. So we
         refuse new calls ourselves (UNAVAILABLE, which clients retry elsewhere), wait until the
         admitted ones are done and clients have gone quiet, and only then stop grpcio.
         """
+        self.reloader.stop()
+        # Readiness goes first, liveness (LIVENESS_SERVICE) stays SERVING until the process exits;
+        # during `delay` calls are still served, so what a balancer sends before it notices is
+        # answered, not refused.
+        grpc_server.set_health(
+            self.health, SERVICE_NAMES, health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        time.sleep(delay)
         start = time.monotonic()
         deadline = start + grace
-        self.reloader.stop()
-        self.health.enter_graceful_shutdown()
         self.gate.start_draining()
         idle = self.gate.wait_idle(grace)
         log.info("draining: %s", "no call in flight" if idle else "grace period over")
@@ -142,7 +149,8 @@ def start_server(
     server.start()
     reloader = Reloader(repository, config.poll_seconds)
     reloader.start()
-    grpc_server.set_health(health_servicer, SERVICE_NAMES, health_pb2.HealthCheckResponse.SERVING)
+    ready = (*SERVICE_NAMES, LIVENESS_SERVICE)
+    grpc_server.set_health(health_servicer, ready, health_pb2.HealthCheckResponse.SERVING)
     return RunningServer(
         server, port, health_servicer, gate, repository, reloader, metrics_http, metrics_port
     )

@@ -199,6 +199,14 @@ SETTINGS = (
         "SECONDS",
         "on SIGTERM/SIGINT, how long calls in flight may take to finish",
     ),
+    Setting(
+        "drain_delay_seconds",
+        defaults.DRAIN_DELAY_SECONDS,
+        _non_negative_float,
+        "SECONDS",
+        "on SIGTERM/SIGINT, keep serving this long with health NOT_SERVING before refusing new "
+        "calls, so balancers stop sending first",
+    ),
 )
 
 
@@ -225,6 +233,7 @@ class ServeConfig:
     auth_token_file: str | None = None
     access_log: bool = defaults.ACCESS_LOG
     grace_seconds: float = defaults.GRACE_SECONDS
+    drain_delay_seconds: float = defaults.DRAIN_DELAY_SECONDS
     # From the environment only (FOLDSERVE_AUTH_TOKEN); never shown.
     auth_token: str | None = field(default=None, repr=False)
 

@@ -76,6 +76,10 @@ def serve_until_signalled(running: RunningServer, config: ServeConfig) -> None:
     signal.signal(signal.SIGHUP, lambda number, _frame: running.reloader.trigger())
     while not stop.wait(1.0):
         pass
-    log.info("signal received: draining (grace %.1f s)", config.grace_seconds)
-    running.drain(config.grace_seconds)
+    log.info(
+        "signal received: draining (delay %.1f s, grace %.1f s)",
+        config.drain_delay_seconds,
+        config.grace_seconds,
+    )
+    running.drain(config.grace_seconds, config.drain_delay_seconds)
     log.info("stopped")

@@ -179,12 +179,14 @@ def project_copy(destination: Path, wheels: Path) -> Path:
     return destination
 
 
-def images_key(project: Path, rootfs: Path, wheels: Path, prometheus: str) -> str:
+def images_key(project: Path, rootfs: Path, wheels: Path, *binaries: str) -> str:
     """A key over everything the stack's images are built from (context, compose file, base,
-    wheels, the Prometheus binary): equal keys mean `up --build` would rebuild the same images."""
+    wheels, the Prometheus and HAProxy binaries): equal keys mean `up --build` would rebuild the
+    same images."""
     digest = hashlib.sha256()
     digest.update(f"{rootfs.name} {wheels.name}\n".encode())
-    digest.update(hashlib.sha256(Path(prometheus).read_bytes()).digest())
+    for binary in binaries:
+        digest.update(hashlib.sha256(Path(binary).read_bytes()).digest())
     inputs = [project / name for name in ("pyproject.toml", "README.md", ".dockerignore")]
     inputs.append(project / "docker-compose.yml")
     for folder in ("service", "training", "deploy/docker"):

@@ -2,7 +2,8 @@
 
 `prometheus_config_for` is the one place the repository's `deploy/prometheus/prometheus.yml`
 changes for a test: the foldserve job's discovery (Docker's DNS name `server`) becomes the test
-server's address, and the scrape and evaluation intervals shrink to seconds. Rule files are the
+server's address, the Alertmanager's the test's (or none), the balancer job (a compose name) goes,
+and the scrape and evaluation intervals shrink to seconds. Rule files are the
 repository's own, reached through a symlink, so a broken rule fails the test.
 """
 
@@ -35,14 +36,21 @@ FOLDSERVE_JOB = "foldserve"
 
 
 def prometheus_config_for(
-    target: str, out_dir: Path, interval: str = "1s", job: str = FOLDSERVE_JOB
+    target: str,
+    out_dir: Path,
+    interval: str = "1s",
+    job: str = FOLDSERVE_JOB,
+    alertmanager: str | None = None,
+    rules_dir: Path = RULES_DIR,
 ) -> Path:
     """Write the repository's prometheus.yml, pointed at `target`, into `out_dir`.
 
     Args:
         target: host:port of the server's /metrics, replacing the job's service discovery.
-        out_dir: where prometheus.yml goes; `rules` there links to the repository's rules.
+        out_dir: where prometheus.yml goes; `rules` there links to `rules_dir`.
         interval: the global scrape and evaluation interval for the test.
+        alertmanager: host:port replacing the Alertmanager address (None: left as it is).
+        rules_dir: the repository's rules, or a test's rewritten copy of them.
 
     Returns:
         The written config file.
@@ -56,8 +64,16 @@ def prometheus_config_for(
     for key in [k for k in scrape if k.endswith("_sd_configs")]:
         del scrape[key]
     scrape["static_configs"] = [{"targets": [target]}]
+    # Names that resolve only inside compose (the balancer job, Alertmanager) would send DNS
+    # queries off this machine: the balancer job goes, Alertmanager is the test's or none.
+    config["scrape_configs"] = [s for s in config["scrape_configs"] if s["job_name"] != "balancer"]
+    if alertmanager is None:
+        del config["alerting"]
+    else:
+        (managers,) = config["alerting"]["alertmanagers"]
+        managers["static_configs"] = [{"targets": [alertmanager]}]
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "rules").symlink_to(RULES_DIR, target_is_directory=True)
+    (out_dir / "rules").symlink_to(rules_dir, target_is_directory=True)
     path = out_dir / "prometheus.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

@@ -1,10 +1,12 @@
-"""The compose stack in real containers: trainer, server, Prometheus (no Grafana image here).
+"""The compose stack in real containers: trainer, server, balancer, Prometheus (no Grafana or
+Alertmanager image here).
 
 No registry is reachable, so the test makes everything itself: a Docker engine with its state in
 a temporary directory, a Debian base image from debootstrap (cached), the wheels the images
 install (cached), then `docker-compose up -d --build` of the repository's compose file with the
 base image passed as a build argument. From the host it makes real gRPC predictions through the
-published port and reads Prometheus's API; then `down -v`, and the engine goes with no trace.
+balancer's published port (an HAProxy image made from the host's binary) and reads Prometheus's
+API; then `down -v`, and the engine goes with no trace.
 Timings of each phase are printed (`pytest -s`) and recorded as test properties.
 """
 
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.deploy_balancer import build_haproxy_image
 from tests.integration.deploy_docker import (
     BASE_IMAGE,
     DockerEngine,
@@ -43,8 +46,10 @@ from tests.integration.deploy_tools import (
 pytestmark = pytest.mark.integration
 
 PROMETHEUS_IMAGE = "local/prometheus:test"
+BALANCER_IMAGE = "local/haproxy:test"
 MODEL_NAME = "digits-mlp"
-SERVICES = ("trainer", "server", "prometheus")  # grafana: no image can be had here
+# grafana, alertmanager: no image can be had here
+SERVICES = ("trainer", "server", "balancer", "prometheus")
 
 
 class Timer:
@@ -71,7 +76,9 @@ def workdir() -> Iterator[Path]:
 def test_compose_stack_in_real_containers(workdir: Path, record_property):
     if os.geteuid() != 0:
         skip_or_fail("real containers need root here (the test starts its own dockerd)")
-    programs = require_programs("dockerd", "docker", "docker-compose", "debootstrap", "prometheus")
+    programs = require_programs(
+        "dockerd", "docker", "docker-compose", "debootstrap", "prometheus", "haproxy"
+    )
     timer = Timer(record_property)
     log = workdir / "prepare.log"
     try:
@@ -81,9 +88,8 @@ def test_compose_stack_in_real_containers(workdir: Path, record_property):
         skip_or_fail(f"cannot prepare the base image or wheels: {exc}\n{tail(log)}")
     project = project_copy(workdir / "project", wheels)
     # Images and build cache of an earlier run with exactly the same inputs (None: build all).
-    snapshot = cache_dir() / (
-        f"docker-images-{images_key(project, rootfs, wheels, programs['prometheus'])}.tar"
-    )
+    key = images_key(project, rootfs, wheels, programs["prometheus"], programs["haproxy"])
+    snapshot = cache_dir() / f"docker-images-{key}.tar"
     seed = snapshot if snapshot.is_file() else None
     timer.mark("prepare_base_and_wheels")
 
@@ -93,6 +99,7 @@ def test_compose_stack_in_real_containers(workdir: Path, record_property):
         if seed is None:
             engine.import_rootfs(rootfs, BASE_IMAGE)
             engine.build_prometheus_image(programs["prometheus"], BASE_IMAGE, PROMETHEUS_IMAGE)
+            build_haproxy_image(engine, programs["haproxy"], BASE_IMAGE, BALANCER_IMAGE)
         timer.mark("engine_and_base_images" + ("_from_snapshot" if seed else ""))
         _run_stack(engine, programs["docker-compose"], project, timer)
         if seed is None:
@@ -108,7 +115,7 @@ def test_compose_stack_in_real_containers(workdir: Path, record_property):
 def _run_stack(engine: DockerEngine, compose_bin: str, project: Path, timer: Timer) -> None:
     ports = {
         "FOLDSERVE_GRPC_HOST_PORT": free_port(),
-        "FOLDSERVE_METRICS_HOST_PORT": free_port(),
+        "BALANCER_STATS_HOST_PORT": free_port(),
         "PROMETHEUS_HOST_PORT": free_port(),
     }
     env = engine.env(
@@ -117,6 +124,7 @@ def _run_stack(engine: DockerEngine, compose_bin: str, project: Path, timer: Tim
         FOLDSERVE_PIP_NO_INDEX="1",
         FOLDSERVE_IMAGE_TAG="test",
         PROMETHEUS_IMAGE=PROMETHEUS_IMAGE,
+        BALANCER_IMAGE=BALANCER_IMAGE,
         FOLDSERVE_MODEL_NAME=MODEL_NAME,
         FOLDSERVE_TRAIN_ARGS="--epochs 3 --no-progress",
         FOLDSERVE_HEALTHCHECK_INTERVAL="2s",
@@ -176,7 +184,6 @@ _OURS = {
     "FOLDSERVE_TRAIN_ARGS",
     "FOLDSERVE_HEALTHCHECK_INTERVAL",
     "FOLDSERVE_GRPC_HOST_PORT",
-    "FOLDSERVE_METRICS_HOST_PORT",
 }
 
 
@@ -192,7 +199,8 @@ def _check_images(engine: DockerEngine, server_id: str) -> None:
 
 def _check_predictions_and_prometheus(ports: dict[str, int]) -> None:
     target = f"127.0.0.1:{ports['FOLDSERVE_GRPC_HOST_PORT']}"
-    assert serving(target), f"grpc.health.v1 on the published port {target} is not SERVING"
+    # The balancer marks the replica UP after its first passing checks (a second or two).
+    wait_for(lambda: serving(target), timeout=30, what=f"grpc.health.v1 SERVING via {target}")
     caller = Caller(target, MODEL_NAME)
     try:
         examples = digits_examples(3)

@@ -62,8 +62,8 @@ def compose_env(**extra: str) -> dict[str, str]:
 @pytest.mark.integration
 @pytest.mark.parametrize(
     "extra",
-    [{}, {"FOLDSERVE_MODEL_STORE": "./models", "FOLDSERVE_GRPC_HOST_PORT": "50051-50053"}],
-    ids=["defaults", "host-dir-and-port-range"],
+    [{}, {"FOLDSERVE_MODEL_STORE": "./models", "FOLDSERVE_GRPC_HOST_PORT": "50061"}],
+    ids=["defaults", "host-dir-and-port"],
 )
 def test_docker_compose_config_accepts_the_file(extra: dict[str, str]):
     programs = require_programs("docker-compose")
@@ -166,7 +166,14 @@ def test_dockerignore_keeps_the_context_small_but_complete():
 
 def test_compose_services_and_their_wiring():
     services = compose()["services"]
-    assert set(services) == {"trainer", "server", "prometheus", "grafana"}
+    assert set(services) == {
+        "trainer",
+        "server",
+        "balancer",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+    }
     trainer, server = services["trainer"], services["server"]
     assert trainer["restart"] == "no"
     assert server["depends_on"] == {"trainer": {"condition": "service_completed_successfully"}}
@@ -198,7 +205,11 @@ def test_prometheus_loads_the_rule_files_it_is_shipped_with():
     loaded = {p for pattern in config["rule_files"] for p in PROMETHEUS_DIR.glob(pattern)}
     assert loaded == set(RULES_DIR.glob("*.yml"))
     jobs = {scrape["job_name"]: scrape for scrape in config["scrape_configs"]}
+    # Every replica, found by the compose service name, not the balancer in front of them.
     assert jobs["foldserve"]["dns_sd_configs"][0]["names"] == ["server"]
+    assert jobs["balancer"]["static_configs"][0]["targets"] == ["balancer:8404"]
+    (managers,) = config["alerting"]["alertmanagers"]
+    assert managers["static_configs"][0]["targets"] == ["alertmanager:9093"]
 
 
 # --- grafana ----------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -12,6 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from service.defaults import LIVENESS_SERVICE
 from service.server.app import SERVICE_NAMES
 from tests.integration.deploy_tools import skip_or_fail
 from tests.service.conftest import Served
@@ -36,8 +39,25 @@ def foldserve_health(*args: str) -> subprocess.CompletedProcess:
 
 def test_serving_for_the_server_and_each_service(served: Served) -> None:
     assert SERVICE_NAMES == ("foldserve.v1.Predictor", "inference.GRPCInferenceService")
-    for name in ("", *SERVICE_NAMES):
+    for name in ("", *SERVICE_NAMES, LIVENESS_SERVICE):
         assert health_status(served, name) == SERVING
+
+
+def test_drain_leaves_liveness_serving(serve, tiny_model) -> None:
+    """Readiness ("" and each API) turns NOT_SERVING when the drain starts; liveness does not."""
+    served = serve(tiny_model)
+    drain = threading.Thread(target=served.running.drain, args=(5.0, 1.0))
+    drain.start()
+    try:
+        deadline = time.monotonic() + 2
+        while health_status(served) != NOT_SERVING:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        for name in SERVICE_NAMES:
+            assert health_status(served, name) == NOT_SERVING
+        assert health_status(served, LIVENESS_SERVICE) == SERVING
+    finally:
+        drain.join(15)
 
 
 def test_not_serving_while_draining(served: Served) -> None:

@@ -190,3 +190,51 @@ def test_open_stream_finishes_within_grace(tmp_path: Path, tiny_model_path: Path
         assert list(replies) == []
         assert server.process.wait(30) == 0
         channel.close()
+
+
+def test_drain_delay_serves_while_health_says_not_serving(
+    tmp_path: Path, tiny_model_path: Path
+) -> None:
+    """With --drain-delay-seconds, SIGTERM turns readiness NOT_SERVING at once, liveness stays
+    SERVING, and calls are still answered OK until the delay is over; then refusals, exit 0."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from service.defaults import LIVENESS_SERVICE
+
+    delay = 4.0
+    args = ["--drain-delay-seconds", str(delay), "--grace-seconds", "5"]
+    with server_process(tiny_model_path, tmp_path, args) as server:
+        channel = grpc.insecure_channel(server.target)
+        stub = pb_grpc.PredictorStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        request = pb.PredictRequest(features=[0.5] * 64)
+
+        def status(service: str) -> int:
+            reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            return reply.status
+
+        assert status(LIVENESS_SERVICE) == health_pb2.HealthCheckResponse.SERVING
+        stub.Predict(request, timeout=5)
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        deadline = signalled + 3
+        while status("") != health_pb2.HealthCheckResponse.NOT_SERVING:
+            assert time.monotonic() < deadline, "readiness never turned NOT_SERVING"
+            time.sleep(0.05)
+        assert status("foldserve.v1.Predictor") == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert status(LIVENESS_SERVICE) == health_pb2.HealthCheckResponse.SERVING
+        served = 0
+        while True:  # OK during the delay, then UNAVAILABLE (never anything else)
+            try:
+                stub.Predict(request, timeout=5)
+                served += 1
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+                refused_after = time.monotonic() - signalled
+                break
+            time.sleep(0.02)
+        exit_code = server.process.wait(30)
+        channel.close()
+    assert exit_code == 0, server.stderr()
+    assert served > 0
+    assert refused_after >= delay, f"refused {refused_after:.2f} s after SIGTERM"
