@@ -12,6 +12,7 @@ never pays for onnxruntime.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
@@ -20,6 +21,11 @@ from service import defaults
 from service.defaults import COMMAND, PLUGIN_GROUP
 
 Register = Callable[[argparse._SubParsersAction], None]
+
+# What a shell reports for a command stopped by SIGINT (Ctrl-C) and by SIGPIPE: 128 + signal.
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
 
 def _register_plugins(subparsers: argparse._SubParsersAction) -> None:
     for entry in entry_points(group=PLUGIN_GROUP):
@@ -171,11 +177,28 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; each subcommand sets `func(args) -> int` on its parser."""
+    """Run the command line; each subcommand sets `func(args) -> int` on its parser.
+
+    Returns:
+        The subcommand's exit code; 130 after Ctrl-C (one line "interrupted" on stderr) and 141
+        when stdout's reader went away (`foldserve predict | head -1`), without a traceback.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        args = build_parser(argv).parse_args(argv)
+        code = int(args.func(args) or 0)
+        # Flush here, not at interpreter exit, so a closed pipe is caught below.
+        sys.stdout.flush()
+        return code
+    except KeyboardInterrupt:
+        name = " ".join(filter(None, (COMMAND, _wanted_command(argv))))
+        print(f"{name}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Python flushes stdout again at exit and would report the same broken pipe there.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -137,3 +137,30 @@ def test_default_training_reaches_the_accuracy_bar(tmp_path, arch, bar):
     assert accuracy >= bar, result.stdout
     graph = onnx.load(str(tmp_path / arch / "model.onnx")).graph
     assert not [n for n in graph.node if n.op_type == "BatchNormalization"]
+
+
+def test_ctrl_c_during_training_prints_one_line(tmp_path):
+    """SIGINT once the fit has started: the last line is "interrupted", exit 130, no traceback."""
+    import os
+    import signal
+
+    process = subprocess.Popen(
+        [*FOLDSERVE, "train", "--epochs", "1000", "--out", str(tmp_path / "o")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        seen = b""
+        while b"epoch" not in seen:  # the progress bar: the fit is running
+            chunk = os.read(process.stderr.fileno(), 4096)
+            assert chunk, f"train ended before its first epoch: {seen.decode()}"
+            seen += chunk
+        process.send_signal(signal.SIGINT)
+        _, rest = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(60)
+    stderr = (seen + rest).decode()
+    assert process.returncode == 130, stderr
+    assert stderr.endswith("foldserve train: interrupted\n")
+    assert "Traceback" not in stderr
