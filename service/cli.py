@@ -27,6 +27,20 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to a flag's help, except where there is nothing worth showing.
+
+    Skipped: on/off flags, flags without a default (None; their help says what happens then),
+    and help that already names its default.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, "") or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def _register_plugins(subparsers: argparse._SubParsersAction) -> None:
     for entry in entry_points(group=PLUGIN_GROUP):
         try:
@@ -85,17 +99,23 @@ def _add_health(subparsers: argparse._SubParsersAction) -> None:
     health = subparsers.add_parser(
         "health",
         help="exit 0 iff the server's gRPC health check says SERVING",
+        formatter_class=DefaultsHelpFormatter,
         description="Ask a server's standard gRPC health service (grpc.health.v1) once: exit 0 "
         "when it answers SERVING, 1 otherwise, with the reason on stderr. The container "
         "HEALTHCHECK runs this.",
     )
-    health.add_argument("--target", default=defaults.TARGET, help="host:port of the server")
-    health.add_argument("--service", default="", help="service name to check ('' = the server)")
+    health.add_argument(
+        "--target", default=defaults.TARGET, metavar="HOST:PORT", help="the server to ask"
+    )
+    health.add_argument(
+        "--service", default="", metavar="NAME", help="service to check (default: '', the server)"
+    )
     health.add_argument(
         "--timeout",
         type=float,
         default=defaults.HEALTH_TIMEOUT_SECONDS,
-        help="seconds to wait for an answer",
+        metavar="SECONDS",
+        help="how long to wait for an answer",
     )
     health.set_defaults(func=_health)
 
@@ -104,15 +124,26 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
     predict = subparsers.add_parser(
         "predict",
         help="send examples to a server one at a time; print predictions or a summary",
-        description="Send examples one at a time. --data: 'digits' (default: its test split, "
+        formatter_class=DefaultsHelpFormatter,
+        description="Send examples one at a time. --data: 'digits' (its test split by default, "
         "as recorded in the model's training metrics), a .csv/.npz file, or '-' for JSON on "
         "stdin: a list of examples, or one example per line; an example is a list of numbers "
-        'or {"features": [...], "label": <class label or index>} (label optional).',
+        'or {"features": [...], "label": "3"} (label optional). Labels are matched against '
+        'the model\'s class labels as text: 3 and "3" both mean the class labelled "3", never '
+        "the class at index 3. Before anything is sent, a label that matches no class, or an "
+        "example whose feature count differs from the model's input, stops the run (exit 1).",
     )
-    predict.add_argument("--target", default=defaults.TARGET, help="host:port of the server")
-    predict.add_argument("--data", default=defaults.DIGITS, help="digits, FILE.csv, FILE.npz or -")
     predict.add_argument(
-        "--label-column", default=defaults.LABEL_COLUMN, help="label column of a CSV file"
+        "--target", default=defaults.TARGET, metavar="HOST:PORT", help="the server to call"
+    )
+    predict.add_argument(
+        "--data", default=defaults.DIGITS, metavar="SOURCE", help="digits, FILE.csv, FILE.npz or -"
+    )
+    predict.add_argument(
+        "--label-column",
+        default=defaults.LABEL_COLUMN,
+        metavar="NAME",
+        help="label column of a CSV file",
     )
     predict.add_argument(
         "--split",
@@ -125,11 +156,22 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument(
         "--format", choices=("text", "json"), default="text", help="summary as text or JSON"
     )
-    predict.add_argument("--limit", type=int, default=None, help="send at most this many")
     predict.add_argument(
-        "--timeout", type=float, default=defaults.PREDICT_TIMEOUT_SECONDS, help="seconds per call"
+        "--limit", type=int, default=None, metavar="N", help="send at most N (default: all)"
     )
-    predict.add_argument("--model-name", default="", help="model name to request ('' = any)")
+    predict.add_argument(
+        "--timeout",
+        type=float,
+        default=defaults.PREDICT_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="deadline of each call",
+    )
+    predict.add_argument(
+        "--model-name",
+        default="",
+        metavar="NAME",
+        help="model to request (default: '', whichever the server serves)",
+    )
     predict.set_defaults(func=_predict)
 
 
@@ -137,14 +179,17 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     bench = subparsers.add_parser(
         "bench",
         help="measure sequential latency: bare gRPC echo servers vs foldserve Predict",
+        formatter_class=DefaultsHelpFormatter,
         description="Start an echo server (sync and asyncio), a bare model server and foldserve, "
         "each in its own process, time sequential Predict calls to them in alternating blocks, "
         "and print p50/p99 per run and the medians, with ratios taken run by run.",
     )
-    bench.add_argument("--model", required=True, help="model.onnx to serve")
-    bench.add_argument("--calls", type=int, default=2000, help="sequential calls per run")
-    bench.add_argument("--runs", type=int, default=5, help="runs (the median is reported)")
-    bench.add_argument("--warmup", type=int, default=300, help="untimed calls before each run")
+    bench.add_argument("--model", required=True, metavar="PATH", help="model.onnx to serve")
+    bench.add_argument("--calls", type=int, default=2000, metavar="N", help="calls per run")
+    bench.add_argument("--runs", type=int, default=5, metavar="N", help="runs (median reported)")
+    bench.add_argument(
+        "--warmup", type=int, default=300, metavar="N", help="untimed calls before each run"
+    )
     bench.set_defaults(func=_bench)
 
 
