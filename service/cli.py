@@ -36,7 +36,9 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if action.default in (None, False, "") or "default" in text:
+        # `is`, not `in`: a default of 0 is worth showing, though 0 == False.
+        nothing = action.default is None or action.default is False or action.default == ""
+        if nothing or "default" in text:
             return text
         return super()._get_help_string(action)
 
