@@ -6,7 +6,9 @@ settings and a loaded model into a running server; `RunningServer.drain` stops i
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import time
 from concurrent import futures
 from dataclasses import dataclass
@@ -130,8 +132,36 @@ def set_health(servicer: health.HealthServicer, status: int) -> None:
         servicer.set(name, status)
 
 
+def _probe(host: str, port: int) -> None:
+    """Raise ServeError when `host:port` cannot be bound, before gRPC tries.
+
+    gRPC's C core logs an error line of its own (`E1201 ... add_port.cc:83] ...`) on stderr
+    before failing, so a port in use is caught here first, with one clean message.
+    """
+    where = address(host, port)
+    try:
+        found = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ServeError(
+            f"cannot listen on {where}: not a usable address ({exc.strerror})"
+        ) from None
+    family, kind, proto, _, sockaddr = found[0]
+    with socket.socket(family, kind, proto) as probe:
+        # As gRPC's listener does: a port whose last connection lingers in TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            reason = "port in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise ServeError(f"cannot listen on {where}: {reason}") from None
+
+
 def _bind(server: grpc.Server, host: str, port: int) -> int:
     where = address(host, port)
+    if port:  # port 0 always finds a free port
+        _probe(host, port)
     try:
         bound = server.add_insecure_port(where)
     except RuntimeError as exc:
