@@ -128,7 +128,8 @@ def _import_training():
         from training import pipeline
     except ImportError as exc:
         sys.exit(
-            f"foldserve: training needs the train extra (pip install 'foldserve[train]'): {exc}"
+            "foldserve: training needs the train extra (`make venv`, or "
+            f"`pip install -e '.[train]'` in a checkout; foldserve is not on PyPI): {exc}"
         )
     return pipeline
 
