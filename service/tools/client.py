@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 
 from service._proto.foldserve.v1 import predictor_pb2, predictor_pb2_grpc
-from service.tools.examples import ClientError, Examples, check_feature_count, load_examples
+from service.tools.examples import ClientError, Examples, load_examples
 from service.tools.rpc_errors import describe_rpc_error
 
 
@@ -89,9 +89,9 @@ def _prepare(
     description = stub.DescribeModel(
         predictor_pb2.DescribeModelRequest(model_name=args.model_name), timeout=args.timeout
     )
-    examples = load_examples(args.data, args.label_column, args.split, description, stdin)
-    examples = examples.head(args.limit)
-    check_feature_count(examples, description.input_shape)
+    examples = load_examples(
+        args.data, args.label_column, args.split, description, stdin, args.limit
+    )
     return description, examples
 
 

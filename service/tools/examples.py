@@ -36,12 +36,6 @@ class Examples:
     labels: np.ndarray
     source: str
 
-    def head(self, limit: int | None) -> Examples:
-        """The first `limit` examples (all when `limit` is None)."""
-        if limit is None:
-            return self
-        return Examples(self.features[:limit], self.labels[:limit], self.source)
-
 
 class ClientError(Exception):
     """Input the client cannot use with the served model; the message says why."""
@@ -108,32 +102,39 @@ def load_examples(
     split: str | None,
     description: predictor_pb2.DescribeModelResponse,
     stdin: TextIO,
+    limit: int | None = None,
 ) -> Examples:
-    """Read the examples to send and match their labels to the model's classes.
+    """Read the examples to send and check them against the model: feature count, then labels.
 
     Args:
         data: "digits", a .csv/.npz path, or "-" for JSON on stdin.
         label_column: the CSV label column.
         split: test/val/train/all (None: test for digits, all otherwise).
-        description: the served model, for its split and class labels.
+        description: the served model: its split, input shape and class labels.
         stdin: where "-" reads from.
+        limit: keep only the first `limit` examples (None: all).
 
     Raises:
-        ClientError: unreadable data, or a label that names no class of the model.
+        ClientError: unreadable data, an example whose feature count is not the model's, or a
+            label that names no class of the model.
     """
     classes = list(description.class_labels)
     if data == "-":
-        return _from_json(stdin.read(), classes)
+        return _from_json(stdin.read(), description.input_shape, classes, limit)
     try:
         dataset = load_dataset(data, label_column)
-        to_model = _to_model_classes(dataset, classes, data)
         part = split or ("test" if data == DIGITS else "all")
+        chosen = dataset
         if part != "all":
-            dataset = getattr(split_dataset(dataset, **_model_split(description)), part)
+            chosen = getattr(split_dataset(dataset, **_model_split(description)), part)
     except DataError as exc:
         raise ClientError(str(exc)) from None
-    source = f"{data} ({part}: {len(dataset)} examples)"
-    return Examples(dataset.features, to_model[dataset.labels], source)
+    source = f"{data} ({part}: {len(chosen)} examples)"
+    features = chosen.features[:limit]
+    check_feature_count(source, features, description.input_shape)
+    # Labels are checked over the whole file, so an error names an example the user can find.
+    to_model = _to_model_classes(dataset, classes, data)
+    return Examples(features, to_model[chosen.labels[:limit]], source)
 
 
 def _json_items(text: str) -> list[Any]:
@@ -152,40 +153,47 @@ def _json_items(text: str) -> list[Any]:
     return items
 
 
-def _json_example(index: int, item: Any, classes: list[str]) -> tuple[Any, int]:
-    where = f"stdin: example index {index}"
+def _json_example(where: str, item: Any) -> tuple[Any, Any]:
+    """An example's features and label (None: no label), unchecked."""
     if isinstance(item, dict):
         if "features" not in item:
             raise ClientError(f"{where} has no 'features' key")
-        return item["features"], class_index(item.get("label"), classes, where)
+        return item["features"], item.get("label")
     if isinstance(item, list):
-        return item, -1
+        return item, None
     raise ClientError(f"{where} is neither a list of numbers nor an object with 'features'")
 
 
-def _from_json(text: str, classes: list[str]) -> Examples:
-    pairs = [_json_example(i, item, classes) for i, item in enumerate(_json_items(text))]
+def _from_json(
+    text: str, input_shape: Sequence[int], classes: list[str], limit: int | None
+) -> Examples:
+    items = _json_items(text)[:limit]
+    where = [f"stdin: example index {i}" for i in range(len(items))]
+    pairs = [_json_example(w, item) for w, item in zip(where, items, strict=True)]
     try:
         rows = [np.asarray(features, dtype=np.float32).ravel() for features, _ in pairs]
     except (TypeError, ValueError) as exc:
         raise ClientError(f"stdin: features must be numbers ({exc})") from None
-    return Examples(rows, np.asarray([label for _, label in pairs], dtype=np.int64), "stdin")
+    check_feature_count("stdin", rows, input_shape)
+    labels = [class_index(label, classes, w) for w, (_, label) in zip(where, pairs, strict=True)]
+    return Examples(rows, np.asarray(labels, dtype=np.int64), "stdin")
 
 
-def check_feature_count(examples: Examples, input_shape: Sequence[int]) -> None:
-    """Check that every example has as many values as one input of the model.
+def check_feature_count(
+    source: str, rows: Sequence[np.ndarray], input_shape: Sequence[int]
+) -> None:
+    """Check that every example (row) has as many values as one input of the model.
 
     Raises:
-        ClientError: the first example with another count (or, when all share one, that count).
+        ClientError: names the first example with another count (or, when all share one, that
+            count), with the model's; the message starts with `source`.
     """
     expected = int(np.prod(input_shape))
-    sizes = [int(row.size) for row in examples.features]
+    sizes = [int(row.size) for row in rows]
     wrong = next((i for i, size in enumerate(sizes) if size != expected), None)
     if wrong is None:
         return
     tail = f"but the model expects {expected} (input shape {list(input_shape)}); nothing was sent"
     if len(set(sizes)) == 1:
-        raise ClientError(f"{examples.source}: each example has {sizes[0]} features, {tail}")
-    raise ClientError(
-        f"{examples.source}: example index {wrong} has {sizes[wrong]} features, {tail}"
-    )
+        raise ClientError(f"{source}: each example has {sizes[0]} features, {tail}")
+    raise ClientError(f"{source}: example index {wrong} has {sizes[wrong]} features, {tail}")

@@ -111,3 +111,10 @@ def test_csv_and_npz_files(digits_served: Served, tmp_path: Path) -> None:
     code, out = predict(digits_served, data=str(npz), summary=True, format="json")
     assert code == 0
     assert json.loads(out)["correct"] == expected
+
+
+def test_limit_sends_and_checks_only_the_first_examples(shared_server: Served) -> None:
+    stdin = json.dumps([[0.0] * 64, [0.5] * 64, [1.0] * 5])  # the third is never sent
+    code, out = predict(shared_server, stdin, data="-", limit=2, summary=True, format="json")
+    assert code == 0
+    assert json.loads(out)["count"] == 2

@@ -101,6 +101,20 @@ def test_wrong_feature_count_is_one_error_before_sending(
     assert _predict_calls(served) == 0
 
 
+def test_data_for_another_model_is_told_by_its_feature_count(
+    serve, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Digits against a 4-feature model: the count is the error, not the first unknown label."""
+    served = serve(load_model(write_tiny_model(tmp_path / "four.onnx", features=4, classes=3)))
+    code, out = predict(served, data="digits", summary=True)
+    assert (code, out) == (1, "")
+    err = capsys.readouterr().err
+    assert (
+        "digits (test: 359 examples): each example has 64 features, but the model expects 4" in err
+    )
+    assert _predict_calls(served) == 0
+
+
 def test_one_short_example_on_stdin_stops_the_run_before_sending(
     served: Served, capsys: pytest.CaptureFixture
 ) -> None:
