@@ -122,18 +122,23 @@ def _add_health(subparsers: argparse._SubParsersAction) -> None:
     health.set_defaults(func=_health)
 
 
+PREDICT_DESCRIPTION = (
+    "Send examples one at a time. --data: 'digits' (its test split by default, "
+    "as recorded in the model's training metrics), a .csv/.npz file, or '-' for JSON on "
+    "stdin: a list of examples, or one example per line; an example is a list of numbers "
+    'or {"features": [...], "label": "3"} (label optional). Labels are matched against '
+    'the model\'s class labels as text: 3 and "3" both mean the class labelled "3", never '
+    "the class at index 3. Before anything is sent, a label that matches no class, or an "
+    "example whose feature count differs from the model's input, stops the run (exit 1)."
+)
+
+
 def _add_predict(subparsers: argparse._SubParsersAction) -> None:
     predict = subparsers.add_parser(
         "predict",
         help="send examples to a server one at a time; print predictions or a summary",
         formatter_class=DefaultsHelpFormatter,
-        description="Send examples one at a time. --data: 'digits' (its test split by default, "
-        "as recorded in the model's training metrics), a .csv/.npz file, or '-' for JSON on "
-        "stdin: a list of examples, or one example per line; an example is a list of numbers "
-        'or {"features": [...], "label": "3"} (label optional). Labels are matched against '
-        'the model\'s class labels as text: 3 and "3" both mean the class labelled "3", never '
-        "the class at index 3. Before anything is sent, a label that matches no class, or an "
-        "example whose feature count differs from the model's input, stops the run (exit 1).",
+        description=PREDICT_DESCRIPTION,
     )
     predict.add_argument(
         "--target", default=defaults.TARGET, metavar="HOST:PORT", help="the server to call"

@@ -134,15 +134,22 @@ def _import_training():
     return pipeline
 
 
-def _run_train(args: argparse.Namespace) -> int:
+def _would_overwrite(args: argparse.Namespace) -> bool:
+    """True (message on stderr) when --out holds a model.onnx and --overwrite was not given."""
     existing = args.out / defaults.MODEL_FILE
-    if existing.exists() and not args.overwrite:
-        # The default --out is the model `make run` serves: never replace it by accident.
-        print(
-            f"foldserve train: {existing} already exists; pass --overwrite to replace it, "
-            "or choose another --out",
-            file=sys.stderr,
-        )
+    if not existing.exists() or args.overwrite:
+        return False
+    # The default --out is the model `make run` serves: never replace it by accident.
+    print(
+        f"foldserve train: {existing} already exists; pass --overwrite to replace it, "
+        "or choose another --out",
+        file=sys.stderr,
+    )
+    return True
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    if _would_overwrite(args):
         return 2
     pipeline = _import_training()
     from training.data import DataError
