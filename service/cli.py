@@ -12,6 +12,7 @@ never pays for onnxruntime.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
@@ -20,6 +21,26 @@ from service import defaults
 from service.defaults import COMMAND, PLUGIN_GROUP
 
 Register = Callable[[argparse._SubParsersAction], None]
+
+# What a shell reports for a command stopped by SIGINT (Ctrl-C) and by SIGPIPE: 128 + signal.
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to a flag's help, except where there is nothing worth showing.
+
+    Skipped: on/off flags, flags without a default (None; their help says what happens then),
+    and help that already names its default.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        # `is`, not `in`: a default of 0 is worth showing, though 0 == False.
+        nothing = action.default is None or action.default is False or action.default == ""
+        if nothing or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def _register_plugins(subparsers: argparse._SubParsersAction) -> None:
@@ -80,34 +101,56 @@ def _add_health(subparsers: argparse._SubParsersAction) -> None:
     health = subparsers.add_parser(
         "health",
         help="exit 0 iff the server's gRPC health check says SERVING",
+        formatter_class=DefaultsHelpFormatter,
         description="Ask a server's standard gRPC health service (grpc.health.v1) once: exit 0 "
         "when it answers SERVING, 1 otherwise, with the reason on stderr. The container "
         "HEALTHCHECK runs this.",
     )
-    health.add_argument("--target", default=defaults.TARGET, help="host:port of the server")
-    health.add_argument("--service", default="", help="service name to check ('' = the server)")
+    health.add_argument(
+        "--target", default=defaults.TARGET, metavar="HOST:PORT", help="the server to ask"
+    )
+    health.add_argument(
+        "--service", default="", metavar="NAME", help="service to check (default: '', the server)"
+    )
     health.add_argument(
         "--timeout",
         type=float,
         default=defaults.HEALTH_TIMEOUT_SECONDS,
-        help="seconds to wait for an answer",
+        metavar="SECONDS",
+        help="how long to wait for an answer",
     )
     health.set_defaults(func=_health)
+
+
+PREDICT_DESCRIPTION = (
+    "Send examples one at a time. --data: 'digits' (its test split by default, "
+    "as recorded in the model's training metrics), a .csv/.npz file, or '-' for JSON on "
+    "stdin: a list of examples, or one example per line; an example is a list of numbers "
+    'or {"features": [...], "label": "3"} (label optional). Labels are matched against '
+    'the model\'s class labels as text: 3 and "3" both mean the class labelled "3", never '
+    "the class at index 3. Before anything is sent, a label that matches no class, or an "
+    "example whose feature count differs from the model's input, stops the run (exit 1)."
+)
 
 
 def _add_predict(subparsers: argparse._SubParsersAction) -> None:
     predict = subparsers.add_parser(
         "predict",
         help="send examples to a server one at a time; print predictions or a summary",
-        description="Send examples one at a time. --data: 'digits' (default: its test split, "
-        "as recorded in the model's training metrics), a .csv/.npz file, or '-' for JSON on "
-        "stdin: a list of examples, or one example per line; an example is a list of numbers "
-        'or {"features": [...], "label": <class label or index>} (label optional).',
+        formatter_class=DefaultsHelpFormatter,
+        description=PREDICT_DESCRIPTION,
     )
-    predict.add_argument("--target", default=defaults.TARGET, help="host:port of the server")
-    predict.add_argument("--data", default=defaults.DIGITS, help="digits, FILE.csv, FILE.npz or -")
     predict.add_argument(
-        "--label-column", default=defaults.LABEL_COLUMN, help="label column of a CSV file"
+        "--target", default=defaults.TARGET, metavar="HOST:PORT", help="the server to call"
+    )
+    predict.add_argument(
+        "--data", default=defaults.DIGITS, metavar="SOURCE", help="digits, FILE.csv, FILE.npz or -"
+    )
+    predict.add_argument(
+        "--label-column",
+        default=defaults.LABEL_COLUMN,
+        metavar="NAME",
+        help="label column of a CSV file",
     )
     predict.add_argument(
         "--split",
@@ -120,11 +163,22 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument(
         "--format", choices=("text", "json"), default="text", help="summary as text or JSON"
     )
-    predict.add_argument("--limit", type=int, default=None, help="send at most this many")
     predict.add_argument(
-        "--timeout", type=float, default=defaults.PREDICT_TIMEOUT_SECONDS, help="seconds per call"
+        "--limit", type=int, default=None, metavar="N", help="send at most N (default: all)"
     )
-    predict.add_argument("--model-name", default="", help="model name to request ('' = any)")
+    predict.add_argument(
+        "--timeout",
+        type=float,
+        default=defaults.PREDICT_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="deadline of each call",
+    )
+    predict.add_argument(
+        "--model-name",
+        default="",
+        metavar="NAME",
+        help="model to request (default: '', whichever the server serves)",
+    )
     predict.set_defaults(func=_predict)
 
 
@@ -132,14 +186,17 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     bench = subparsers.add_parser(
         "bench",
         help="measure sequential latency: bare gRPC echo servers vs foldserve Predict",
+        formatter_class=DefaultsHelpFormatter,
         description="Start an echo server (sync and asyncio), a bare model server and foldserve, "
         "each in its own process, time sequential Predict calls to them in alternating blocks, "
         "and print p50/p99 per run and the medians, with ratios taken run by run.",
     )
-    bench.add_argument("--model", required=True, help="model.onnx to serve")
-    bench.add_argument("--calls", type=int, default=2000, help="sequential calls per run")
-    bench.add_argument("--runs", type=int, default=5, help="runs (the median is reported)")
-    bench.add_argument("--warmup", type=int, default=300, help="untimed calls before each run")
+    bench.add_argument("--model", required=True, metavar="PATH", help="model.onnx to serve")
+    bench.add_argument("--calls", type=int, default=2000, metavar="N", help="calls per run")
+    bench.add_argument("--runs", type=int, default=5, metavar="N", help="runs (median reported)")
+    bench.add_argument(
+        "--warmup", type=int, default=300, metavar="N", help="untimed calls before each run"
+    )
     bench.set_defaults(func=_bench)
 
 
@@ -202,11 +259,28 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; each subcommand sets `func(args) -> int` on its parser."""
+    """Run the command line; each subcommand sets `func(args) -> int` on its parser.
+
+    Returns:
+        The subcommand's exit code; 130 after Ctrl-C (one line "interrupted" on stderr) and 141
+        when stdout's reader went away (`foldserve predict | head -1`), without a traceback.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        args = build_parser(argv).parse_args(argv)
+        code = int(args.func(args) or 0)
+        # Flush here, not at interpreter exit, so a closed pipe is caught below.
+        sys.stdout.flush()
+        return code
+    except KeyboardInterrupt:
+        name = " ".join(filter(None, (COMMAND, _wanted_command(argv))))
+        print(f"{name}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Python flushes stdout again at exit and would report the same broken pipe there.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from service.defaults import (
 )
 
 DIGITS_IMAGE_SHAPE = (1, 8, 8)
+SEMICOLON_HINT = "it looks semicolon-separated; foldserve reads comma-separated CSV"
 
 
 class DataError(ValueError):
@@ -89,8 +90,8 @@ def _load_digits() -> Dataset:
         from sklearn.datasets import load_digits
     except ImportError as exc:  # serving-only install
         raise DataError(
-            "the digits data set ships with scikit-learn: install foldserve[train] "
-            "or pass a .csv/.npz data file"
+            "the digits data set ships with scikit-learn: install the train extra (`make venv`, "
+            "or `pip install -e '.[train]'` in a checkout) or pass a .csv/.npz data file"
         ) from exc
     bunch = load_digits()
     return Dataset(
@@ -121,10 +122,11 @@ def _load_npz(path: Path) -> Dataset:
             f"(X has {raw_features.shape[0]} rows, y has shape {raw_labels.shape})"
         )
     try:
-        features = raw_features.astype(np.float32).reshape(raw_features.shape[0], -1)
+        values = raw_features.astype(np.float32)
     except (TypeError, ValueError) as exc:
         raise DataError(f"{path}: X is not numeric ({raw_features.dtype})") from exc
-    _check_finite(path, features, row_offset=0)
+    _check_finite(path, values)
+    features = values.reshape(raw_features.shape[0], -1)
     image_shape = tuple(raw_features.shape[1:]) if raw_features.ndim > 2 else None
     labels, class_labels = _encode_labels(path, [str(v) for v in raw_labels.tolist()])
     return Dataset(path.name, features, labels, class_labels, image_shape)
@@ -140,7 +142,7 @@ def _load_csv(path: Path, label_column: str) -> Dataset:
         if label_column not in header:
             raise DataError(
                 f"{path}: no label column {label_column!r}; columns are {header} "
-                "(choose one with --label-column)"
+                f"(choose one with --label-column){_semicolon_hint(header)}"
             )
         label_index = header.index(label_column)
         feature_names = [name for i, name in enumerate(header) if i != label_index]
@@ -148,15 +150,17 @@ def _load_csv(path: Path, label_column: str) -> Dataset:
             raise DataError(f"{path}: no feature columns besides the label {label_column!r}")
         rows: list[list[float]] = []
         raw_labels: list[str] = []
-        for line_number, row in enumerate(reader, start=2):
+        for row in reader:
+            # The file's line where this row ends: a quoted value may hold line breaks.
+            where = f"{path}, line {reader.line_num}"
             if not row:
                 continue
             if len(row) != len(header):
                 raise DataError(
-                    f"{path}, row {line_number}: {len(row)} values, expected {len(header)}"
+                    f"{where}: {len(row)} values, expected {len(header)}{_semicolon_hint(row)}"
                 )
             raw_labels.append(row[label_index].strip())
-            rows.append(_parse_row(path, line_number, row, header, label_index))
+            rows.append(_parse_row(where, row, header, label_index))
     if not rows:
         raise DataError(f"{path}: no data rows after the header")
     features = np.asarray(rows, dtype=np.float32)
@@ -164,9 +168,11 @@ def _load_csv(path: Path, label_column: str) -> Dataset:
     return Dataset(path.name, features, labels, class_labels, None, feature_names)
 
 
-def _parse_row(
-    path: Path, line_number: int, row: list[str], header: list[str], label_index: int
-) -> list[float]:
+def _semicolon_hint(cells: list[str]) -> str:
+    return f"; {SEMICOLON_HINT}" if any(";" in cell for cell in cells) else ""
+
+
+def _parse_row(where: str, row: list[str], header: list[str], label_index: int) -> list[float]:
     values = []
     for i, cell in enumerate(row):
         if i == label_index:
@@ -175,23 +181,23 @@ def _parse_row(
             value = float(cell)
         except ValueError:
             raise DataError(
-                f"{path}, row {line_number}, column {header[i]!r}: {cell!r} is not a number"
+                f"{where}, column {header[i]!r}: {cell!r} is not a number{_semicolon_hint([cell])}"
             ) from None
         if not math.isfinite(value):
-            raise DataError(
-                f"{path}, row {line_number}, column {header[i]!r}: {cell!r} is not finite"
-            )
+            raise DataError(f"{where}, column {header[i]!r}: {cell!r} is not finite")
         values.append(value)
     return values
 
 
-def _check_finite(path: Path, features: np.ndarray, row_offset: int) -> None:
-    bad = np.argwhere(~np.isfinite(features))
+def _check_finite(path: Path, values: np.ndarray) -> None:
+    # Rows are numbered from 1 (row 1 = the first example), as a user counts them; the numpy
+    # index into X (from 0) follows, so either reading finds the value.
+    bad = np.argwhere(~np.isfinite(values))
     if bad.size:
-        row, column = (int(v) for v in bad[0])
+        index = tuple(int(v) for v in bad[0])
         raise DataError(
-            f"{path}, row {row + row_offset}, feature {column}: "
-            f"{features[row, column]} is not finite (NaN or infinity)"
+            f"{path}, row {index[0] + 1} (counting from 1; X[{', '.join(map(str, index))}]): "
+            f"{values[index]} is not finite (NaN or infinity)"
         )
 
 

@@ -21,63 +21,95 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    from service.cli import DefaultsHelpFormatter
+
     train = subparsers.add_parser(
         "train",
         help="fit a BN network, fold BN away, export and verify model.onnx",
+        formatter_class=DefaultsHelpFormatter,
         description="Fit a BatchNorm network, recompute precise BN statistics, fold every BN into "
-        "the neighbouring layers, and export a verified ONNX model with metadata. Under torchrun "
+        "the neighbouring layers, and export a verified ONNX model with metadata. An existing "
+        "model.onnx in --out is kept unless --overwrite is given. Under torchrun "
         "(torchrun --nproc-per-node N -m service.cli train ...) it trains data-parallel: "
         "--batch-size is the global batch, BN statistics are global, rank 0 writes the files.",
     )
-    train.add_argument(
-        "--data", default=defaults.DIGITS, help="'digits' (built in), a .csv or an .npz"
+    add = train.add_argument
+    add("--data", default=defaults.DIGITS, metavar="SOURCE", help="'digits', a .csv or an .npz")
+    add("--label-column", default=defaults.LABEL_COLUMN, metavar="NAME", help="CSV label column")
+    _add_model_flags(train)
+    _add_fit_flags(train)
+    add("--model-version", metavar="V", help="version recorded in the model (default: UTC time)")
+    add("--out", type=Path, default=Path(defaults.MODEL_DIR), metavar="DIR", help="output folder")
+    add("--overwrite", action="store_true", help="replace an existing model.onnx in --out")
+    add("--no-progress", action="store_true", help="no progress bar")
+    add("--dry-run", action="store_true", help="one batch per epoch (smoke test)")
+    train.set_defaults(func=_run_train)
+
+
+def _add_model_flags(train: argparse.ArgumentParser) -> None:
+    # These default to None (the model spec's own default applies), so the help names it.
+    add = train.add_argument
+    hidden, channels = (",".join(map(str, w)) for w in (defaults.MLP_HIDDEN, defaults.CNN_CHANNELS))
+    add("--arch", choices=defaults.ARCHITECTURES, default=defaults.ARCH, help="network to train")
+    add("--hidden", type=_widths, metavar="W,W", help=f"MLP hidden widths (default: {hidden})")
+    add("--channels", type=_widths, metavar="C,C", help=f"CNN channels (default: {channels})")
+    add("--no-input-bn", action="store_true", help="no BN over the raw inputs")
+    add(
+        "--dropout",
+        type=float,
+        metavar="P",
+        help=f"dropout after each hidden block (default: {defaults.DROPOUT})",
     )
-    train.add_argument(
-        "--label-column", default=defaults.LABEL_COLUMN, help="CSV column holding the label"
-    )
-    train.add_argument("--arch", choices=defaults.ARCHITECTURES, default=defaults.ARCH)
-    train.add_argument("--hidden", type=_widths, help="MLP hidden widths, e.g. 512,256")
-    train.add_argument("--channels", type=_widths, help="CNN conv channels, e.g. 32,64")
-    train.add_argument("--no-input-bn", action="store_true", help="no BN over the raw inputs")
-    train.add_argument(
-        "--dropout", type=float, help=f"dropout after each block (default {defaults.DROPOUT})"
-    )
+
+
+def _add_fit_flags(train: argparse.ArgumentParser) -> None:
     epochs = ", ".join(f"{n} ({arch})" for arch, n in defaults.EPOCHS.items())
-    train.add_argument("--epochs", type=int, default=None, help=f"default {epochs}")
-    train.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE)
     train.add_argument(
-        "--lr", type=float, default=defaults.LEARNING_RATE, help="peak learning rate (one-cycle)"
+        "--epochs",
+        type=int,
+        metavar="N",
+        help=f"passes over the training split (default: {epochs})",
     )
-    train.add_argument("--optimizer", choices=defaults.OPTIMIZERS, default=defaults.OPTIMIZER)
-    train.add_argument("--weight-decay", type=float, default=defaults.WEIGHT_DECAY)
-    train.add_argument("--seed", type=int, default=defaults.SPLIT_SEED)
-    train.add_argument("--device", choices=defaults.DEVICES, default=defaults.DEVICE)
-    train.add_argument("--val-fraction", type=float, default=defaults.VAL_FRACTION)
-    train.add_argument("--test-fraction", type=float, default=defaults.TEST_FRACTION)
+    for flag, kind, default, metavar, text in (
+        ("--batch-size", int, defaults.BATCH_SIZE, "N", "examples per training step"),
+        ("--lr", float, defaults.LEARNING_RATE, "RATE", "peak learning rate (one-cycle schedule)"),
+        ("--weight-decay", float, defaults.WEIGHT_DECAY, "W", "the optimizer's weight decay"),
+        ("--seed", int, defaults.SPLIT_SEED, "N", "seed of the data split and of training"),
+        ("--val-fraction", float, defaults.VAL_FRACTION, "F", "share of each class to validate on"),
+        ("--test-fraction", float, defaults.TEST_FRACTION, "F", "share of each class to test on"),
+    ):
+        train.add_argument(flag, type=kind, default=default, metavar=metavar, help=text)
+    train.add_argument(
+        "--optimizer", choices=defaults.OPTIMIZERS, default=defaults.OPTIMIZER, help="optimizer"
+    )
+    train.add_argument(
+        "--device", choices=defaults.DEVICES, default=defaults.DEVICE, help="where to train"
+    )
     train.add_argument(
         "--moving-average-bn",
         action="store_true",
         help="keep BN's moving averages instead of recomputing precise statistics",
     )
-    train.add_argument("--model-version", help="version recorded in the model (default: UTC time)")
-    train.add_argument(
-        "--out", type=Path, default=Path(defaults.MODEL_DIR), help="output directory"
-    )
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.add_argument("--dry-run", action="store_true", help="one batch per epoch (smoke test)")
-    train.set_defaults(func=_run_train)
 
 
 def _add_export(subparsers: argparse._SubParsersAction) -> None:
+    from service.cli import DefaultsHelpFormatter
+
     export = subparsers.add_parser(
         "export",
         help="fold, export and verify model.onnx from a training checkpoint",
+        formatter_class=DefaultsHelpFormatter,
         description="Rebuild a trained network from checkpoint.pt, fold its BatchNorms, export "
         "ONNX with metadata and verify it against the unfolded network.",
     )
-    export.add_argument("--checkpoint", type=Path, required=True)
-    export.add_argument("--out", type=Path, help="output directory (default: the checkpoint's)")
-    export.add_argument("--model-version", help="version recorded in the model")
+    add = export.add_argument
+    add("--checkpoint", type=Path, required=True, metavar="PATH", help="a train checkpoint.pt")
+    add("--out", type=Path, metavar="DIR", help="output folder (default: the checkpoint's folder)")
+    add(
+        "--model-version",
+        metavar="V",
+        help="version recorded in the model (default: the checkpoint's, else UTC time)",
+    )
     export.set_defaults(func=_run_export)
 
 
@@ -98,12 +130,29 @@ def _import_training():
         from training import pipeline
     except ImportError as exc:
         sys.exit(
-            f"foldserve: training needs the train extra (pip install 'foldserve[train]'): {exc}"
+            "foldserve: training needs the train extra (`make venv`, or "
+            f"`pip install -e '.[train]'` in a checkout; foldserve is not on PyPI): {exc}"
         )
     return pipeline
 
 
+def _would_overwrite(args: argparse.Namespace) -> bool:
+    """True (message on stderr) when --out holds a model.onnx and --overwrite was not given."""
+    existing = args.out / defaults.MODEL_FILE
+    if not existing.exists() or args.overwrite:
+        return False
+    # The default --out is the model `make run` serves: never replace it by accident.
+    print(
+        f"foldserve train: {existing} already exists; pass --overwrite to replace it, "
+        "or choose another --out",
+        file=sys.stderr,
+    )
+    return True
+
+
 def _run_train(args: argparse.Namespace) -> int:
+    if _would_overwrite(args):
+        return 2
     pipeline = _import_training()
     from training.data import DataError
     from training.export import ExportError

@@ -23,7 +23,7 @@ from service.defaults import DRAIN_QUIET_SECONDS, LIVENESS_SERVICE
 from service.metrics import Metrics, serve_metrics
 from service.server import grpc_server
 from service.server.config import ServeConfig
-from service.server.grpc_server import ServeError
+from service.server.ports import ServeError, address
 from service.server.reload import Reloader
 from service.server.security import SecurityError, server_credentials, token_check
 
@@ -79,11 +79,6 @@ class RunningServer:
         self.server.stop(min(max(deadline - time.monotonic(), 0.0), DRAIN_QUIET_SECONDS)).wait()
         if self.metrics_http is not None:
             self.metrics_http.shutdown()  # type: ignore[attr-defined]
-
-
-def address(host: str, port: int) -> str:
-    """`host:port`, with an IPv6 host in brackets."""
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 def open_repository(config: ServeConfig, registry: CollectorRegistry) -> ModelRepository:
@@ -142,7 +137,7 @@ def start_server(
     grpc_server.count_grpc_refusals(server, handlers, calls)
     health_servicer = grpc_server.add_standard_services(server, config, SERVICE_NAMES)
     server.add_generic_rpc_handlers((grpc_server.UnknownMethods(calls, SERVICE_NAMES),))
-    port = grpc_server.bind(server, address(config.host, config.port), credentials)
+    port = grpc_server.bind(server, config.host, config.port, credentials, share_port)
     metrics_http, metrics_port = None, None
     if serve_metrics_http:
         metrics_http, metrics_port = _metrics_endpoint(registry, config.host, config.metrics_port)

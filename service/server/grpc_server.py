@@ -15,13 +15,10 @@ from service.api.calls import ApiHandler, Calls
 from service.core.errors import Status
 from service.defaults import MESSAGE_SIZE_HEADROOM, RPC_HEADROOM
 from service.server.config import ServeConfig
+from service.server.ports import ServeError, address, probe
 
 # The method label of calls to a method no service here has (counted, never one series each).
 UNKNOWN_METHOD = "unknown"
-
-
-class ServeError(Exception):
-    """The server cannot start (port in use, bad address, unusable TLS); the message says which."""
 
 
 def build(
@@ -111,12 +108,22 @@ def count_grpc_refusals(server: grpc.Server, handlers: Sequence[ApiHandler], cal
         handler.on_lookup = on_lookup
 
 
-def bind(server: grpc.Server, where: str, credentials: grpc.ServerCredentials | None) -> int:
-    """Listen on `where` (TLS when `credentials`); the port bound.
+def bind(
+    server: grpc.Server,
+    host: str,
+    port: int,
+    credentials: grpc.ServerCredentials | None,
+    shared: bool = False,
+) -> int:
+    """Listen on `host:port` (TLS when `credentials`); the port bound. `shared`: a worker's port,
+    which the supervisor has already probed and holds.
 
     Raises:
         ServeError: the port is in use or the address is invalid.
     """
+    if port and not shared:  # port 0 always finds a free port
+        probe(host, port)
+    where = address(host, port)
     try:
         if credentials is None:
             bound = server.add_insecure_port(where)

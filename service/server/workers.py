@@ -27,6 +27,7 @@ from queue import Empty
 
 from service.defaults import WORKER_RESTARTS, WORKER_START_SECONDS
 from service.server.config import ServeConfig
+from service.server.ports import ServeError, probe
 
 log = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -45,21 +46,15 @@ def reserved_port(host: str, port: int):
     a socket bound with SO_REUSEPORT stays bound, so the port stays ours while the workers bind
     it beside each other.
     """
+    try:
+        port = probe(host, port)
+    except ServeError as exc:
+        raise WorkerError(str(exc)) from None
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    address = host.strip("[]")
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((address, port))
-        except OSError as exc:
-            raise WorkerError(
-                f"cannot listen on {host}:{port}: port in use or address invalid ({exc.strerror})"
-            ) from None
-        port = probe.getsockname()[1]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
-        sock.bind((address, port))
+        sock.bind((host.strip("[]"), port))
         yield port
     finally:
         sock.close()

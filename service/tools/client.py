@@ -1,4 +1,9 @@
-"""`foldserve predict`: send examples to a server one at a time, print predictions or a summary."""
+"""`foldserve predict`: send examples to a server one at a time, print predictions or a summary.
+
+It first asks the server to describe its model (failing at once, with gRPC's reason, when nothing
+listens there), then reads the examples and checks them against that model (service/tools/
+examples.py: labels, feature count), and only then sends them.
+"""
 
 from __future__ import annotations
 
@@ -6,130 +11,37 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import grpc
 import numpy as np
-from google.protobuf import json_format
 
 from service._proto.foldserve.v1 import predictor_pb2, predictor_pb2_grpc
-from service.datasets import DataError, load_dataset, split_dataset
-from service.defaults import DIGITS, SPLIT_SEED, TEST_FRACTION, VAL_FRACTION
-
-DEFAULT_SPLIT = {"seed": SPLIT_SEED, "val_fraction": VAL_FRACTION, "test_fraction": TEST_FRACTION}
+from service.tools.examples import ClientError, Examples, load_examples
+from service.tools.rpc_errors import describe_rpc_error
 
 
 @dataclass
-class Examples:
-    """Features to send, with the true class index of each (-1: unknown)."""
+class Tally:
+    """What the calls returned: predicted class index per example (-1: failed), latencies."""
 
-    features: Sequence[np.ndarray]
-    labels: np.ndarray
-    source: str
-
-
-class ClientError(Exception):
-    """Input the client cannot use, or a server it cannot reach."""
+    predicted: list[int] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
 
 
-def _model_split(description: predictor_pb2.DescribeModelResponse) -> dict[str, Any]:
-    metrics = json_format.MessageToDict(description.training_metrics)
-    split = metrics.get("split")
-    if not isinstance(split, dict):
-        print(
-            f"foldserve predict: warning: the model records no data split; using {DEFAULT_SPLIT}",
-            file=sys.stderr,
-        )
-        return DEFAULT_SPLIT
-    return {
-        "seed": int(split.get("seed", DEFAULT_SPLIT["seed"])),
-        "val_fraction": float(split.get("val_fraction", DEFAULT_SPLIT["val_fraction"])),
-        "test_fraction": float(split.get("test_fraction", DEFAULT_SPLIT["test_fraction"])),
-    }
+def _percentile_ms(latencies: list[float], q: float) -> float | None:
+    return float(np.percentile(np.asarray(latencies), q) * 1e3) if latencies else None
 
 
-def _class_index(label: Any, classes: list[str]) -> int:
-    if isinstance(label, bool) or label is None:
-        return -1
-    if isinstance(label, int):
-        return label if 0 <= label < len(classes) else -1
-    text = str(label)
-    return classes.index(text) if text in classes else -1
+def summarize(
+    predicted: list[int], labels: np.ndarray, latencies: list[float], errors: int
+) -> dict[str, Any]:
+    """The summary: count, errors, accuracy over labelled examples, latency percentiles (ms).
 
-
-def load_examples(
-    data: str,
-    label_column: str,
-    split: str | None,
-    description: predictor_pb2.DescribeModelResponse,
-    stdin: TextIO,
-) -> Examples:
-    """Read the examples to send.
-
-    Args:
-        data: "digits", a .csv/.npz path, or "-" for JSON on stdin.
-        label_column: the CSV label column.
-        split: test/val/train/all (None: test for digits, all otherwise).
-        description: the served model, for its split and class labels.
-        stdin: where "-" reads from.
-
-    Raises:
-        ClientError: unreadable data.
+    Accuracy is None without labels; each latency percentile is None when no call succeeded.
     """
-    classes = list(description.class_labels)
-    if data == "-":
-        return _from_json(stdin.read(), classes)
-    try:
-        dataset = load_dataset(data, label_column)
-    except DataError as exc:
-        raise ClientError(str(exc)) from None
-    part = split or ("test" if data == DIGITS else "all")
-    if part != "all":
-        dataset = getattr(split_dataset(dataset, **_model_split(description)), part)
-    labels = np.array([_class_index(dataset.class_labels[i], classes) for i in dataset.labels])
-    return Examples(dataset.features, labels, f"{data} ({part}: {len(dataset)} examples)")
-
-
-def _from_json(text: str, classes: list[str]) -> Examples:
-    text = text.strip()
-    if not text:
-        raise ClientError("stdin: no examples (expected JSON)")
-    try:
-        items = json.loads(text)
-        if not isinstance(items, list) or (items and isinstance(items[0], int | float)):
-            items = [items]  # a single example given as one JSON value
-    except json.JSONDecodeError:
-        try:
-            items = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as exc:
-            raise ClientError(f"stdin: not JSON or JSON lines ({exc})") from None
-    features, labels = [], []
-    for i, item in enumerate(items):
-        if isinstance(item, dict):
-            if "features" not in item:
-                raise ClientError(f"stdin: example {i} has no 'features' key")
-            features.append(item["features"])
-            labels.append(_class_index(item.get("label"), classes))
-        elif isinstance(item, list):
-            features.append(item)
-            labels.append(-1)
-        else:
-            raise ClientError(f"stdin: example {i} is neither a list nor an object with features")
-    try:
-        rows = [np.asarray(f, dtype=np.float32).ravel() for f in features]
-    except (TypeError, ValueError) as exc:
-        raise ClientError(f"stdin: features must be numbers ({exc})") from None
-    return Examples(rows, np.asarray(labels, dtype=np.int64), "stdin")
-
-
-def _percentile_ms(latencies: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(latencies), q) * 1e3) if latencies else float("nan")
-
-
-def summarize(predicted: list[int], labels: np.ndarray, latencies: list[float], errors: int):
-    """The summary: count, errors, accuracy over labelled examples, latency percentiles (ms)."""
     known = labels[: len(predicted)] >= 0
     pred = np.asarray(predicted, dtype=np.int64)
     correct = int(np.sum((pred == labels[: len(pred)]) & known))
@@ -157,7 +69,75 @@ def _print_summary(summary: dict[str, Any], fmt: str, out: TextIO) -> None:
             file=out,
         )
     lat = summary["latency_ms"]
-    print(f"latency_ms: p50={lat['p50']:.3f} p90={lat['p90']:.3f} p99={lat['p99']:.3f}", file=out)
+    if lat["p50"] is None:
+        print("latency_ms: n/a (no call succeeded)", file=out)
+    else:
+        print(
+            f"latency_ms: p50={lat['p50']:.3f} p90={lat['p90']:.3f} p99={lat['p99']:.3f}", file=out
+        )
+
+
+def _prepare(
+    stub: predictor_pb2_grpc.PredictorStub, args: argparse.Namespace, stdin: TextIO
+) -> tuple[predictor_pb2.DescribeModelResponse, Examples]:
+    """Describe the served model, then read and check the examples against it.
+
+    Raises:
+        grpc.RpcError: the server did not answer; ClientError: unusable examples.
+    """
+    # No wait_for_ready: a closed port fails now (UNAVAILABLE), not when --timeout runs out.
+    description = stub.DescribeModel(
+        predictor_pb2.DescribeModelRequest(model_name=args.model_name), timeout=args.timeout
+    )
+    examples = load_examples(
+        args.data, args.label_column, args.split, description, stdin, args.limit
+    )
+    return description, examples
+
+
+def _send(
+    stub: predictor_pb2_grpc.PredictorStub, index: int, features: np.ndarray, args, tally: Tally
+) -> predictor_pb2.PredictResponse | None:
+    """One Predict call, recorded in `tally`; None (message on stderr) when it failed."""
+    request = predictor_pb2.PredictRequest(
+        features=features.tolist(), request_id=str(index), model_name=args.model_name
+    )
+    start = time.perf_counter()
+    try:
+        reply = stub.Predict(request, timeout=args.timeout)
+    except grpc.RpcError as exc:
+        tally.errors += 1
+        tally.predicted.append(-1)
+        print(
+            f"foldserve predict: example index {index}: {describe_rpc_error(exc)}", file=sys.stderr
+        )
+        return None
+    tally.latencies.append(time.perf_counter() - start)
+    tally.predicted.append(reply.label)
+    return reply
+
+
+def _send_all(
+    stub: predictor_pb2_grpc.PredictorStub,
+    examples: Examples,
+    classes: list[str],
+    args: argparse.Namespace,
+    out: TextIO,
+) -> Tally:
+    """Send every example in order; without --summary print one JSON line per answer."""
+    tally = Tally()
+    for i, features in enumerate(examples.features):
+        reply = _send(stub, i, features, args, tally)
+        if reply is None or args.summary:
+            continue
+        line = {"index": i, "label": reply.label, "class": reply.class_name}
+        line["probability"] = round(float(reply.probabilities[reply.label]), 6)
+        true = int(examples.labels[i])
+        if true >= 0:
+            line["true_class"] = classes[true]
+        line["latency_ms"] = round(tally.latencies[-1] * 1e3, 3)
+        print(json.dumps(line), file=out)
+    return tally
 
 
 def run_predict(
@@ -166,60 +146,22 @@ def run_predict(
     """Run `foldserve predict`.
 
     Returns:
-        0 when every example got a prediction; 1 on any error (message on stderr).
+        0 when every example got a prediction; 1 on any error (message on stderr). A server that
+        cannot be reached, a label that names no class of the model, or examples of the wrong
+        size stop the run before anything is sent.
     """
     with grpc.insecure_channel(args.target) as channel:
         stub = predictor_pb2_grpc.PredictorStub(channel)
         try:
-            description = stub.DescribeModel(
-                predictor_pb2.DescribeModelRequest(model_name=args.model_name),
-                timeout=args.timeout,
-                wait_for_ready=True,
-            )
-            examples = load_examples(args.data, args.label_column, args.split, description, stdin)
+            description, examples = _prepare(stub, args, stdin)
         except grpc.RpcError as exc:
-            print(
-                f"foldserve predict: {args.target}: {exc.code().name}: {exc.details()}",
-                file=sys.stderr,
-            )
+            print(f"foldserve predict: {args.target}: {describe_rpc_error(exc)}", file=sys.stderr)
             return 1
         except ClientError as exc:
             print(f"foldserve predict: {exc}", file=sys.stderr)
             return 1
-        count = len(examples.features)
-        if args.limit is not None:
-            count = min(count, args.limit)
-        predicted: list[int] = []
-        latencies: list[float] = []
-        errors = 0
-        classes = list(description.class_labels)
-        for i in range(count):
-            request = predictor_pb2.PredictRequest(
-                features=examples.features[i].tolist(),
-                request_id=str(i),
-                model_name=args.model_name,
-            )
-            start = time.perf_counter()
-            try:
-                reply = stub.Predict(request, timeout=args.timeout)
-            except grpc.RpcError as exc:
-                errors += 1
-                predicted.append(-1)
-                print(
-                    f"foldserve predict: example {i}: {exc.code().name}: {exc.details()}",
-                    file=sys.stderr,
-                )
-                continue
-            latencies.append(time.perf_counter() - start)
-            predicted.append(reply.label)
-            if not args.summary:
-                line = {"index": i, "label": reply.label, "class": reply.class_name}
-                line["probability"] = round(float(reply.probabilities[reply.label]), 6)
-                true = int(examples.labels[i])
-                if true >= 0:
-                    line["true_class"] = classes[true]
-                line["latency_ms"] = round(latencies[-1] * 1e3, 3)
-                print(json.dumps(line), file=out)
+        tally = _send_all(stub, examples, list(description.class_labels), args, out)
     if args.summary:
-        _print_summary(summarize(predicted, examples.labels, latencies, errors), args.format, out)
-    return 1 if errors else 0
+        summary = summarize(tally.predicted, examples.labels, tally.latencies, tally.errors)
+        _print_summary(summary, args.format, out)
+    return 1 if tally.errors else 0

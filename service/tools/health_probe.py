@@ -8,6 +8,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.defaults import HEALTH_TIMEOUT_SECONDS
+from service.tools.rpc_errors import describe_rpc_error
 
 
 def check(target: str, service: str = "", timeout: float = HEALTH_TIMEOUT_SECONDS) -> int:
@@ -22,9 +23,8 @@ def check(target: str, service: str = "", timeout: float = HEALTH_TIMEOUT_SECOND
         try:
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         except grpc.RpcError as exc:
-            detail = exc.details() if hasattr(exc, "details") else str(exc)
             print(
-                f"foldserve health: {target} service {service!r}: {exc.code().name}: {detail}",
+                f"foldserve health: {target} service {service!r}: {describe_rpc_error(exc)}",
                 file=sys.stderr,
             )
             return 1

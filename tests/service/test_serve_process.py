@@ -48,15 +48,20 @@ def test_refuses_a_port_in_use(tmp_path: Path, tiny_model_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = run_serve("--model", str(tiny_model_path), "--port", str(port))
-    assert result.returncode != 0
-    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert result.returncode == 2
+    # Only our line: no gRPC C-core log line ("E1201 ... add_port.cc:83] ...") before it.
+    assert (
+        result.stderr == f"foldserve serve: error: cannot listen on 127.0.0.1:{port}: port in use\n"
+    )
 
 
 def test_refuses_a_second_server_on_the_same_port(tmp_path: Path, tiny_model_path: Path) -> None:
     with server_process(tiny_model_path, tmp_path) as first:
         result = run_serve("--model", str(tiny_model_path), "--port", str(first.port))
-        assert result.returncode != 0
-        assert "port in use" in result.stderr
+        assert result.returncode == 2
+        assert result.stderr.splitlines() == [
+            f"foldserve serve: error: cannot listen on 127.0.0.1:{first.port}: port in use"
+        ]
         assert first.terminate() == 0
 
 

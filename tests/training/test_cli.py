@@ -137,3 +137,82 @@ def test_default_training_reaches_the_accuracy_bar(tmp_path, arch, bar):
     assert accuracy >= bar, result.stdout
     graph = onnx.load(str(tmp_path / arch / "model.onnx")).graph
     assert not [n for n in graph.node if n.op_type == "BatchNormalization"]
+
+
+def test_ctrl_c_during_training_prints_one_line(tmp_path):
+    """SIGINT once the fit has started: the last line is "interrupted", exit 130, no traceback."""
+    import os
+    import signal
+
+    process = subprocess.Popen(
+        [*FOLDSERVE, "train", "--epochs", "1000", "--out", str(tmp_path / "o")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        seen = b""
+        while b"epoch" not in seen:  # the progress bar: the fit is running
+            chunk = os.read(process.stderr.fileno(), 4096)
+            assert chunk, f"train ended before its first epoch: {seen.decode()}"
+            seen += chunk
+        process.send_signal(signal.SIGINT)
+        _, rest = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(60)
+    stderr = (seen + rest).decode()
+    assert process.returncode == 130, stderr
+    assert stderr.endswith("foldserve train: interrupted\n")
+    assert "Traceback" not in stderr
+
+
+def test_train_refuses_to_overwrite_a_model_without_the_flag(tmp_path):
+    out = tmp_path / "existing"
+    out.mkdir()
+    (out / "model.onnx").write_bytes(b"a model someone serves")
+    result = _run("train", "--epochs", "1", "--dry-run", "--no-progress", "--out", str(out))
+    assert result.returncode == 2
+    assert f"{out / 'model.onnx'} already exists" in result.stderr
+    assert "--overwrite" in result.stderr
+    assert (out / "model.onnx").read_bytes() == b"a model someone serves"
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx"]  # nothing trained
+    result = _run(
+        "train", "--epochs", "1", "--dry-run", "--no-progress", "--out", str(out), "--overwrite"
+    )
+    assert result.returncode == 0, result.stderr
+    assert onnx.load(str(out / "model.onnx")).graph.node
+
+
+def _help(command, capsys):
+    from service.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    return re.sub(r"\s+", " ", capsys.readouterr().out)  # argparse wraps to the terminal
+
+
+def test_train_and_export_help_show_every_default(capsys):
+    from service import defaults
+
+    text = _help("train", capsys)
+    for expected in [
+        f"--out DIR output folder (default: {defaults.MODEL_DIR})",
+        "--overwrite replace an existing model.onnx in --out",
+        f"--lr RATE peak learning rate (one-cycle schedule) (default: {defaults.LEARNING_RATE})",
+        f"--batch-size N examples per training step (default: {defaults.BATCH_SIZE})",
+        "(default: 40 (mlp), 30 (cnn))",
+        "(default: 512,256)",
+        "(default: 32,64)",
+        f"(default: {defaults.DROPOUT})",
+        f"--seed N seed of the data split and of training (default: {defaults.SPLIT_SEED})",
+        f"(default: {defaults.VAL_FRACTION})",
+        f"(default: {defaults.WEIGHT_DECAY})",
+        f"(default: {defaults.DEVICE})",
+        f"(default: {defaults.OPTIMIZER})",
+        f"(default: {defaults.ARCH})",
+    ]:
+        assert expected in text, expected
+    assert "(default: None)" not in text and "(default: False)" not in text
+    text = _help("export", capsys)
+    assert "(default: the checkpoint's folder)" in text

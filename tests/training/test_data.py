@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -57,14 +59,15 @@ def test_npz_images_keep_their_shape(tmp_path):
     [
         (None, "label", "does not exist"),
         ("a,b\n1,2\n", "label", "no label column 'label'"),
-        ("a,label\n1,x\nfoo,y\n", "label", "row 3, column 'a': 'foo' is not a number"),
-        ("a,label\n1,x\nnan,y\n", "label", "row 3, column 'a': 'nan' is not finite"),
-        ("a,label\ninf,x\n2,y\n", "label", "row 2, column 'a': 'inf' is not finite"),
+        ("a,label\n1,x\nfoo,y\n", "label", "line 3, column 'a': 'foo' is not a number"),
+        ("a,label\n1,x\nnan,y\n", "label", "line 3, column 'a': 'nan' is not finite"),
+        ("a,label\ninf,x\n2,y\n", "label", "line 2, column 'a': 'inf' is not finite"),
+        ('a,label\n1,"x\ny"\nfoo,y\n', "label", "line 4, column 'a'"),  # a quoted newline
         ("a,label\n1,x\n2,x\n", "label", "only one class"),
         ("a,label\n1,x\n2,\n", "label", None),  # an empty label is a class of its own: fine
         ("a,label\n1,x\n", "label", "only one class"),
         ("a,label\n", "label", "no data rows"),
-        ("a,label\n1,x,3\n", "label", "row 2: 3 values, expected 2"),
+        ("a,label\n1,x,3\n", "label", "line 2: 3 values, expected 2"),
     ],
 )
 def test_bad_csv_gets_a_clear_error(tmp_path, content, label_column, message):
@@ -95,7 +98,17 @@ def test_fewer_rows_than_a_split_needs(tmp_path):
     [
         ({"X": np.ones((3, 2))}, r"missing array\(s\) \['y'\]"),
         ({"X": np.ones((3, 2)), "y": np.array([0, 1])}, "one label per row"),
-        ({"X": np.array([[1.0, np.nan], [2, 3]]), "y": np.array([0, 1])}, "row 0, feature 1"),
+        (
+            {"X": np.array([[1.0, np.nan], [2, 3]]), "y": np.array([0, 1])},
+            r"data.npz, row 1 \(counting from 1; X\[0, 1\]\): nan is not finite",
+        ),
+        (
+            {
+                "X": np.where(np.arange(12).reshape(3, 1, 2, 2) == 9, np.inf, 1.0),
+                "y": np.arange(3),
+            },
+            r"row 3 \(counting from 1; X\[2, 0, 0, 1\]\): inf is not finite",
+        ),
         ({"X": np.array([[1.0, 2], [np.inf, 3]]), "y": np.array([0, 1])}, "not finite"),
         ({"X": np.ones((3, 2)), "y": np.array([1, 1, 1])}, "only one class"),
         ({"X": np.array([["a", "b"], ["c", "d"]]), "y": np.array([0, 1])}, "not numeric"),
@@ -133,3 +146,30 @@ def test_large_fractions_still_leave_every_class_a_training_row(tmp_path):
     split = split_dataset(load_dataset(str(path)), val_fraction=0.35, test_fraction=0.6)
     assert np.bincount(split.train.labels, minlength=2).min() >= 1
     assert len(split.train) + len(split.val) + len(split.test) == 20
+
+
+SEMICOLON_HINT = "looks semicolon-separated; foldserve reads comma-separated CSV"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("a;b;label\n1;2;x\n3;4;y\n", "no label column 'label'"),  # the whole header is one column
+        ("a;b;label\n1;2;x\n3;4;y\n", SEMICOLON_HINT),
+        ("a,b,label\n1;2;x\n", f"line 2: 1 values, expected 3; it {SEMICOLON_HINT}"),
+        ("a,label\n1;5,x\n", f"'1;5' is not a number; it {SEMICOLON_HINT}"),
+    ],
+)
+def test_a_semicolon_separated_csv_gets_a_hint(tmp_path, content, message):
+    path = tmp_path / "data.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_dataset(str(path))
+
+
+def test_no_semicolon_hint_for_a_comma_separated_csv(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("a,label\nfoo,x\n")
+    with pytest.raises(DataError) as info:
+        load_dataset(str(path))
+    assert "semicolon" not in str(info.value).split("data.csv", 1)[1]  # (the tmp path has it)
