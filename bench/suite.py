@@ -1,9 +1,11 @@
-"""Sequential latency: bare gRPC echo servers (sync and asyncio) vs foldserve Predict.
+"""The benchmark suite, as `foldserve bench` runs it (see README, Performance):
 
-    .venv/bin/python bench/latency.py --model models/default/model.onnx [--runs 5 --calls 2000]
+    .venv/bin/python bench/suite.py --model models/default/model.onnx \\
+        --bn-kept-model models/default/model_bn_kept.onnx [--short] [--workers 1,2]
 
-Same as `foldserve bench`; prints per-run p50/p99 and the medians, with foldserve's p50 as a
-ratio of the sync echo server's. Needs foldserve installed (`make venv` does).
+Prints the targets, every figure beside the echo floor's, the workers and onnxruntime alone;
+writes bench.json, bench.md and the plots to --out (default bench-results/). Needs foldserve
+installed (`make venv` does) and h2load (`apt-get install nghttp2-client`).
 """
 
 from __future__ import annotations

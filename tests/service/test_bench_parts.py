@@ -258,3 +258,14 @@ def test_calls_answered_without_a_reply_are_a_load_error(tmp_path: Path) -> None
 def test_a_missing_h2load_names_its_package() -> None:
     with pytest.raises(h2load.LoadError, match="nghttp2-client"):
         h2load.find("/nonexistent/h2load")
+
+
+def test_the_command_line_parser_loads_no_bench_machinery() -> None:
+    # `foldserve health` (a HEALTHCHECK) builds the same parser: it must not pay for onnxruntime.
+    code = (
+        "import sys\nfrom service.cli import build_parser\nbuild_parser(['health'])\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'onnxruntime', 'grpc', 'numpy'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

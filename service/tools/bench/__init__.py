@@ -14,6 +14,15 @@ client sending prebuilt gRPC frames. One module per concept:
 - `report`, `plots`: the Markdown report and the PNG plots; `suite`: the whole run.
 """
 
-from service.tools.bench.suite import run_bench
+from __future__ import annotations
 
-__all__ = ["run_bench"]
+import argparse
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Run the suite for parsed `foldserve bench` arguments; return the exit code."""
+    # Imported here: the parser imports `plan` from this package for every `foldserve` command,
+    # and `foldserve health` must not pay for onnxruntime and grpc's import.
+    from service.tools.bench.suite import run_bench as run
+
+    return run(args)
