@@ -129,7 +129,7 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_bench(subparsers: argparse._SubParsersAction) -> None:
-    from service.tools.bench.plan import int_list
+    from service.tools.bench.plan import int_list, positive_float, positive_int
 
     full, short = defaults.BENCH_FULL, defaults.BENCH_SHORT
     bench = subparsers.add_parser(
@@ -160,11 +160,17 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     def preset(name: str) -> str:
         return f"(default {full[name]}; --short {short[name]})"
 
-    bench.add_argument("--rounds", type=int, help=f"alternating rounds {preset('rounds')}")
-    bench.add_argument("--calls", type=int, help=f"sequential calls per round {preset('calls')}")
-    bench.add_argument("--warmup", type=int, help=f"untimed calls before each {preset('warmup')}")
+    bench.add_argument("--rounds", type=positive_int, help=f"alternating rounds {preset('rounds')}")
     bench.add_argument(
-        "--duration", type=float, help=f"seconds per level of calls in flight {preset('duration')}"
+        "--calls", type=positive_int, help=f"sequential calls per round {preset('calls')}"
+    )
+    bench.add_argument(
+        "--warmup", type=positive_int, help=f"untimed calls before each {preset('warmup')}"
+    )
+    bench.add_argument(
+        "--duration",
+        type=positive_float,
+        help=f"seconds per level of calls in flight {preset('duration')}",
     )
     bench.add_argument(
         "--in-flight",
@@ -173,16 +179,18 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     )
     bench.add_argument(
         "--connections",
-        type=int,
+        type=positive_int,
         help=f"client connections carrying them (default {defaults.BENCH_CONNECTIONS})",
     )
     bench.add_argument(
         "--stream-messages",
-        type=int,
+        type=positive_int,
         help=f"examples per PredictStream {preset('stream_messages')}",
     )
     bench.add_argument(
-        "--streams", type=int, help=f"streams at once, 'several' (default {defaults.BENCH_STREAMS})"
+        "--streams",
+        type=positive_int,
+        help=f"streams at once, 'several' (default {defaults.BENCH_STREAMS})",
     )
     bench.add_argument(
         "--workers",

@@ -23,7 +23,7 @@ from service._proto.inference import grpc_predict_v2_pb2 as v2
 from service.core.model import Model
 from service.tools import echo
 from service.tools.bare_server import Bare
-from service.tools.bench import cpu, h2load, plan, servers, stats, workloads
+from service.tools.bench import cpu, h2load, measure, plan, servers, stats, workloads
 from service.tools.bench.workloads import INFER_RAW, INFER_TYPED, PREDICT, STREAM
 
 
@@ -184,6 +184,13 @@ def test_the_short_preset_takes_given_flags_over_its_own() -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         plan.int_list("1,x")
     assert plan.int_list("1, 8,32") == (1, 8, 32)
+    for parse, bad in (
+        (plan.positive_int, "0"),
+        (plan.positive_float, "-1"),
+        (plan.positive_float, "inf"),
+    ):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(bad)
 
 
 def test_workers_are_passed_only_above_one() -> None:
@@ -217,10 +224,14 @@ def test_a_server_that_rejects_a_flag_is_reported_not_raised(tmp_path: Path) -> 
 
 FAKE_H2LOAD = """\
     #!{python}
-    # A stand-in for h2load: logs `calls` calls and prints h2load's summary lines.
+    # A stand-in for h2load: logs `-n` calls (or, timed, none under a second and three from a
+    # second on) and prints h2load's summary lines.
     import sys
     args = sys.argv[1:]
-    calls = int(args[args.index("-n") + 1])
+    if "-n" in args:
+        calls = int(args[args.index("-n") + 1])
+    else:
+        calls = 0 if int(args[args.index("-D") + 1].removesuffix("ms")) < 1000 else 3
     log = next(a for a in args if a.startswith("--log-file=")).split("=", 1)[1]
     with open(log, "w") as sink:
         for i in range(calls):
@@ -247,6 +258,25 @@ def test_a_load_run_reads_h2load_log_and_counts_its_own_cpu(tmp_path: Path) -> N
     assert run.done == 4 and list(run.latencies_us) == [100, 101, 102, 103]
     assert run.span_seconds == pytest.approx((3000 + 103) / 1e6)
     assert run.client_cpu_seconds > 0
+
+
+class _Server:
+    """Just what `measure` asks of a server."""
+
+    target = "127.0.0.1:1"
+
+    def cpu_seconds(self) -> float:
+        return 1.0
+
+
+def test_a_timed_run_that_completes_nothing_runs_once_longer(tmp_path: Path) -> None:
+    generator = h2load.H2Load(h2load.find(_fake_h2load(tmp_path, reply=50, short=0)), tmp_path)
+    workload = workloads.Workload(PREDICT, "/p", b"x")
+    with pytest.raises(h2load.NoCallsError):
+        generator.run("127.0.0.1:1", workload, 50, duration=0.2)
+    result = measure.measure(generator, _Server(), workload, 50, measure.Load(duration=0.2))
+    assert result.error is None and result.figures["calls"] == 3
+    assert result.figures["server_cpu_us_per_call"] == 0.0  # the stand-in's CPU never moves
 
 
 def test_calls_answered_without_a_reply_are_a_load_error(tmp_path: Path) -> None:

@@ -37,6 +37,10 @@ class LoadError(RuntimeError):
     """h2load is missing, failed, or calls came back without their replies."""
 
 
+class NoCallsError(LoadError):
+    """A run in which no call completed."""
+
+
 @dataclass(frozen=True)
 class LoadRun:
     """What one h2load run measured."""
@@ -162,6 +166,8 @@ class H2Load:
             tail = "\n".join(text.strip().splitlines()[-8:])
             raise LoadError(f"h2load exited with code {code} on {workload.name}:\n{tail}")
         completed, received = int(done.group(3)), int(data.group(1))
+        if not completed:
+            raise NoCallsError(f"{workload.name}: no call completed; is the server still up?")
         if int(done.group(4)) != completed or received < completed * reply_bytes:
             missing = completed - received // reply_bytes if reply_bytes else completed
             raise LoadError(

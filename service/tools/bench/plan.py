@@ -56,6 +56,28 @@ class Plan:
         return connections, in_flight // connections
 
 
+def positive_int(text: str) -> int:
+    """Parse a whole number ≥ 1, for argparse."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive whole number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """Parse a finite number > 0 (seconds), for argparse."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number of seconds")
+    return value
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """Parse "1,8,32" into (1, 8, 32): positive whole numbers, for argparse."""
     try:

@@ -158,6 +158,14 @@ def _meta(plan: Plan, model: Model, binary: str, load_before, started: float) ->
     }
 
 
+def _curves(collected: Collected) -> dict[str, dict[str, dict]]:
+    """The sequential latency CDF of every workload and server, all rounds pooled."""
+    curves: dict[str, dict[str, dict]] = {}
+    for (workload, server), runs in collected.latencies.items():
+        curves.setdefault(workload, {})[server] = cdf(np.concatenate(runs))
+    return curves
+
+
 def _write(result: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     (out / JSON_FILE).write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
@@ -190,14 +198,7 @@ def _run(plan: Plan) -> int:
         "targets": results.targets(collected, plan, start_errors),
         **results.sections(collected, start_errors),
         "onnxruntime": ort_result,
-        "cdf": {
-            workload: {
-                server: cdf(np.concatenate(runs))
-                for (w, server), runs in collected.latencies.items()
-                if w == workload
-            }
-            for workload, _ in collected.latencies
-        },
+        "cdf": _curves(collected),
     }
     paths = _write(result, plan.out)
     _say("\n" + report.markdown(result))
