@@ -89,3 +89,34 @@ MLP_HIDDEN = (512, 256)
 CNN_CHANNELS = (32, 64)
 CNN_HEAD_WIDTH = 128
 DROPOUT = 0.2
+
+# --- the benchmark (`foldserve bench`) ---------------------------------------------------------
+BENCH_OUT = "bench-results"  # where the JSON, the Markdown table and the plots go
+BENCH_IN_FLIGHT = (1, 8, 32, 64)  # calls kept in flight by the load generator
+# The level of the throughput targets and of the --workers comparison.
+BENCH_TARGET_IN_FLIGHT = 32
+# Client connections that carry the calls in flight: SO_REUSEPORT balances workers per
+# connection, so one connection would put every call on one worker.
+BENCH_CONNECTIONS = 8
+BENCH_STREAMS = 4  # "several streams": each on its own connection
+# The full run (`foldserve bench`, a few minutes) and the short one (`--short`, seconds; `make
+# test` runs it). Calls are per server, method and round; seconds per measurement.
+BENCH_FULL = {
+    "rounds": 3,
+    "calls": 5000,
+    "warmup": 500,
+    "duration": 2.0,
+    "stream_messages": 5000,
+    "workers": (1, 2),
+    "ort_seconds": 0.3,
+}
+BENCH_SHORT = {
+    "rounds": 1,
+    "calls": 200,
+    "warmup": 50,
+    "duration": 0.2,
+    "stream_messages": 200,
+    "workers": (1,),
+    "ort_seconds": 0.02,
+}
+BENCH_ORT_BATCHES = (1, 32, 256)  # the onnxruntime-alone comparison, folded vs BN kept

@@ -1,10 +1,13 @@
 """A bare model server, a baseline of `foldserve bench`: the least a server can do with a model.
 
-It decodes the features, runs one onnxruntime run (same session options as foldserve) and
-encodes the reply; no validation, metrics, admission or logging. foldserve's distance from it is
-what our own serving code costs.
+Per example it decodes the input, makes one onnxruntime run (foldserve's session options, through
+`service.core.model.load_model`) and encodes the reply: `Predict`, `PredictStream` and `ModelInfer`
+(typed contents answered typed, raw answered raw, as foldserve does), on the echo floor's server
+stack (`service.tools.echo`). No validation, metrics, admission or logging: foldserve's distance
+from it is what our own serving code costs, its distance from the echo what the model costs.
 
-Run `python -m service.tools.bare_server --model FILE`; it prints `port=N` and serves until killed.
+Run `python -m service.tools.bare_server --model FILE`; it prints `grpc_port=N` and serves until
+killed.
 """
 
 from __future__ import annotations
@@ -12,37 +15,63 @@ from __future__ import annotations
 import argparse
 import sys
 
-import grpc
 import numpy as np
 
 from service._proto.foldserve.v1 import predictor_pb2 as pb
+from service._proto.inference import grpc_predict_v2_pb2 as v2
 from service.contract import LOGITS, PROBABILITIES
-from service.core.model import load_model
-from service.tools.echo import serve_sync
+from service.core.model import Model, load_model
+from service.tools.echo import FP32, add_arguments, serve
 
 
-def _predict(model_path: str):
-    model = load_model(model_path)
-    shape = (1, *model.input.shape)
+class Bare:
+    """Decode, run, encode; nothing else."""
 
-    def predict(request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:
-        outputs = model.run(np.asarray(request.features, dtype=np.float32).reshape(shape))
+    def __init__(self, model: Model) -> None:
+        self._model = model
+        self._shape = (1, *model.input.shape)
+
+    def predict(self, request: pb.PredictRequest) -> pb.PredictResponse:
+        model = self._model
+        outputs = model.run(np.asarray(request.features, dtype=np.float32).reshape(self._shape))
         label = int(outputs[LOGITS][0].argmax())
         return pb.PredictResponse(
             label=label,
             class_name=model.class_labels[label],
             probabilities=outputs[PROBABILITIES][0].tolist(),
+            model_name=model.name,
+            model_version=model.version,
+            request_id=request.request_id,
         )
 
-    return predict
+    def infer(self, request: v2.ModelInferRequest) -> v2.ModelInferResponse:
+        model = self._model
+        tensor = request.inputs[0]
+        shape = tuple(tensor.shape)
+        raw = bool(request.raw_input_contents)
+        if raw:
+            batch = np.frombuffer(request.raw_input_contents[0], dtype="<f4").reshape(shape)
+        else:
+            batch = np.array(tensor.contents.fp32_contents, dtype=np.float32).reshape(shape)
+        outputs = model.run(batch)
+        reply = v2.ModelInferResponse(
+            model_name=model.name, model_version=model.version, id=request.id
+        )
+        for name, array in outputs.items():
+            output = reply.outputs.add(name=name, datatype=FP32, shape=array.shape)
+            if raw:
+                reply.raw_output_contents.append(array.tobytes())
+            else:
+                output.contents.fp32_contents.extend(array.ravel().tolist())
+        return reply
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", required=True, help="the model.onnx to run per call")
-    parser.add_argument("--host", default="127.0.0.1")
+    add_arguments(parser)
     args = parser.parse_args(argv)
-    serve_sync(args.host, _predict(args.model))
+    serve(args.host, Bare(load_model(args.model)), args.max_concurrent_rpcs)
     return 0
 
 
