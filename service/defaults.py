@@ -69,3 +69,17 @@ MLP_HIDDEN = (512, 256)
 CNN_CHANNELS = (32, 64)
 CNN_HEAD_WIDTH = 128
 DROPOUT = 0.2
+
+# --- folding an ONNX file (`foldserve fold`) ---------------------------------------------------
+# The folded graph must equal the input graph in onnxruntime on random inputs within
+# tolerance × (output scale + |expected|), the output scale being the largest |expected| value.
+ONNX_FOLD_TOLERANCE = 1e-5
+ONNX_FOLD_SEED = 0
+# Random inputs fill a symbolic dimension with these sizes: the batch axis, and any other axis
+# (`--input-shape` overrides them).
+ONNX_FOLD_BATCH = 2
+ONNX_FOLD_DIM = 16
+
+# --- exporting your own torch module (`foldserve export --module`) ----------------------------
+MODULE_DATASET = "unknown"  # the model file's `dataset` when no data set is named
+MODULE_CHECK_EXAMPLES = 256  # random examples the export verifies on when none are given
