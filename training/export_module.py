@@ -78,13 +78,7 @@ def export_torch_module(
     if len(labels) != classes:
         raise ModuleError(f"{len(labels)} class labels for {classes} outputs: {list(labels)}")
     if not allow_unfolded:
-        left = fold_batchnorm(module, example_inputs=(torch.from_numpy(inputs[:2]),)).left
-        if left:
-            reasons = "; ".join(f"{entry.layer!r}: {entry.reason}" for entry in left)
-            raise ExportError(
-                f"{len(left)} BatchNorm layer(s) cannot fold exactly ({reasons}); "
-                "--allow-unfolded (allow_unfolded=True) exports them as BatchNormalization nodes"
-            )
+        _refuse_unfoldable(module, inputs[:2])
     info = ModelInfo(
         arch=arch or type(module).__name__,
         dataset=dataset,
@@ -93,6 +87,17 @@ def export_torch_module(
         model_version=model_version,
     )
     return export_model(module, Path(out_dir), info, inputs, allow_batchnorm=allow_unfolded)
+
+
+def _refuse_unfoldable(module: nn.Module, examples: np.ndarray) -> None:
+    """Raise, listing every reason, when some BN of ``module`` cannot fold."""
+    left = fold_batchnorm(module, example_inputs=(torch.from_numpy(examples),)).left
+    if left:
+        reasons = "; ".join(f"{entry.layer!r}: {entry.reason}" for entry in left)
+        raise ExportError(
+            f"{len(left)} BatchNorm layer(s) cannot fold exactly ({reasons}); "
+            "--allow-unfolded (allow_unfolded=True) exports them as BatchNormalization nodes"
+        )
 
 
 def load_module(spec: str, weights: str | os.PathLike[str] | None = None) -> nn.Module:

@@ -127,6 +127,15 @@ def test_bn_then_unpadded_grouped_conv_folds_forward(pads: dict) -> None:
     assert result.bn_stats[0].direction == FORWARD
 
 
+def test_bn_matmul_bn_both_fold_through_the_new_bias() -> None:
+    b = Builder()
+    x = b.node("MatMul", [b.bn("x", 3, "bn1"), b.weight("w", (3, 4))], "mm")
+    y = b.bn(x, 4, "bn2")
+    result = _folded(b.model([tensor("x", ["N", 3])], [tensor(y, ["N", 4])], "g"), 2)
+    assert [s.direction for s in result.bn_stats] == [FORWARD, BACKWARD]
+    assert _ops(result) == ["MatMul", "Add"]
+
+
 def test_bn_then_bn_then_gemm_both_fold() -> None:
     b = Builder()
     x = b.node("Gemm", ["x", b.weight("w", (4, 3))], "gemm", transB=1)

@@ -177,16 +177,17 @@ def subgraph_batch_norms(graph: onnx.GraphProto) -> Iterator[tuple[onnx.NodeProt
     """BatchNormalization nodes inside subgraphs, each with the label of its outermost owner."""
     for node in graph.node:
         for subgraph in _subgraphs(node):
-            for inner in _walk(subgraph):
+            for inner in walk(subgraph):
                 if is_batch_norm(inner):
                     yield inner, label(node)
 
 
-def _walk(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+def walk(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of ``graph`` and of the subgraphs in it."""
     for node in graph.node:
         yield node
         for subgraph in _subgraphs(node):
-            yield from _walk(subgraph)
+            yield from walk(subgraph)
 
 
 def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
@@ -201,7 +202,7 @@ def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
 
 def _names_read(graph: onnx.GraphProto) -> Iterator[str]:
     """Every name the nodes of ``graph`` and its own subgraphs read (outer-scope ones too)."""
-    for node in _walk(graph):
+    for node in walk(graph):
         yield from (name for name in node.input if name)
 
 

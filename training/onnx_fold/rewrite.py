@@ -15,7 +15,7 @@ from onnx import helper, numpy_helper
 
 from service.contract import BACKWARD, BNStats
 from training.onnx_fold import arithmetic
-from training.onnx_fold.graph import DEFAULT_DOMAINS, GraphIndex, attribute, label
+from training.onnx_fold.graph import DEFAULT_DOMAINS, GraphIndex, attribute, label, walk
 from training.onnx_fold.rules import BNParams, Plan
 
 
@@ -105,6 +105,9 @@ def _rewire(
         if plan.bias_node is None:  # a MatMul without a bias: its output moves to a new Add
             output = layer.output[0]
             layer.output[0] = names.fresh(f"{output}_unbiased")
+            # Later folds ask the rank of the new value (the index's dicts outlive this fold).
+            if output in index.ranks:
+                index.ranks[layer.output[0]] = index.ranks[output]
             add = _bias_add(names, layer, layer.output[0], bias, output, model)
             graph.node.insert(_position(graph, layer) + 1, add)
     del graph.node[_position(graph, bn)]
@@ -200,7 +203,7 @@ class Names:
     def __init__(self, model: onnx.ModelProto) -> None:
         graph = model.graph
         self.taken = {t.name for t in graph.initializer} | {v.name for v in graph.input}
-        for node in graph.node:
+        for node in walk(graph):  # subgraph names too: ONNX names are unique across scopes
             self.taken |= {node.name, *node.input, *node.output}
 
     def fresh(self, base: str) -> str:
