@@ -3,6 +3,7 @@
 `foldserve fold IN.onnx OUT.onnx` (`cli`) or `fold_file` in Python. One concept per module:
 
 - `graph`: questions about the graph (producers, readers, constants, ranks);
+- `constants`: values computed from constants alone, evaluated (onnx's numpy reference runtime);
 - `rules`: when a fold is exact (a `Plan`), and the reason when it is not;
 - `arithmetic`: the maths, in float64 numpy (the torch fold's, without torch);
 - `rewrite`: one fold carried out on the model, keeping names;
