@@ -93,7 +93,7 @@ def _compare(
         return 0.0, 1.0
     finite = np.isfinite(want)
     if not np.array_equal(finite, np.isfinite(have)):
-        raise OnnxFoldError(f"output {name!r} is not finite where the input model's is, or is")
+        raise OnnxFoldError(f"output {name!r} is not finite where the input model's is finite")
     want64, have64 = want[finite].astype(np.float64), have[finite].astype(np.float64)
     if not want64.size:
         return 0.0, 1.0
