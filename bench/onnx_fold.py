@@ -6,7 +6,8 @@ Prints two Markdown tables:
 
 1. every graph of `tests/training/fold_cases.py`: BatchNormalization nodes before and after,
    the largest |folded − input| (and relative to the output scale), and onnxruntime batch-1 time
-   before and after (median over rounds; each round times both graphs, in alternating order);
+   before and after (median over rounds; each round times both graphs, in alternating order) and
+   the median of the per-round ratios after / before;
 2. the digits MLP (trained here, or the one in --model-dir), three files side by side: exported
    by torch with its BNs kept, that file after `foldserve fold`, and foldserve's own export
    (`foldserve train`): medians of the per-round medians, their spread (min–max), and the
@@ -87,14 +88,16 @@ def case_row(case: FoldCase, work: Path, rounds: int, calls: int) -> str:
         result = fold_file(source, target)
     except OnnxFoldError as exc:
         reason = str(exc).split(": ")[-1]
-        return f"| {case.name} | {case.source} | {case.before} | – | – | – | – | {reason} |"
+        return f"| {case.name} | {case.source} | {case.before} | – | – | – | – | – | {reason} |"
     before, after = time_rounds([source, target], rounds, calls)
+    ratio = statistics.median(a / b for a, b in zip(after, before, strict=True))
     check = result.verification
     left = "; ".join(sorted({_short(x.reason) for x in result.left})) or ""
     return (
         f"| {case.name} | {case.source} | {result.bn_before} | {result.bn_after} | "
         f"{check.max_abs_error:.1e} ({check.max_scaled_error:.1e}) | "
-        f"{statistics.median(before):.1f} | {statistics.median(after):.1f} | {left} |"
+        f"{statistics.median(before):.1f} | {statistics.median(after):.1f} | {ratio:.2f} | "
+        f"{left} |"
     )
 
 
@@ -112,8 +115,8 @@ def _short(reason: str) -> str:
 
 def graphs_table(rounds: int, calls: int) -> None:
     print("| graph | built by | BN before | BN after | max error (of scale) | µs before | "
-          "µs after | left, why |")  # fmt: skip
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+          "µs after | after / before | left, why |")  # fmt: skip
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for case in CASES:
         with tempfile.TemporaryDirectory() as work:
             print(case_row(case, Path(work), rounds, calls), flush=True)
@@ -166,8 +169,10 @@ def acceptance(model_dir: Path | None, rounds: int, calls: int) -> None:
         medians = time_rounds(paths, rounds, calls)
     names = ["torch export, BN kept", "that file after `foldserve fold`", "foldserve's own export"]
     bn = [result.bn_before, result.bn_after, 0]
+    check = result.verification
+    error = f"{check.max_abs_error:.1e}, {check.max_scaled_error:.1e} of the output scale"
     print(f"\ndigits MLP, batch 1, {rounds} rounds × {calls} calls "
-          f"(max |folded − BN kept| = {result.verification.max_abs_error:.1e})\n")  # fmt: skip
+          f"(max |folded − BN kept| = {error})\n")  # fmt: skip
     print("| file | BN nodes | median µs | spread (min–max of round medians) |")
     print("| --- | ---: | ---: | --- |")
     for name, count, values in zip(names, bn, medians, strict=True):
