@@ -120,3 +120,17 @@ BENCH_SHORT = {
     "ort_seconds": 0.02,
 }
 BENCH_ORT_BATCHES = (1, 32, 256)  # the onnxruntime-alone comparison, folded vs BN kept
+
+# --- folding an ONNX file (`foldserve fold`) ---------------------------------------------------
+# The folded graph must equal the input graph in onnxruntime on random inputs within
+# tolerance × (output scale + |expected|), the output scale being the largest |expected| value.
+ONNX_FOLD_TOLERANCE = 1e-5
+ONNX_FOLD_SEED = 0
+# Random inputs fill a symbolic dimension with these sizes: the batch axis, and any other axis
+# (`--input-shape` overrides them).
+ONNX_FOLD_BATCH = 2
+ONNX_FOLD_DIM = 16
+
+# --- exporting your own torch module (`foldserve export --module`) ----------------------------
+MODULE_DATASET = "unknown"  # the model file's `dataset` when no data set is named
+MODULE_CHECK_EXAMPLES = 256  # random examples the export verifies on when none are given

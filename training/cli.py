@@ -103,7 +103,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
         "ONNX with metadata and verify it against the unfolded network.",
     )
     add = export.add_argument
-    add("--checkpoint", type=Path, required=True, metavar="PATH", help="a train checkpoint.pt")
+    add("--checkpoint", type=Path, metavar="PATH", help="a train checkpoint.pt (or --module)")
     add("--out", type=Path, metavar="DIR", help="output folder (default: the checkpoint's folder)")
     add(
         "--model-version",
@@ -111,6 +111,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
         help="version recorded in the model (default: the checkpoint's, else UTC time)",
     )
     export.set_defaults(func=_run_export)
+    _add_module_arguments(export)
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -242,6 +243,8 @@ def _print_export(export) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    if args.module is not None or args.checkpoint is None:
+        return _run_module_export(args)
     pipeline = _import_training()
     from training.export import ExportError
     from training.fold import FoldError
@@ -258,4 +261,74 @@ def _run_export(args: argparse.Namespace) -> int:
     _print_export(export)
     card = json.loads(export.card_path.read_text())
     print(f"test accuracy (from training): {card['test_accuracy']:.4f}")
+    return 0
+
+
+# --- `foldserve export --module`: your own torch module (training/export_module.py) ----------
+
+
+def _add_module_arguments(export: argparse.ArgumentParser) -> None:
+    module = export.add_argument_group(
+        "your own torch module, instead of --checkpoint (see training/export_module.py)"
+    )
+    module.add_argument(
+        "--module",
+        metavar="PACKAGE.MODULE:FACTORY",
+        help="a callable (class or function, no arguments) returning the nn.Module, or a module "
+        "instance; the current directory is importable",
+    )
+    module.add_argument("--weights", type=Path, help="state_dict saved with torch.save")
+    module.add_argument(
+        "--input-shape", type=_widths, help="one example's shape, no batch axis, e.g. 3,32,32"
+    )
+    labels = module.add_mutually_exclusive_group()
+    labels.add_argument(
+        "--class-labels", type=lambda text: tuple(text.split(",")), help="e.g. cat,dog,bird"
+    )
+    labels.add_argument("--class-labels-file", type=Path, help="one class label per line")
+    module.add_argument(
+        "--check-inputs", type=Path, help=".npy of examples [N, *shape] to verify on"
+    )
+    module.add_argument(
+        "--allow-unfolded",
+        action="store_true",
+        help="export even if some BatchNorm cannot fold (kept as BatchNormalization nodes)",
+    )
+
+
+def _run_module_export(args: argparse.Namespace) -> int:
+    if args.checkpoint is not None or args.module is None or args.input_shape is None:
+        print(
+            "foldserve export: give --checkpoint (a model foldserve trained), or --module, "
+            "--input-shape and --out (your own torch module)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.out is None:
+        print("foldserve export: --module needs --out DIR", file=sys.stderr)
+        return 2
+    _import_training()
+    from training import export_module
+    from training.export import ExportError
+    from training.fold import FoldError
+
+    try:
+        labels = args.class_labels
+        if args.class_labels_file is not None:
+            labels = export_module.read_class_labels(args.class_labels_file)
+        check = args.check_inputs and export_module.load_check_inputs(args.check_inputs)
+        export = export_module.export_torch_module(
+            export_module.load_module(args.module, args.weights),
+            args.out,
+            args.input_shape,
+            class_labels=labels,
+            check_inputs=check,
+            allow_unfolded=args.allow_unfolded,
+            model_version=args.model_version,
+            arch=args.module,
+        )
+    except (export_module.ModuleError, FoldError, ExportError) as exc:
+        print(f"foldserve export: {exc}", file=sys.stderr)
+        return 2
+    _print_export(export)
     return 0

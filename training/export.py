@@ -71,7 +71,12 @@ class _WithProbabilities(nn.Module):
 
 
 def export_model(
-    model: nn.Module, out_dir: Path, info: ModelInfo, check_inputs: np.ndarray
+    model: nn.Module,
+    out_dir: Path,
+    info: ModelInfo,
+    check_inputs: np.ndarray,
+    *,
+    allow_batchnorm: bool = False,
 ) -> ExportResult:
     """Fold `model`'s BatchNorms, export ONNX to `out_dir/model.onnx`, verify it, write card.json.
 
@@ -80,9 +85,12 @@ def export_model(
         out_dir: created if missing.
         info: metadata to embed.
         check_inputs: float32 examples, shaped `(N, *info.input_shape)`, to verify the file on.
+        allow_batchnorm: keep the BNs that cannot fold as BatchNormalization nodes instead of
+            failing (`foldserve export --module --allow-unfolded`; never for a trained model).
 
     Raises:
-        ExportError: a BatchNormalization node survived, or outputs disagree beyond tolerance.
+        ExportError: a BatchNormalization node survived (unless allowed), or outputs disagree
+            beyond tolerance.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
@@ -93,7 +101,7 @@ def export_model(
     staging = out_dir / f"{MODEL_FILE}.partial"
     try:
         example = torch.from_numpy(check_inputs[:2].astype(np.float32))
-        metadata = _export_checked(folded, info, example, staging, model_path)
+        metadata = _export_checked(folded, info, example, staging, model_path, allow_batchnorm)
         max_abs_error, max_batch_error = _verify(staging, model_path, model, check_inputs)
         os.replace(staging, model_path)
     finally:
@@ -114,7 +122,12 @@ def count_batchnorm_nodes(proto: onnx.ModelProto) -> int:
 
 
 def _export_checked(
-    folded: FoldResult, info: ModelInfo, example: torch.Tensor, staging: Path, model_path: Path
+    folded: FoldResult,
+    info: ModelInfo,
+    example: torch.Tensor,
+    staging: Path,
+    model_path: Path,
+    allow_batchnorm: bool = False,
 ) -> ModelMetadata:
     """Export to `staging`, check the graph, write the metadata into it; return the metadata."""
     with warnings.catch_warnings():
@@ -125,8 +138,8 @@ def _export_checked(
     proto = onnx.load(str(staging))
     onnx.checker.check_model(proto, full_check=True)
     bn_nodes = count_batchnorm_nodes(proto)
-    if bn_nodes:
-        left = [entry.layer for entry in folded.left]
+    if bn_nodes and not allow_batchnorm:
+        left = "; ".join(f"{entry.layer!r}: {entry.reason}" for entry in folded.left)
         raise ExportError(
             f"{model_path}: {bn_nodes} BatchNormalization node(s) left in the graph "
             f"(not folded: {left or 'none reported'}); a served model must have none"

@@ -1,9 +1,11 @@
 """The model-file contract: what a foldserve `model.onnx` carries besides its graph.
 
 Training writes a model file through `to_properties`, the server reads it back through
-`from_properties`, and the test fixtures build theirs the same way; no other module spells a
-metadata key. Everything travels in the ONNX file's `metadata_props` under the keys of
-`service.contract.metadata` (its docstring has the table), as typed records:
+`from_properties`, and the test fixtures build theirs the same way; a fold of someone else's
+ONNX file records just its BN statistics and fold report, through `fold_properties` and
+`read_fold_properties`. No other module spells a metadata key. Everything travels in the ONNX
+file's `metadata_props` under the keys of `service.contract.metadata` (its docstring has the
+table), as typed records:
 
 - `ModelMetadata`: the whole of it, one field per key;
 - `BNStats`: one folded BatchNorm's statistics (the shift monitor's reference);
@@ -23,8 +25,10 @@ from service.contract.metadata import (
     OUTPUT_NAMES,
     PROBABILITIES,
     ModelMetadata,
+    fold_properties,
     from_properties,
     has_metadata,
+    read_fold_properties,
     to_properties,
 )
 from service.contract.records import (
@@ -54,7 +58,9 @@ __all__ = [
     "FoldedLayer",
     "LeftLayer",
     "ModelMetadata",
+    "fold_properties",
     "from_properties",
     "has_metadata",
+    "read_fold_properties",
     "to_properties",
 ]

@@ -19,6 +19,10 @@ Every value is a string (JSON where the field is not text):
 | `foldserve.fold_report` | `fold_report` | JSON `FoldReport`: `folded` and `left` |
 | `foldserve.training_metrics` | `training_metrics` | JSON object: accuracies, epochs, data split |
 
+A file foldserve did not train may carry only `bn_stats`, `fold_report` and `version` of these
+(`fold_properties` writes them, `read_fold_properties` reads them): `foldserve fold` records
+what it folded in someone else's ONNX file that way.
+
 Extending the format: a new key becomes a field with a default, so files without it still
 parse; a reader ignores `foldserve.*` keys it does not know. `format` changes only when an
 existing key changes meaning.
@@ -27,7 +31,7 @@ existing key changes meaning.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,11 +101,51 @@ def to_properties(metadata: ModelMetadata) -> dict[str, str]:
         "input_shape": json.dumps(list(metadata.input_shape)),
         "output_names": json.dumps(list(metadata.output_names)),
         "class_labels": json.dumps(list(metadata.class_labels)),
-        "bn_stats": json.dumps([s.to_json() for s in metadata.bn_stats]),
+        "bn_stats": _bn_stats_json(metadata.bn_stats),
         "fold_report": json.dumps(metadata.fold_report.to_json()),
         "training_metrics": json.dumps(dict(metadata.training_metrics)),
     }
     return {key: str(values[name]) for name, key in KEYS.items()}
+
+
+def fold_properties(
+    bn_stats: Sequence[BNStats], report: FoldReport, foldserve_version: str
+) -> dict[str, str]:
+    """The `metadata_props` that record a fold, and only those: `bn_stats`, `fold_report` and
+    `foldserve_version`.
+
+    For a model file foldserve did not write (`foldserve fold` on someone else's ONNX file): the
+    file keeps its own metadata, gains these three keys, and the shift monitor can read the
+    folded BN statistics back with `read_fold_properties`.
+    """
+    return {
+        KEYS["bn_stats"]: _bn_stats_json(bn_stats),
+        KEYS["fold_report"]: json.dumps(report.to_json()),
+        KEYS["foldserve_version"]: foldserve_version,
+    }
+
+
+def read_fold_properties(
+    properties: Mapping[str, str],
+) -> tuple[tuple[BNStats, ...], FoldReport] | None:
+    """The folded BN statistics and the fold report of a file, None when it records no fold.
+
+    Works on any file, with or without the rest of foldserve's metadata.
+
+    Raises:
+        ContractError: one of the two keys without the other, or a value of the wrong form;
+            the message names the key.
+    """
+    names = ("bn_stats", "fold_report")
+    present = [name for name in names if KEYS[name] in properties]
+    if not present:
+        return None
+    if len(present) < len(names):
+        missing = next(KEYS[name] for name in names if name not in present)
+        raise ContractError(
+            f"metadata key {missing} missing: {KEYS[present[0]]} is written only together with it"
+        )
+    return _bn_stats(properties), _fold_report(properties)
 
 
 def has_metadata(properties: Mapping[str, str]) -> bool:
@@ -134,13 +178,8 @@ def from_properties(properties: Mapping[str, str]) -> ModelMetadata:
         input_shape=_shape(_decode(properties, "input_shape", list)),
         output_names=tuple(str(n) for n in _decode(properties, "output_names", list)),
         class_labels=_class_labels(_decode(properties, "class_labels", list)),
-        bn_stats=tuple(
-            BNStats.from_json(entry, f"{KEYS['bn_stats']}[{i}]")
-            for i, entry in enumerate(_decode(properties, "bn_stats", list))
-        ),
-        fold_report=FoldReport.from_json(
-            _legacy_fold_report(_decode(properties, "fold_report", dict)), KEYS["fold_report"]
-        ),
+        bn_stats=_bn_stats(properties),
+        fold_report=_fold_report(properties),
         training_metrics=_decode(properties, "training_metrics", dict),
     )
     if metadata.input_dtype != INPUT_DTYPE:
@@ -148,6 +187,22 @@ def from_properties(properties: Mapping[str, str]) -> ModelMetadata:
             f"{KEYS['input_dtype']} is {metadata.input_dtype!r}; only {INPUT_DTYPE!r} is served"
         )
     return metadata
+
+
+def _bn_stats_json(bn_stats: Sequence[BNStats]) -> str:
+    return json.dumps([s.to_json() for s in bn_stats])
+
+
+def _bn_stats(properties: Mapping[str, str]) -> tuple[BNStats, ...]:
+    return tuple(
+        BNStats.from_json(entry, f"{KEYS['bn_stats']}[{i}]")
+        for i, entry in enumerate(_decode(properties, "bn_stats", list))
+    )
+
+
+def _fold_report(properties: Mapping[str, str]) -> FoldReport:
+    raw = _decode(properties, "fold_report", dict)
+    return FoldReport.from_json(_legacy_fold_report(raw), KEYS["fold_report"])
 
 
 def _decode(properties: Mapping[str, str], name: str, kind: type) -> Any:

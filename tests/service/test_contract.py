@@ -113,3 +113,52 @@ def test_bn_stats_records_are_checked(change: dict, message: str) -> None:
     entry = {**STATS.to_json(), **change}
     with pytest.raises(ContractError, match=message):
         BNStats.from_json(json.loads(json.dumps(entry)), "stats")
+
+
+def test_fold_properties_write_only_the_fold_keys_and_read_back() -> None:
+    report = FoldReport.of([STATS], [LeftLayer("7", "a reason")])
+    properties = contract.fold_properties([STATS], report, "0.2.0")
+    assert set(properties) == {KEYS["bn_stats"], KEYS["fold_report"], KEYS["foldserve_version"]}
+    assert properties[KEYS["foldserve_version"]] == "0.2.0"
+    # The same JSON forms as a full file's, so one reader serves both.
+    full = contract.to_properties(METADATA)
+    assert properties[KEYS["bn_stats"]] == full[KEYS["bn_stats"]]
+    assert properties[KEYS["fold_report"]] == full[KEYS["fold_report"]]
+    other = {"producer": "tf2onnx", **properties}
+    assert contract.read_fold_properties(other) == ((STATS,), report)
+    assert contract.read_fold_properties(full) == ((STATS,), report)
+
+
+def test_read_fold_properties_without_a_fold() -> None:
+    assert contract.read_fold_properties({}) is None
+    assert contract.read_fold_properties({KEYS["foldserve_version"]: "0.2.0"}) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"fold_report": None}, "foldserve.fold_report missing"),
+        ({"bn_stats": None}, "foldserve.bn_stats missing"),
+        ({"bn_stats": "not json"}, "foldserve.bn_stats is not valid JSON"),
+        ({"bn_stats": '[{"layer": "x"}]'}, r"bn_stats\[0\]: 'mean' missing"),
+        ({"fold_report": "[]"}, "fold_report must be a JSON dict"),
+    ],
+)
+def test_read_fold_properties_refuses_bad_values(change: dict, message: str) -> None:
+    properties = contract.fold_properties([STATS], FoldReport.of([STATS]), "0.2.0")
+    for field, value in change.items():
+        if value is None:
+            del properties[KEYS[field]]
+        else:
+            properties[KEYS[field]] = value
+    with pytest.raises(ContractError, match=message):
+        contract.read_fold_properties(properties)
+
+
+def test_read_fold_properties_reads_the_0_1_spelling() -> None:
+    properties = contract.fold_properties([STATS], FoldReport.of([STATS]), "0.1.0")
+    properties[KEYS["fold_report"]] = json.dumps(
+        {"folded": [{"bn": "3", "into": "2", "direction": "backward"}], "left": []}
+    )
+    _, report = contract.read_fold_properties(properties)
+    assert report.folded == (FoldedLayer("3", "2", "backward"),)
