@@ -39,8 +39,9 @@ def test_health_and_bench_help_describe_and_show_defaults(capsys: pytest.Capture
     assert f"(default: {defaults.HEALTH_TIMEOUT_SECONDS})" in health
     assert f"(default: {defaults.TARGET})" in health
     bench = help_text("bench", capsys)
-    assert "Start an echo server" in bench
-    assert "(default: 2000)" in bench and "(default: 5)" in bench
+    assert "Start the echo floor" in bench
+    full, short = defaults.BENCH_FULL, defaults.BENCH_SHORT
+    assert f"(default {full['calls']}; --short {short['calls']})" in bench
 
 
 def test_serve_help_shows_placeholders_and_on_off(capsys: pytest.CaptureFixture) -> None:

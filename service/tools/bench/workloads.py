@@ -21,6 +21,7 @@ import numpy as np
 from service._proto.foldserve.v1 import predictor_pb2 as pb
 from service._proto.inference import grpc_predict_v2_pb2 as v2
 from service.core.model import TensorSpec
+from service.defaults import MODEL_NAME
 
 PREDICT, INFER_TYPED, INFER_RAW, STREAM = "Predict", "ModelInfer typed", "ModelInfer raw", "stream"
 UNARY = (PREDICT, INFER_TYPED, INFER_RAW)
@@ -66,10 +67,14 @@ def unary_workloads(spec: TensorSpec) -> dict[str, Workload]:
     values = example(spec)
     predict = pb.PredictRequest(features=values.tolist())
     tensor = {"name": spec.name, "datatype": "FP32", "shape": [1, *spec.shape]}
+    # The V2 protocol requires the model's name.
+    contents = {"fp32_contents": values}
     typed = v2.ModelInferRequest(
-        inputs=[v2.ModelInferRequest.InferInputTensor(**tensor, contents={"fp32_contents": values})]
+        model_name=MODEL_NAME,
+        inputs=[v2.ModelInferRequest.InferInputTensor(**tensor, contents=contents)],
     )
     raw = v2.ModelInferRequest(
+        model_name=MODEL_NAME,
         inputs=[v2.ModelInferRequest.InferInputTensor(**tensor)],
         raw_input_contents=[values.astype("<f4").tobytes()],
     )
