@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,6 +15,10 @@ from tqdm import tqdm
 from service import defaults
 from service.defaults import OPTIMIZERS
 
+# Learning-rate schedules `fit` knows: the one-cycle default, or a constant rate (the lab compares
+# learning speed at fixed rates, as Ioffe & Szegedy did, which a warm-up would blur).
+SCHEDULES = ("one-cycle", "constant")
+
 
 @dataclass(frozen=True)
 class FitSettings:
@@ -23,6 +28,28 @@ class FitSettings:
     weight_decay: float = defaults.WEIGHT_DECAY
     progress: bool = True
     dry_run: bool = False  # one batch per epoch: for smoke tests
+    schedule: str = "one-cycle"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One optimizer step, as `fit` reports it to an `on_step` callback (after the update).
+
+    Attributes:
+        index: steps taken so far, counting from 1 over the whole fit.
+        epoch: the epoch the step belongs to, from 1.
+        loss: the mini-batch loss before the update.
+        features, labels: the mini-batch (on the training device).
+    """
+
+    index: int
+    epoch: int
+    loss: float
+    features: torch.Tensor
+    labels: torch.Tensor
+
+
+StepCallback = Callable[[Step], None]
 
 
 @dataclass
@@ -96,8 +123,13 @@ def fit(
     val_loader: DataLoader,
     settings: FitSettings,
     device: torch.device,
+    on_step: StepCallback | None = None,
 ) -> History:
-    """Train with mini-batches (BN in train mode) under a cosine learning-rate schedule.
+    """Train with mini-batches (BN in train mode) under a one-cycle (or constant) learning rate.
+
+    Args:
+        on_step: called after every optimizer step (for measurements during training); it may
+            run the model, but must leave its weights, buffers and mode as it found them.
 
     Returns:
         One record per epoch: training loss and accuracy (batch statistics), validation loss and
@@ -106,14 +138,12 @@ def fit(
     model.to(device)
     optimizer = make_optimizer(model, settings)
     steps = settings.epochs * (1 if settings.dry_run else len(train_loader))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=settings.learning_rate, total_steps=max(steps, 1)
-    )
+    schedule = make_schedule(optimizer, settings, max(steps, 1))
     history = History()
     bar = tqdm(range(1, settings.epochs + 1), disable=not settings.progress, unit="epoch")
     for epoch in bar:
         train_loss, train_accuracy = _train_epoch(
-            model, train_loader, optimizer, schedule, device, settings.dry_run
+            model, train_loader, optimizer, schedule, device, settings.dry_run, epoch, on_step
         )
         val_loss, val_accuracy = evaluate(model, val_loader, device)
         history.epochs.append(
@@ -131,6 +161,19 @@ def fit(
     return history
 
 
+def make_schedule(
+    optimizer: torch.optim.Optimizer, settings: FitSettings, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule `settings.schedule` names, stepped once per optimizer step."""
+    if settings.schedule == "one-cycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=settings.learning_rate, total_steps=total_steps
+        )
+    if settings.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    raise ValueError(f"schedule must be one of {SCHEDULES}, got {settings.schedule!r}")
+
+
 def _train_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -138,11 +181,14 @@ def _train_epoch(
     schedule: torch.optim.lr_scheduler.LRScheduler,
     device: torch.device,
     dry_run: bool,
+    epoch: int = 1,
+    on_step: StepCallback | None = None,
 ) -> tuple[float, float]:
     """One pass over `loader` in train mode; returns the mean loss and accuracy it saw."""
     model.train()
     total_loss, correct, count = 0.0, 0, 0
-    for features, labels in loader:
+    first_step = (epoch - 1) * (1 if dry_run else len(loader))
+    for batch, (features, labels) in enumerate(loader, start=1):
         features, labels = features.to(device), labels.to(device)
         logits = model(features)
         loss = nn.functional.cross_entropy(logits, labels)
@@ -153,6 +199,8 @@ def _train_epoch(
         total_loss += loss.item() * len(labels)
         correct += int((logits.argmax(dim=1) == labels).sum())
         count += len(labels)
+        if on_step is not None:
+            on_step(Step(first_step + batch, epoch, loss.item(), features, labels))
         if dry_run:
             break
     return total_loss / count, correct / count
