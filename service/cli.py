@@ -21,6 +21,7 @@ from service.defaults import COMMAND, PLUGIN_GROUP
 
 Register = Callable[[argparse._SubParsersAction], None]
 
+
 def _register_plugins(subparsers: argparse._SubParsersAction) -> None:
     for entry in entry_points(group=PLUGIN_GROUP):
         try:
