@@ -34,6 +34,15 @@ def test_noise_moves_every_training_pass_and_is_off_in_eval():
     assert torch.equal(noise.eval()(x), x)
 
 
+def test_measuring_a_noisy_net_does_not_change_the_noise_it_trains_with():
+    torch.manual_seed(0)
+    model = figure1_mlp("noisy-bn", seed=0)
+    (noise, *_) = modules_of(model, ShiftNoise)
+    before = noise.generator.get_state()
+    inputs_of(model, modules_of(model, nn.Sigmoid), torch.rand(8, 64), train_view=True)
+    assert torch.equal(noise.generator.get_state(), before)
+
+
 def test_noisy_net_starts_from_the_same_weights_as_the_bn_net():
     torch.manual_seed(0)
     bn = figure1_mlp("bn", seed=0)

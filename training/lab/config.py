@@ -46,14 +46,14 @@ FULL = LabConfig(
     seeds=(0, 1, 2),
     learning_rates=(0.02, 0.1, 2.0),
     reference_lr=0.1,
-    steps=1600,
+    steps=1200,
     eval_every=40,
     probe_every=100,
     batch_sizes=(16, 64, 256),
     gap_epochs=20,
     sample_batches=400,
     model_epochs=40,
-    momenta=(0.01, 0.1, 0.5, 0.9),
+    momenta=(0.003, 0.01, 0.1, 0.5, 0.9),
     short_epochs=15,
 )
 

@@ -36,7 +36,6 @@ VARIANTS = (
     {"bn": False, "dropout": 0.0},
     {"bn": True, "dropout": 0.0},
     {"bn": False, "dropout": defaults.DROPOUT},
-    {"bn": True, "dropout": defaults.DROPOUT},
 )
 
 

@@ -82,11 +82,21 @@ def preserved(model: nn.Module, buffers_only: bool = False) -> Iterator[nn.Modul
         saved = {name: b.clone() for name, b in model.named_buffers()}
     else:
         saved = copy.deepcopy(model.state_dict())
+    # Injected noise draws from its module's own generator: a measurement must not advance it,
+    # or measuring more often would change the noise the network trains with.
+    generators = [
+        m.generator
+        for m in model.modules()
+        if isinstance(getattr(m, "generator", None), torch.Generator)
+    ]
+    states = [g.get_state() for g in generators]
     was_training = model.training
     try:
         yield model
     finally:
         model.load_state_dict(saved, strict=not buffers_only)
+        for generator, state in zip(generators, states, strict=True):
+            generator.set_state(state)
         model.train(was_training)
 
 
@@ -118,13 +128,6 @@ def inputs_of(
 
 def modules_of(model: nn.Module, kind: type[nn.Module]) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, kind)]
-
-
-def set_bn_momentum(model: nn.Module, momentum: float) -> None:
-    """PyTorch's convention: running = (1 − momentum) · running + momentum · batch."""
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.momentum = momentum
 
 
 def mean_std(values: Sequence[float]) -> dict[str, float]:

@@ -73,14 +73,15 @@ def regularization(results: dict) -> str:
         "Validation − training loss and validation accuracy against the batch size (mean ± std)",
     )
     return f"""**Does BN's noise regularize?** The project's digits MLP (ReLU, 512-256 hidden),
-pixels divided by 16, with and without its hidden BNs, with and without dropout
-{defaults.DROPOUT:g} (the project's default), trained as `foldserve train` trains it (AdamW,
-one-cycle, rate {defaults.LEARNING_RATE:g}, weight decay {defaults.WEIGHT_DECAY:g}) for
-{results["meta"]["config"]["gap_epochs"]} epochs at each batch size. The generalization gap:
-validation loss − training loss and training accuracy − validation accuracy, both measured in
-eval mode after training (mean ± std over seeds). Caveat: at a fixed number of epochs a bigger
-batch also takes fewer, larger steps, so the batch size changes more than BN's noise; the
-comparison that isolates BN is with and without it at the same batch size.
+pixels divided by 16, in three variants: without BN, with its hidden BNs, and without BN but
+with dropout {defaults.DROPOUT:g} after each hidden block (the project's default rate), each
+trained as `foldserve train` trains (AdamW, one-cycle, rate {defaults.LEARNING_RATE:g}, weight
+decay {defaults.WEIGHT_DECAY:g}) for {results["meta"]["config"]["gap_epochs"]} epochs at each
+batch size. The generalization gap: validation loss − training loss and training accuracy −
+validation accuracy, both measured in eval mode after training (mean ± std over seeds). Caveat:
+at a fixed number of epochs a bigger batch also takes fewer, larger steps, so the batch size
+changes more than BN's noise; the comparison that isolates BN is with and without it at the
+same batch size.
 
 {gaps}
 {table(headers, rows, "lrrrrr")}"""
