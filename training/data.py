@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    RandomSampler,
+    SequentialSampler,
+    TensorDataset,
+)
 
 from service.datasets import DataError, Dataset, Split, load_dataset, split_dataset
 
@@ -45,6 +51,14 @@ def make_loader(
     tensors = TensorDataset(*as_tensors(dataset, input_shape))
     # drop_last avoids a final batch of one example, whose BN batch variance would be zero.
     drop_last = shuffle and len(dataset) % batch_size == 1
+    order = RandomSampler(tensors, generator=generator) if shuffle else SequentialSampler(tensors)
+    # Whole batches are sliced out of the tensors at once (batch_size=None, a batch sampler)
+    # rather than gathered example by example and stacked: the same batches in the same order
+    # as DataLoader(batch_size=..., shuffle=...), at a fraction of the cost per batch. The loader
+    # keeps the generator too, since it draws its per-epoch seed from it, as that one does.
     return DataLoader(
-        tensors, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last
+        tensors,
+        batch_size=None,
+        sampler=BatchSampler(order, batch_size, drop_last),
+        generator=generator,
     )
