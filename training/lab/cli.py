@@ -19,8 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Measure why BatchNorm works on the digits data: learning speed, "
         "distribution stability, Santurkar's noisy BN and smoothness, mini-batch noise and "
         "regularization, test-time statistics and folding, covariate shift. Writes report.md, "
-        "results.json and PNG figures into --out. About 5 minutes on 2 idle CPU cores; --quick "
-        "runs every experiment small (under a minute), for smoke tests.",
+        "results.json and PNG figures into --out. About 3.5 minutes of CPU time on one core "
+        "(longer on a busy machine); --quick runs every experiment small (about 20 s), for "
+        "smoke tests.",
     )
     lab.add_argument("--out", type=Path, required=True, help="output directory")
     lab.add_argument("--quick", action="store_true", help="small sizes: seconds, not minutes")

@@ -16,7 +16,7 @@ def render(results: dict) -> str:
     parts = [
         _header(results),
         _claims_table(claims),
-        conclusions.sides(claims),
+        conclusions.sides(claims, results),
         optimization.learning_speed(results),
         optimization.stability(results),
         optimization.noisy_bn(results),
@@ -49,8 +49,9 @@ the digits data set shipped with scikit-learn (8×8 images, 1,797 of them) in th
 standard split ({_split_sizes()}); torch {meta["torch"]}, Python {meta["python"]}, {meta["threads"]}
 torch thread(s) on {meta["cpus"]} CPU cores. Wall time {meta["total_seconds"]:.0f} s ({seconds});
 load average {meta["load_average_before"][0]:.2f} before, {meta["load_average_after"][0]:.2f}
-after (the machine is shared). Rerun it with `foldserve lab --out DIR`; `--quick` runs every
-experiment at a small size in well under a minute. On the CPU a run is deterministic for its seeds.
+after (the machine is shared; the times are wall-clock). Rerun it with `foldserve lab --out
+DIR`; `--quick` runs every experiment at a small size, for smoke tests. On the CPU a run is
+deterministic for its seeds: only the times change from one run to the next.
 """
 
 

@@ -90,7 +90,9 @@ mean in units of the previous standard deviation and the change of the standard 
 |log ratio|, averaged over units and epochs (mean ± std over seeds; the figure: mean over
 seeds). The last column is the last hidden layer as the next layer sees it *during training*
 (training mode: BN normalizes with the batch's own statistics, injected noise is drawn), between
-consecutive measurements (median over training).
+consecutive measurements (median over training). In eval mode BN's inputs also move with its
+running averages, which are themselves noisy estimates (momentum 0.1: roughly the last ten
+batches); the jitter of the BN panel in the percentile figure may be that, rather than learning.
 
 {drift}
 {table(headers, rows, "lrrrr")}"""
