@@ -44,6 +44,8 @@ from training.precise_bn import recompute_bn_statistics
 from training.train import evaluate
 
 MODELS = ("no BN", "BN (running statistics = folded)", "BN, statistics re-estimated on the slice")
+GREY = 4.0  # the grey background's offset, in pixel units (0..16)
+NEAR_CONSTANT_VARIANCE = 0.01  # a pixel whose training variance is below this barely varies
 # Traffic replayed into the monitor: ten half-lives, so the score reflects the slice alone.
 MONITOR_EXAMPLES = 10 * defaults.SHIFT_HALF_LIFE
 
@@ -80,7 +82,7 @@ def test_slices() -> dict[str, Dataset]:
         "heavy ink (other writers)": ink_half(test, heavy=True),
         "faded ×0.5": _transformed(light, 0.5, 0.0),
         "bold ×1.5": _transformed(light, 1.5, 0.0),
-        "grey background +4": _transformed(light, 1.0, 4.0),
+        f"grey background +{GREY:g}": _transformed(light, 1.0, GREY),
     }
 
 
@@ -123,7 +125,16 @@ def one_seed(seed: int, epochs: int) -> dict:
             MODELS[2]: _adapted_accuracy(bn, dataset),
             "shift_score": shift_score(input_bn, dataset, seed),
         }
-    return {"seed": seed, "train_examples": len(train), "slices": rows}
+    variance = np.asarray(input_bn.var)
+    return {
+        "seed": seed,
+        "train_examples": len(train),
+        "slices": rows,
+        # Why a grey background can break the BN model: pixels that never vary in training get
+        # divided by almost nothing once the background moves.
+        "near_constant_pixels": int((variance < NEAR_CONSTANT_VARIANCE).sum()),
+        "grey_offset_in_stds": float((GREY / np.sqrt(variance + input_bn.eps)).max()),
+    }
 
 
 def run(cfg: LabConfig) -> dict:
@@ -147,5 +158,7 @@ def run(cfg: LabConfig) -> dict:
         "summary": summary,
         "median_ink": [float(t) for t in thresholds],
         "train_examples": seeds[0]["train_examples"],
+        "near_constant_pixels": mean_std([r["near_constant_pixels"] for r in seeds]),
+        "grey_offset_in_stds": mean_std([r["grey_offset_in_stds"] for r in seeds]),
         "epochs": cfg.model_epochs,
     }

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from service import defaults
-from training.lab.experiments.blackcat import MODELS, MONITOR_EXAMPLES
+from training.lab.experiments.blackcat import (
+    GREY,
+    MODELS,
+    MONITOR_EXAMPLES,
+    NEAR_CONSTANT_VARIANCE,
+)
 from training.lab.report.markdown import figure, pm, table
 
 
@@ -90,4 +95,10 @@ BN's statistics from the fold, after {MONITOR_EXAMPLES} examples of traffic draw
 (an alert fires above 0.25).
 
 {by_slice}
+Why the grey background breaks the BN model: in the light-ink training slice
+{pm(data["near_constant_pixels"], 1)} of the 64 pixels (the blank border) have a variance below
+{NEAR_CONSTANT_VARIANCE:g}, so the input BN, which divides by √(variance + ε), turns a +{GREY:g}
+background into up to {pm(data["grey_offset_in_stds"], 0)} standard deviations. The model
+without BN sees the same pixels divided by 16.
+
 {bars}"""
