@@ -96,7 +96,7 @@ BN's statistics from the fold, after {MONITOR_EXAMPLES} examples of traffic draw
 
 {by_slice}
 Why the grey background breaks the BN model: in the light-ink training slice
-{pm(data["near_constant_pixels"], 1)} of the 64 pixels (the blank border) have a variance below
+{pm(data["near_constant_pixels"], 1)} of the 64 pixels have a variance below
 {NEAR_CONSTANT_VARIANCE:g}, so the input BN, which divides by √(variance + ε), turns a +{GREY:g}
 background into up to {pm(data["grey_offset_in_stds"], 0)} standard deviations. The model
 without BN sees the same pixels divided by 16.
