@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    RandomSampler,
+    SequentialSampler,
+    TensorDataset,
+)
 
 from service.datasets import DataError, Dataset, Split, load_dataset, split_dataset
 
@@ -50,14 +56,19 @@ def make_loader(
     features, labels = as_tensors(dataset, input_shape)
     if part is not None:
         features, labels = features[part], labels[part]
+    tensors = TensorDataset(features, labels)
     # drop_last avoids a final batch that would give a worker one example (or none), whose BN
     # batch variance would be zero.
     remainder = len(labels) % batch_size
     drop_last = shuffle and 0 < remainder < 2 * workers
+    order = RandomSampler(tensors, generator=generator) if shuffle else SequentialSampler(tensors)
+    # Whole batches are sliced out of the tensors at once (batch_size=None, a batch sampler)
+    # rather than gathered example by example and stacked: the same batches in the same order
+    # as DataLoader(batch_size=..., shuffle=...), at a fraction of the cost per batch. The loader
+    # keeps the generator too, since it draws its per-epoch seed from it, as that one does.
     return DataLoader(
-        TensorDataset(features, labels),
-        batch_size=batch_size,
-        shuffle=shuffle,
+        tensors,
+        batch_size=None,
+        sampler=BatchSampler(order, batch_size, drop_last),
         generator=generator,
-        drop_last=drop_last,
     )

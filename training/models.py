@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from torch import nn
@@ -61,6 +61,9 @@ def build_mlp(
     hidden: Sequence[int] = MLP_HIDDEN,
     input_bn: bool = True,
     dropout: float = DROPOUT,
+    *,
+    hidden_bn: bool = True,
+    activation: Callable[[], nn.Module] = nn.ReLU,
 ) -> nn.Sequential:
     """Linear→BatchNorm1d→ReLU blocks and a Linear head.
 
@@ -71,11 +74,16 @@ def build_mlp(
         input_bn: start with a BatchNorm1d over the raw features, so the network normalizes its own
             inputs and serves raw features; folding moves it forward into the first Linear.
         dropout: dropout after each block (an identity at serving time).
+        hidden_bn: the BatchNorm1d between each Linear and its activation; False builds the plain
+            network that `foldserve lab` compares against.
+        activation: builds each block's nonlinearity (the lab uses `nn.Sigmoid`, as in Ioffe &
+            Szegedy's Figure 1).
     """
     layers: list[nn.Module] = [nn.BatchNorm1d(num_features)] if input_bn else []
     width = num_features
     for size in hidden:
-        layers += [nn.Linear(width, size), nn.BatchNorm1d(size), nn.ReLU()]
+        norm = [nn.BatchNorm1d(size)] if hidden_bn else []
+        layers += [nn.Linear(width, size), *norm, activation()]
         if dropout:
             layers.append(nn.Dropout(dropout))
         width = size

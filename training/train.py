@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +17,10 @@ from service.defaults import OPTIMIZERS
 from training import distributed
 from training.distributed import Workers
 
+# Learning-rate schedules `fit` knows: the one-cycle default, or a constant rate (the lab compares
+# learning speed at fixed rates, as Ioffe & Szegedy did, which a warm-up would blur).
+SCHEDULES = ("one-cycle", "constant")
+
 
 @dataclass(frozen=True)
 class FitSettings:
@@ -25,6 +30,28 @@ class FitSettings:
     weight_decay: float = defaults.WEIGHT_DECAY
     progress: bool = True
     dry_run: bool = False  # one batch per epoch: for smoke tests
+    schedule: str = "one-cycle"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One optimizer step, as `fit` reports it to an `on_step` callback (after the update).
+
+    Attributes:
+        index: steps taken so far, counting from 1 over the whole fit.
+        epoch: the epoch the step belongs to, from 1.
+        loss: the mini-batch loss before the update.
+        features, labels: the mini-batch (on the training device).
+    """
+
+    index: int
+    epoch: int
+    loss: float
+    features: torch.Tensor
+    labels: torch.Tensor
+
+
+StepCallback = Callable[[Step], None]
 
 
 @dataclass
@@ -99,8 +126,13 @@ def fit(
     settings: FitSettings,
     device: torch.device,
     workers: Workers = distributed.ONE_WORKER,
+    on_step: StepCallback | None = None,
 ) -> History:
-    """Train with mini-batches (BN in train mode) under a cosine learning-rate schedule.
+    """Train with mini-batches (BN in train mode) under a one-cycle (or constant) learning rate.
+
+    Args:
+        on_step: called after every optimizer step (for measurements during training); it may
+            run the model, but must leave its weights, buffers and mode as it found them.
 
     With several workers (`torchrun`) every worker reads the same global batches from
     `train_loader` and trains on its share of each, under DistributedDataParallel; `model` is
@@ -114,15 +146,21 @@ def fit(
     net = distributed.wrap(model, workers, device)
     optimizer = make_optimizer(net, settings)
     steps = settings.epochs * (1 if settings.dry_run else len(train_loader))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=settings.learning_rate, total_steps=max(steps, 1)
-    )
+    schedule = make_schedule(optimizer, settings, max(steps, 1))
     history = History()
     quiet = not settings.progress or not workers.writes_files
     bar = tqdm(range(1, settings.epochs + 1), disable=quiet, unit="epoch")
     for epoch in bar:
         train_loss, train_accuracy = _train_epoch(
-            net, train_loader, optimizer, schedule, device, settings.dry_run, workers
+            net,
+            train_loader,
+            optimizer,
+            schedule,
+            device,
+            settings.dry_run,
+            workers,
+            epoch,
+            on_step,
         )
         val_loss, val_accuracy = evaluate(model, val_loader, device)
         history.epochs.append(
@@ -141,6 +179,19 @@ def fit(
     return history
 
 
+def make_schedule(
+    optimizer: torch.optim.Optimizer, settings: FitSettings, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule `settings.schedule` names, stepped once per optimizer step."""
+    if settings.schedule == "one-cycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=settings.learning_rate, total_steps=total_steps
+        )
+    if settings.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    raise ValueError(f"schedule must be one of {SCHEDULES}, got {settings.schedule!r}")
+
+
 def _train_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -149,12 +200,15 @@ def _train_epoch(
     device: torch.device,
     dry_run: bool,
     workers: Workers = distributed.ONE_WORKER,
+    epoch: int = 1,
+    on_step: StepCallback | None = None,
 ) -> tuple[float, float]:
     """One pass over `loader` in train mode; returns the mean loss and accuracy it saw (summed
     over every worker's share of each global batch)."""
     model.train()
     totals = torch.zeros(3, dtype=torch.float64)  # loss, correct, count
-    for features, labels in loader:
+    first_step = (epoch - 1) * (1 if dry_run else len(loader))
+    for batch, (features, labels) in enumerate(loader, start=1):
         global_count = len(labels)
         part = workers.share(global_count)
         features, labels = features[part].to(device), labels[part].to(device)
@@ -168,6 +222,8 @@ def _train_epoch(
         shown = len(labels) if not workers.distributed else global_count / workers.world_size
         correct = int((logits.argmax(dim=1) == labels).sum())
         totals += torch.tensor([loss.item() * shown, correct, len(labels)], dtype=torch.float64)
+        if on_step is not None:
+            on_step(Step(first_step + batch, epoch, loss.item(), features, labels))
         if dry_run:
             break
     loss_sum, correct, count = workers.all_reduce_sum(totals.to(device)).tolist()

@@ -3,7 +3,7 @@ import re
 import numpy as np
 import pytest
 
-from training.data import DataError, load_dataset, make_loader, split_dataset
+from training.data import DataError, Dataset, load_dataset, make_loader, split_dataset
 
 
 def test_digits_is_embedded_and_split_stratified_and_reproducible():
@@ -138,6 +138,30 @@ def test_loader_shapes_examples_for_the_network():
     features, labels = next(iter(make_loader(split.test, (1, 8, 8), 32, shuffle=False)))
     assert features.shape == (32, 1, 8, 8)
     assert labels.dtype.is_floating_point is False
+
+
+@pytest.mark.parametrize(
+    ("rows", "batch_size", "shuffle"), [(97, 8, True), (97, 32, False), (65, 8, True)]
+)
+def test_loader_batches_are_those_of_a_per_example_loader(rows, batch_size, shuffle):
+    """Whole-batch slicing changes no batch and no order (65 % 8 == 1: the last one is dropped)."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    features = np.arange(rows * 3, dtype=np.float32).reshape(rows, 3)
+    dataset = Dataset("t", features, np.arange(rows) % 2, ["a", "b"])
+    ours = make_loader(dataset, (3,), batch_size, shuffle, seed=5)
+    reference = DataLoader(
+        TensorDataset(torch.from_numpy(features), torch.from_numpy(dataset.labels)),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=torch.Generator().manual_seed(5),
+        drop_last=shuffle and rows % batch_size == 1,
+    )
+    assert len(ours) == len(reference)
+    for _ in range(3):  # epochs: each reshuffles
+        for (x, y), (rx, ry) in zip(ours, reference, strict=True):
+            assert torch.equal(x, rx) and torch.equal(y, ry)
 
 
 def test_large_fractions_still_leave_every_class_a_training_row(tmp_path):
