@@ -27,7 +27,8 @@ def test_on_step_sees_every_step_after_its_update():
         weights.append(model[1].weight.detach().clone())
 
     before = model[1].weight.detach().clone()
-    fit(model, train, val, FitSettings(epochs=2, progress=False), torch.device("cpu"), record)
+    settings = FitSettings(epochs=2, progress=False)
+    fit(model, train, val, settings, torch.device("cpu"), on_step=record)
     assert [s.index for s in steps] == list(range(1, 11))
     assert [s.epoch for s in steps] == [1] * 5 + [2] * 5
     assert all(s.features.shape == (8, 5) and s.labels.shape == (8,) for s in steps)
