@@ -18,6 +18,8 @@ Every value is a string (JSON where the field is not text):
 | `foldserve.bn_stats` | `bn_stats` | JSON list of `BNStats` objects, one per folded BN |
 | `foldserve.fold_report` | `fold_report` | JSON `FoldReport`: `folded` and `left` |
 | `foldserve.training_metrics` | `training_metrics` | JSON object: accuracies, epochs, data split |
+| `foldserve.taps` | `taps` | optional; JSON list of `Tap` objects (`contract.shift`) |
+| `foldserve.shift_calibration` | `shift_calibration` | optional; JSON `ShiftCalibration` |
 
 Extending the format: a new key becomes a field with a default, so files without it still
 parse; a reader ignores `foldserve.*` keys it does not know. `format` changes only when an
@@ -33,6 +35,7 @@ from typing import Any
 
 from service.contract.fields import ContractError
 from service.contract.records import BNStats, FoldReport
+from service.contract.shift import ShiftCalibration, Tap
 
 FORMAT_VERSION = "1"
 INPUT_NAME = "input"
@@ -57,7 +60,11 @@ KEYS = {
     "bn_stats": "foldserve.bn_stats",
     "fold_report": "foldserve.fold_report",
     "training_metrics": "foldserve.training_metrics",
+    "taps": "foldserve.taps",
+    "shift_calibration": "foldserve.shift_calibration",
 }
+# Keys that files written before the shift monitor lack: written only when set, optional to read.
+OPTIONAL_FIELDS = frozenset({"taps", "shift_calibration"})
 FORMAT_KEY = KEYS["format"]
 TEXT_FIELDS = frozenset(
     {"format", "foldserve_version", "model_version", "created", "dataset", "arch", "input_name"}
@@ -83,6 +90,8 @@ class ModelMetadata:
     input_dtype: str = INPUT_DTYPE
     output_names: tuple[str, ...] = OUTPUT_NAMES
     format: str = FORMAT_VERSION
+    taps: tuple[Tap, ...] = ()
+    shift_calibration: ShiftCalibration | None = None
 
     @property
     def input_bn(self) -> BNStats | None:
@@ -101,7 +110,11 @@ def to_properties(metadata: ModelMetadata) -> dict[str, str]:
         "fold_report": json.dumps(metadata.fold_report.to_json()),
         "training_metrics": json.dumps(dict(metadata.training_metrics)),
     }
-    return {key: str(values[name]) for name, key in KEYS.items()}
+    if metadata.taps:
+        values["taps"] = json.dumps([tap.to_json() for tap in metadata.taps])
+    if metadata.shift_calibration is not None:
+        values["shift_calibration"] = json.dumps(metadata.shift_calibration.to_json())
+    return {key: str(values[name]) for name, key in KEYS.items() if name in values}
 
 
 def has_metadata(properties: Mapping[str, str]) -> bool:
@@ -126,7 +139,9 @@ def from_properties(properties: Mapping[str, str]) -> ModelMetadata:
             f"metadata format {properties[FORMAT_KEY]!r} is not supported "
             f"(expected {FORMAT_VERSION!r})"
         )
-    missing = [key for key in KEYS.values() if key not in properties]
+    missing = [
+        key for name, key in KEYS.items() if key not in properties and name not in OPTIONAL_FIELDS
+    ]
     if missing:
         raise ContractError(f"metadata key(s) missing: {', '.join(missing)}")
     metadata = ModelMetadata(
@@ -142,12 +157,27 @@ def from_properties(properties: Mapping[str, str]) -> ModelMetadata:
             _legacy_fold_report(_decode(properties, "fold_report", dict)), KEYS["fold_report"]
         ),
         training_metrics=_decode(properties, "training_metrics", dict),
+        **_shift_fields(properties),
     )
     if metadata.input_dtype != INPUT_DTYPE:
         raise ContractError(
             f"{KEYS['input_dtype']} is {metadata.input_dtype!r}; only {INPUT_DTYPE!r} is served"
         )
     return metadata
+
+
+def _shift_fields(properties: Mapping[str, str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    if KEYS["taps"] in properties:
+        found["taps"] = tuple(
+            Tap.from_json(entry, f"{KEYS['taps']}[{i}]")
+            for i, entry in enumerate(_decode(properties, "taps", list))
+        )
+    if KEYS["shift_calibration"] in properties:
+        found["shift_calibration"] = ShiftCalibration.from_json(
+            _decode(properties, "shift_calibration", dict), KEYS["shift_calibration"]
+        )
+    return found
 
 
 def _decode(properties: Mapping[str, str], name: str, kind: type) -> Any:
