@@ -20,6 +20,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_export(subparsers)
 
 
+def _add_shift_arguments(parser: argparse.ArgumentParser) -> None:
+    """The shift monitor's calibration settings, written into the model file."""
+    group = parser.add_argument_group("covariate-shift calibration (a clean replay at export)")
+    group.add_argument(
+        "--shift-half-life", type=float, default=defaults.SHIFT_HALF_LIFE,
+        help="examples after which an observation's weight has halved",
+    )  # fmt: skip
+    group.add_argument(
+        "--shift-margin", type=float, default=defaults.SHIFT_MARGIN,
+        help="layer thresholds: this times the clean replay's maximum",
+    )  # fmt: skip
+    group.add_argument(
+        "--shift-prior-margin", type=float, default=defaults.SHIFT_PRIOR_MARGIN,
+        help="class-prior threshold: this times its clean maximum",
+    )  # fmt: skip
+    group.add_argument(
+        "--shift-replay", type=int, default=defaults.SHIFT_REPLAY,
+        help="requests in the clean replay of the validation split",
+    )  # fmt: skip
+
+
+def _shift_config(args: argparse.Namespace):
+    from training.calibrate import ShiftConfig
+
+    return ShiftConfig(
+        half_life=args.shift_half_life,
+        margin=args.shift_margin,
+        prior_margin=args.shift_prior_margin,
+        replay=args.shift_replay,
+    )
+
+
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train",
@@ -63,6 +95,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--dry-run", action="store_true", help="one batch per epoch (smoke test)")
+    _add_shift_arguments(train)
     train.set_defaults(func=_run_train)
 
 
@@ -76,6 +109,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--checkpoint", type=Path, required=True)
     export.add_argument("--out", type=Path, help="output directory (default: the checkpoint's)")
     export.add_argument("--model-version", help="version recorded in the model")
+    _add_shift_arguments(export)
     export.set_defaults(func=_run_export)
 
 
@@ -140,6 +174,7 @@ def _run_train(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             dry_run=args.dry_run,
         ),
+        shift=_shift_config(args),
     )
     try:
         result = pipeline.run_training(config)
@@ -184,6 +219,24 @@ def _print_export(export) -> None:
         f"max |onnxruntime - torch| = {export.max_abs_error:.2e}; "
         f"alone vs in batch = {export.max_batch_error:.2e}"
     )
+    print(f"taps: max |onnxruntime - unfolded torch BN| = {export.max_tap_error:.2e}")
+    calibration = export.shift_calibration
+    if calibration is None:
+        print("shift monitor: not calibrated (the checkpoint holds no held-out examples)")
+    else:
+        print(
+            f"shift monitor calibrated on {calibration.replay} requests of {calibration.data} "
+            f"(half-life {calibration.half_life:g}, margins {calibration.margin:g} and "
+            f"{calibration.prior_margin:g}):"
+        )
+        for layer in calibration.layers:
+            sentinel = (
+                f", sentinel over {len(layer.excluded)} unit(s) {layer.sentinel_threshold:.4g}"
+                if layer.excluded
+                else ""
+            )
+            print(f"  layer {layer.layer:>6}: threshold {layer.threshold:.4g}{sentinel}")
+        print(f"  class prior: threshold {calibration.prior_threshold:.4g}")
     print(f"model card: {export.card_path}")
 
 
@@ -197,7 +250,9 @@ def _run_export(args: argparse.Namespace) -> int:
         return 2
     out = args.out or args.checkpoint.parent
     try:
-        export = pipeline.export_checkpoint(args.checkpoint, out, args.model_version)
+        export = pipeline.export_checkpoint(
+            args.checkpoint, out, args.model_version, _shift_config(args)
+        )
     except (FoldError, ExportError) as exc:
         print(f"foldserve export: {exc}", file=sys.stderr)
         return 2
