@@ -58,6 +58,8 @@ SHIFT_REPLAY = 20_000  # requests in the clean replay that calibrates the thresh
 SHIFT_REPLAY_SEED = 0
 SHIFT_MIN_VAR_FRACTION = 0.01  # units under this fraction of their layer's median variance
 SHIFT_VAR_FLOOR = 0.01  # a unit's live variance counts as at least this times its reference
+SHIFT_CLIP = 5.0  # examples enter the averages winsorized at this many reference stds
+SHIFT_RESAMPLE_EVERY = 1000  # replay requests per bootstrap resample of the held-out examples
 
 # --- clients (`foldserve predict`, `foldserve health`) -----------------------------------------
 TARGET = f"127.0.0.1:{PORT}"

@@ -1,9 +1,13 @@
 """Calibrating the shift monitor at export: a clean replay of held-out data sets every threshold.
 
 The exported graph runs the held-out examples once (with its taps); the replay then streams them
-one request at a time, in shuffled passes, through the very statistic the server runs
-(`service.core.shift_stats`), scoring after every request. Each threshold is a margin times the
-highest score of that replay: traffic like the held-out data stays below it by the margin.
+one request at a time through the very statistic the server runs (`service.core.shift_stats`),
+scoring after every request. Each threshold is a margin times the highest score of that replay.
+
+A replay of one small held-out set (digits: 270 examples) only measures how the order of those
+examples moves the scores; live clean traffic is another sample, whose own composition moves them
+too (one trained model's clean test split sat at 1.05 of a threshold set that way). So the replay
+streams a fresh bootstrap resample of the held-out set every `resample_every` requests.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class ShiftConfig:
     seed: int = defaults.SHIFT_REPLAY_SEED
     min_var_fraction: float = defaults.SHIFT_MIN_VAR_FRACTION
     var_floor: float = defaults.SHIFT_VAR_FLOOR
+    clip: float = defaults.SHIFT_CLIP
+    resample_every: int = defaults.SHIFT_RESAMPLE_EVERY
 
 
 @dataclass(frozen=True)
@@ -46,11 +52,18 @@ def class_priors(labels: np.ndarray, classes: int) -> tuple[float, ...]:
     return tuple(float(c) for c in counts / counts.sum())
 
 
-def replay_order(examples: int, requests: int, seed: int) -> np.ndarray:
-    """`requests` indices into `examples`: shuffled passes over all of them (seeded)."""
+def replay_order(examples: int, requests: int, seed: int, resample_every: int = 0) -> np.ndarray:
+    """`requests` indices into `examples` (seeded): shuffled passes over all of them, or, with
+    `resample_every`, over a fresh bootstrap resample of them every that many requests."""
     rng = np.random.default_rng(seed)
-    passes = -(-requests // examples)
-    return np.concatenate([rng.permutation(examples) for _ in range(passes)])[:requests]
+    segment = resample_every or requests
+    order: list[np.ndarray] = []
+    while sum(len(part) for part in order) < requests:
+        pool = rng.choice(examples, examples) if resample_every else np.arange(examples)
+        passes = -(-segment // examples)
+        order.append(np.concatenate([pool[rng.permutation(examples)] for _ in range(passes)]))
+        order[-1] = order[-1][:segment]
+    return np.concatenate(order)[:requests]
 
 
 def calibrate(
@@ -74,10 +87,11 @@ def calibrate(
     count, rows = logits.shape[0], rows.astype(np.float64)
     labels = logits.argmax(axis=1)
     refs = references(bn_stats, taps, config.min_var_fraction)
-    stat = ShiftStatistic(refs, config.half_life, config.var_floor, held_out.class_priors)
+    priors = held_out.class_priors
+    stat = ShiftStatistic(refs, config.half_life, config.var_floor, priors, config.clip)
     running = stat.new_state()
     maxima = np.zeros(len(stat.names) + 1)
-    for index in replay_order(count, config.replay, config.seed):
+    for index in replay_order(count, config.replay, config.seed, config.resample_every):
         running.add(rows[index : index + 1], labels[index : index + 1])
         np.maximum(maxima, stat.scores(running), out=maxima)
     sentinel_max = dict(zip(stat.names[len(taps) :], maxima[len(taps) : -1], strict=True))
@@ -103,5 +117,7 @@ def calibrate(
         class_priors=held_out.class_priors,
         prior_clean_max=float(maxima[-1]),
         prior_threshold=0.0,
+        clip=config.clip,
+        resample_every=config.resample_every,
     )
     return calibration.with_margins(None, None)  # sets the thresholds from the maxima

@@ -32,6 +32,8 @@ TAPS = "taps"  # every tap, end to end
 BN_OUTPUT = "bn_output"
 BN_INPUT = "bn_input"
 TAP_SIDES = (BN_OUTPUT, BN_INPUT)
+# A sentinel's threshold never sits below what this many outlying examples in a row produce.
+SENTINEL_FLOOR_EXAMPLES = 4
 
 
 def tap_name(layer: str) -> str:
@@ -115,6 +117,12 @@ class ShiftCalibration:
             median (or under 100·eps) are watched by the sentinel, not the Gaussian statistic.
         var_floor: a unit's live variance counts as at least `var_floor ×` its reference
             variance (bounds the log-variance term of one unit at ½·ln(1/var_floor)).
+        clip: each example enters the averages winsorized at `clip` reference standard
+            deviations from the reference mean (a sentinel's units: `clip` of its scales), so
+            one odd example moves a score by little and only a shift moves it far.
+        resample_every: the replay streamed a fresh bootstrap resample of the held-out examples
+            every this many requests, so the maxima cover how another sample of that size would
+            differ, not only another order of this one.
         layers: one entry per tap, in tap order.
         class_priors: the training split's class frequencies, in class-index order.
     """
@@ -130,6 +138,8 @@ class ShiftCalibration:
     class_priors: tuple[float, ...]
     prior_clean_max: float
     prior_threshold: float
+    clip: float = math.inf
+    resample_every: int = 0
 
     @property
     def decay(self) -> float:
@@ -138,8 +148,12 @@ class ShiftCalibration:
 
     @property
     def sentinel_floor(self) -> float:
-        """The least clean maximum a sentinel is calibrated at: one example one scale away."""
-        return 1.0 - self.decay
+        """The least clean maximum a sentinel is calibrated at: what `SENTINEL_FLOOR_EXAMPLES`
+        examples in a row at the clip (or one scale away, unclipped) would move it. Held-out
+        data may never touch a near-constant unit, and a threshold of 0 would fire on one odd
+        example."""
+        step = self.clip if math.isfinite(self.clip) else 1.0
+        return SENTINEL_FLOOR_EXAMPLES * (1.0 - self.decay) * step
 
     def with_margins(self, margin: float | None, prior_margin: float | None) -> ShiftCalibration:
         """The calibration with thresholds recomputed for other margins (None: keep)."""
@@ -177,13 +191,15 @@ class ShiftCalibration:
             "class_priors": list(self.class_priors),
             "prior_clean_max": self.prior_clean_max,
             "prior_threshold": self.prior_threshold,
+            "clip": self.clip if math.isfinite(self.clip) else None,
+            "resample_every": self.resample_every,
         }
 
     @classmethod
     def from_json(cls, value: Any, where: str) -> ShiftCalibration:
         entry = fields.json_object(value, where)
-        replay = fields.get(entry, "replay", where)
-        if type(replay) is not int or replay < 1:
+        replay = _count(entry, "replay", where)
+        if replay < 1:
             raise fields.ContractError(f"{where}.replay: expected a positive integer")
         half_life = fields.number(entry, "half_life", where, minimum=0.0)
         var_floor = fields.number(entry, "var_floor", where, minimum=0.0)
@@ -210,4 +226,23 @@ class ShiftCalibration:
             class_priors=priors,
             prior_clean_max=fields.number(entry, "prior_clean_max", where, minimum=0.0),
             prior_threshold=fields.number(entry, "prior_threshold", where, minimum=0.0),
+            clip=_clip(entry, where),
+            resample_every=_count(entry, "resample_every", where),
         )
+
+
+def _clip(entry: dict[str, Any], where: str) -> float:
+    """`clip`: a positive number, or null (absent) for none."""
+    if entry.get("clip") is None:
+        return math.inf
+    value = fields.number(entry, "clip", where, minimum=0.0)
+    if value <= 0:
+        raise fields.ContractError(f"{where}.clip: expected a positive number or null")
+    return value
+
+
+def _count(entry: dict[str, Any], name: str, where: str) -> int:
+    value = entry.get(name, 0)
+    if type(value) is not int or value < 0:
+        raise fields.ContractError(f"{where}.{name}: expected a positive integer, got {value!r}")
+    return value

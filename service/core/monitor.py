@@ -84,7 +84,11 @@ def build_statistic(metadata: ModelMetadata) -> ShiftStatistic:
     excluded = {c.layer: c.excluded for c in calibration.layers}
     refs = references(metadata.bn_stats, metadata.taps, calibration.min_var_fraction, excluded)
     return ShiftStatistic(
-        refs, calibration.half_life, calibration.var_floor, calibration.class_priors
+        refs,
+        calibration.half_life,
+        calibration.var_floor,
+        calibration.class_priors,
+        calibration.clip,
     )
 
 

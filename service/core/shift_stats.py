@@ -108,8 +108,10 @@ class ShiftStatistic:
         half_life: float,
         var_floor: float,
         class_priors: Sequence[float],
+        clip: float = math.inf,
     ) -> None:
         self.refs = tuple(refs)
+        self.clip = clip
         self.decay = 0.5 ** (1.0 / half_life)
         self.layers = tuple(r.layer for r in refs)
         sentinels = [i for i, r in enumerate(refs) if r.excluded.size]
@@ -146,7 +148,21 @@ class ShiftStatistic:
 
     def new_state(self) -> RunningState:
         """A fresh running state: every unit at its reference, the histogram at the priors."""
-        return RunningState(self._initial, self.priors, self.decay)
+        return RunningState(self._initial, self.priors, self.decay, self._bounds())
+
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Where each state entry is winsorized: a value within `clip` stds (a sentinel's
+        units: scales) of its reference mean, a square below the square of that bound."""
+        if not math.isfinite(self.clip):
+            return None
+        low, high = [], []
+        for ref in self.refs:
+            spread = np.sqrt(ref.var)
+            spread[ref.excluded] = ref.scale[ref.excluded]
+            reach = self.clip * spread
+            low += [ref.center - reach, np.zeros(ref.units)]
+            high += [ref.center + reach, (np.abs(ref.center) + reach) ** 2]
+        return np.concatenate(low), np.concatenate(high)
 
     def scores(self, running: RunningState) -> np.ndarray:
         """Every score, in `names` order, then the prior score last."""
@@ -181,7 +197,14 @@ class RunningState:
     Not thread-safe: the monitor holds a lock around it.
     """
 
-    def __init__(self, initial: np.ndarray, priors: np.ndarray, decay: float) -> None:
+    def __init__(
+        self,
+        initial: np.ndarray,
+        priors: np.ndarray,
+        decay: float,
+        bounds: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        self._bounds = bounds
         self._sums = initial.astype(np.float64)
         self._hist = priors.astype(np.float64)
         self._decay, self._fresh = decay, 1.0 - decay
@@ -190,15 +213,21 @@ class RunningState:
 
     def add(self, rows: np.ndarray, labels: np.ndarray) -> None:
         """Fold examples in, oldest first. `rows`: `[N, width]` taps; `labels`: `[N]` classes."""
-        if rows.shape[0] == 1:  # the common case: one multiply-add
+        if rows.shape[0] == 1:  # the common case: one clip and one multiply-add
             self._scale *= self._decay
             gain = self._fresh / self._scale
-            self._sums += np.multiply(rows[0], gain, out=self._scratch, dtype=np.float64)
+            row = rows[0]
+            if self._bounds is not None:
+                row = np.clip(row, *self._bounds, out=self._scratch)
+            self._sums += np.multiply(row, gain, out=self._scratch, dtype=np.float64)
             self._hist[labels[0]] += gain
         else:
             steps = self._decay ** np.arange(1, rows.shape[0] + 1, dtype=np.float64)
             gains = self._fresh / (self._scale * steps)
-            self._sums += gains @ rows.astype(np.float64)
+            rows = rows.astype(np.float64)
+            if self._bounds is not None:
+                rows = np.clip(rows, *self._bounds)
+            self._sums += gains @ rows
             np.add.at(self._hist, labels, gains)
             self._scale *= steps[-1]
         if self._scale < RESCALE_BELOW:

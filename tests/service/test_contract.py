@@ -135,16 +135,23 @@ def test_taps_and_calibration_round_trip_under_their_keys() -> None:
     assert json.loads(properties[KEYS["taps"]]) == [
         {"layer": "3", "name": "tap.3", "side": "bn_output", "spatial": True}
     ]
-    assert json.loads(properties[KEYS["shift_calibration"]])["layers"][0]["excluded"] == [1]
+    written = json.loads(properties[KEYS["shift_calibration"]])
+    assert written["layers"][0]["excluded"] == [1] and written["clip"] is None  # none: infinite
+    clipped = dataclasses.replace(
+        SHIFTED, shift_calibration=dataclasses.replace(CALIBRATION, clip=5.0)
+    )
+    assert contract.from_properties(contract.to_properties(clipped)) == clipped
 
 
 def test_margins_recompute_thresholds_and_sentinels_keep_a_floor() -> None:
     wider = CALIBRATION.with_margins(3.0, 5.0)
     assert wider.layers[0].threshold == pytest.approx(0.6)
     assert wider.prior_threshold == pytest.approx(0.05)
-    # The sentinel's clean maximum (1e-4) is below one example's worth (1 - 0.5 ** (1 / 100)).
-    floor = 1 - 0.5 ** (1 / 100)
+    # The sentinel's clean maximum (1e-4) is below four examples' worth, one scale away each.
+    floor = 4 * (1 - 0.5 ** (1 / 100))
     assert wider.layers[0].sentinel_threshold == pytest.approx(3.0 * floor)
+    clipped = dataclasses.replace(CALIBRATION, clip=5.0).with_margins(None, None)
+    assert clipped.layers[0].sentinel_threshold == pytest.approx(1.5 * 5.0 * floor)
     same = CALIBRATION.with_margins(None, None)
     assert same.margin == 1.5 and same.layers[0].threshold == pytest.approx(0.3)
     assert same.layers[0].sentinel_threshold == pytest.approx(1.5 * floor)
@@ -155,6 +162,8 @@ def test_margins_recompute_thresholds_and_sentinels_keep_a_floor() -> None:
     [
         ({"half_life": 0}, "half_life must be > 0"),
         ({"replay": 1.5}, "replay: expected a positive integer"),
+        ({"clip": 0}, "clip: expected a positive number or null"),
+        ({"resample_every": -1}, "resample_every: expected a positive integer"),
         ({"class_priors": [0.5, 0.6]}, "class_priors: must sum to 1"),
         ({"layers": [{"layer": "3", "clean_max": -1, "threshold": 0}]}, "layers[0].clean_max"),
         (

@@ -20,9 +20,11 @@ def _stats(mean, var, gamma=None, beta=None, eps=1e-5, layer="0") -> BNStats:
     )  # fmt: skip
 
 
-def _statistic(stats: BNStats, side: str = BN_INPUT, classes: int = 10) -> ShiftStatistic:
+def _statistic(
+    stats: BNStats, side: str = BN_INPUT, classes: int = 10, clip: float = math.inf
+) -> ShiftStatistic:
     refs = references([stats], [Tap(stats.layer, "tap.0", side)], min_var_fraction=0.01)
-    return ShiftStatistic(refs, HALF_LIFE, 0.01, [1.0 / classes] * classes)
+    return ShiftStatistic(refs, HALF_LIFE, 0.01, [1.0 / classes] * classes, clip)
 
 
 def _stream(statistic, values: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
@@ -93,6 +95,21 @@ def test_constant_units_go_to_the_sentinel_which_sees_a_mean_move():
     scores = _stream(statistic, moved)
     assert scores[1] == pytest.approx(0.5 * (1 - 0.5 ** (500 / HALF_LIFE)), rel=1e-6)
     assert scores[0] == pytest.approx(quiet[0])
+
+
+def test_winsorizing_bounds_what_one_odd_example_does(reference):
+    stats, mean, std = reference
+    x = np.random.default_rng(8).normal(mean, std, (400, UNITS))
+    odd = x.copy()
+    odd[-50] = mean + 1000 * std  # one example 1000 stds off in every unit
+    plain, clipped = _statistic(stats), _statistic(stats, clip=5.0)
+    assert _stream(plain, odd)[0] > 2.0  # one example alone alarms an unclipped monitor
+    base, hit = _stream(clipped, x)[0], _stream(clipped, odd)[0]
+    a = clipped.decay
+    bound = 5.0 * (1 - a) + 0.5 * math.log(1 + 25 * (1 - a))  # its mean and variance terms
+    assert base < hit < base + bound
+    shifted = np.random.default_rng(9).normal(mean + 2 * std, std, (1500, UNITS))
+    assert _stream(clipped, shifted)[0] == pytest.approx(2.0, abs=0.1)  # a shift is unclipped
 
 
 def test_the_prior_signal_is_the_jensen_shannon_divergence_of_predicted_classes(reference):
