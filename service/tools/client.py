@@ -17,6 +17,7 @@ from google.protobuf import json_format
 from service._proto.foldserve.v1 import predictor_pb2, predictor_pb2_grpc
 from service.datasets import DataError, load_dataset, split_dataset
 from service.defaults import DIGITS, SPLIT_SEED, TEST_FRACTION, VAL_FRACTION
+from service.tools.shift_summary import shift_lines, shift_summary
 
 DEFAULT_SPLIT = {"seed": SPLIT_SEED, "val_fraction": VAL_FRACTION, "test_fraction": TEST_FRACTION}
 
@@ -158,6 +159,8 @@ def _print_summary(summary: dict[str, Any], fmt: str, out: TextIO) -> None:
         )
     lat = summary["latency_ms"]
     print(f"latency_ms: p50={lat['p50']:.3f} p90={lat['p90']:.3f} p99={lat['p99']:.3f}", file=out)
+    if "shift" in summary:
+        print("\n".join(shift_lines(summary["shift"])), file=out)
 
 
 def run_predict(
@@ -220,6 +223,18 @@ def run_predict(
                     line["true_class"] = classes[true]
                 line["latency_ms"] = round(latencies[-1] * 1e3, 3)
                 print(json.dumps(line), file=out)
+        summary = summarize(predicted, examples.labels, latencies, errors)
+        if args.summary:
+            summary["shift"] = _shift_after(stub, args)
     if args.summary:
-        _print_summary(summarize(predicted, examples.labels, latencies, errors), args.format, out)
+        _print_summary(summary, args.format, out)
     return 1 if errors else 0
+
+
+def _shift_after(stub: predictor_pb2_grpc.PredictorStub, args: argparse.Namespace) -> dict:
+    """The shift scores the server reports once the examples are sent (DescribeModel)."""
+    try:
+        request = predictor_pb2.DescribeModelRequest(model_name=args.model_name)
+        return shift_summary(stub.DescribeModel(request, timeout=args.timeout).shift)
+    except grpc.RpcError as exc:
+        return {"enabled": False, "reason": f"DescribeModel failed: {exc.code().name}"}
