@@ -66,6 +66,19 @@ def replay_order(examples: int, requests: int, seed: int, resample_every: int = 
     return np.concatenate(order)[:requests]
 
 
+def replay_maxima(
+    stat: ShiftStatistic, rows: np.ndarray, labels: np.ndarray, config: ShiftConfig
+) -> np.ndarray:
+    """The highest of every score (in `stat.names` order, then the prior) over the replay."""
+    running = stat.new_state()
+    maxima = np.zeros(len(stat.names) + 1)
+    order = replay_order(len(labels), config.replay, config.seed, config.resample_every)
+    for index in order:
+        running.add(rows[index : index + 1], labels[index : index + 1])
+        np.maximum(maxima, stat.scores(running), out=maxima)
+    return maxima
+
+
 def calibrate(
     model_bytes: bytes,
     bn_stats: tuple[BNStats, ...],
@@ -84,16 +97,12 @@ def calibrate(
     session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: held_out.inputs}
     logits, rows = session.run([LOGITS, TAPS], feed)
-    count, rows = logits.shape[0], rows.astype(np.float64)
+    rows = rows.astype(np.float64)
     labels = logits.argmax(axis=1)
     refs = references(bn_stats, taps, config.min_var_fraction)
     priors = held_out.class_priors
     stat = ShiftStatistic(refs, config.half_life, config.var_floor, priors, config.clip)
-    running = stat.new_state()
-    maxima = np.zeros(len(stat.names) + 1)
-    for index in replay_order(count, config.replay, config.seed, config.resample_every):
-        running.add(rows[index : index + 1], labels[index : index + 1])
-        np.maximum(maxima, stat.scores(running), out=maxima)
+    maxima = replay_maxima(stat, rows, labels, config)
     sentinel_max = dict(zip(stat.names[len(taps) :], maxima[len(taps) : -1], strict=True))
     layers = tuple(
         LayerCalibration(
