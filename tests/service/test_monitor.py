@@ -62,7 +62,7 @@ def test_clean_traffic_stays_below_the_thresholds(tapped):
 
 
 def test_a_shift_alarms_and_the_first_alarm_is_remembered(tapped):
-    monitor = ShiftMonitor.of(tapped.metadata, ShiftSettings())
+    monitor = ShiftMonitor.of(tapped.metadata, ShiftSettings(check_every=1))
     _feed(monitor, tapped, _clean(50))
     _feed(monitor, tapped, _clean(50, seed=1) + 3.0)  # every input 3 stds up
     shot = monitor.snapshot()
@@ -121,7 +121,7 @@ def _sample(served, name, **labels):
 
 
 def test_server_exports_scores_thresholds_and_alarm(serve, tapped_path):
-    served = serve(tapped_path, metrics_http=True)
+    served = serve(tapped_path, metrics_http=True, shift_check_every=1)
     stub = pb_grpc.PredictorStub(served.channel)
     for row in _clean(200):
         stub.Predict(pb.PredictRequest(features=row.tolist()), timeout=5)
