@@ -55,6 +55,7 @@ def save_plot(results: Sequence[StreamResult], path: Path, title: str = "") -> s
     except ImportError:
         return f"no plot: matplotlib is not installed (pip install matplotlib) for {path}"
     figure, axes = pyplot.subplots(figsize=(10, 6))
+    axes.set_prop_cycle(color=pyplot.get_cmap("tab20").colors)  # a colour for each stream
     for result in results:
         if not result.curve:
             continue
