@@ -286,6 +286,43 @@ def _add_fuzz(subparsers: argparse._SubParsersAction) -> None:
     fuzz.set_defaults(func=_fuzz)
 
 
+def _shift_eval(args: argparse.Namespace) -> int:
+    from service.tools.shift_eval.run import run_shift_eval
+
+    return run_shift_eval(args)
+
+
+def _add_shift_eval(subparsers: argparse._SubParsersAction) -> None:
+    evaluation = subparsers.add_parser(
+        "shift-eval",
+        help="stream clean and shifted digits through a server; when does its shift monitor alarm",
+        description="Start a server of the model for each stream (the clean digits test split "
+        "and shifted versions: intensity, noise, translation, flip, inversion, classes 0-4, "
+        "heavy and light ink), send it one example per call, and print per stream: requests "
+        "until the shift alarm, what fired, the highest score/threshold and the accuracy.",
+    )
+    evaluation.add_argument("--model", required=True, help="model.onnx (a digits model)")
+    evaluation.add_argument("--requests", type=int, default=1000, help="per shifted stream")
+    evaluation.add_argument("--clean-requests", type=int, default=5000, help="for the clean stream")
+    evaluation.add_argument("--streams", nargs="*", help="only these streams (by name)")
+    evaluation.add_argument(
+        "--replay", type=int, default=0, help="also a long clean replay of N requests (a stream)"
+    )
+    evaluation.add_argument("--seed", type=int, default=0, help="stream order and noise")
+    evaluation.add_argument(
+        "--sample-every", type=int, default=10, help="read the live scores every N requests"
+    )
+    evaluation.add_argument(
+        "--check-every",
+        type=int,
+        default=1,
+        help="the servers' --shift-check-every (1: the exact request of the first alarm)",
+    )
+    evaluation.add_argument("--plot", help="write a PNG of the scores over requests here")
+    evaluation.add_argument("--format", choices=("text", "json"), default="text")
+    evaluation.set_defaults(func=_shift_eval)
+
+
 # The subcommands of the serving half; running one of them loads no plugin.
 SERVING_COMMANDS = {
     "serve": _add_serve,
@@ -293,6 +330,7 @@ SERVING_COMMANDS = {
     "predict": _add_predict,
     "bench": _add_bench,
     "fuzz": _add_fuzz,
+    "shift-eval": _add_shift_eval,
 }
 
 

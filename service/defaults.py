@@ -57,8 +57,18 @@ DRAIN_QUIET_SECONDS = 0.25
 # The name `ServerMetadata` answers with (the V2 protocol's server name).
 SERVER_NAME = COMMAND
 
-# --- the input shift monitor ------------------------------------------------------------------
-SHIFT_HALF_LIFE = 500  # examples after which an observation's weight has halved
+# --- the covariate-shift monitor (calibrated at export, run by the server) ---------------------
+SHIFT_MONITOR = True  # `foldserve serve --shift-monitor on|off`
+SHIFT_CHECK_EVERY = 16  # examples between two scorings of the live state (the alarm's resolution)
+SHIFT_HALF_LIFE = 100.0  # examples after which an observation's weight has halved
+SHIFT_MARGIN = 1.5  # layer and sentinel thresholds: this times the clean replay's maximum
+SHIFT_PRIOR_MARGIN = 2.0  # class-prior threshold: this times the clean replay's maximum
+SHIFT_REPLAY = 20_000  # requests in the clean replay that calibrates the thresholds
+SHIFT_REPLAY_SEED = 0
+SHIFT_MIN_VAR_FRACTION = 0.01  # units under this fraction of their layer's median variance
+SHIFT_VAR_FLOOR = 0.01  # a unit's live variance counts as at least this times its reference
+SHIFT_CLIP = 5.0  # examples enter the averages winsorized at this many reference stds
+SHIFT_RESAMPLE_EVERY = 1000  # replay requests per bootstrap resample of the held-out examples
 
 # --- clients (`foldserve predict`, `foldserve health`) -----------------------------------------
 TARGET = f"127.0.0.1:{PORT}"

@@ -12,7 +12,7 @@ first use, so recording a call costs a dict lookup and a few lock-protected addi
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from prometheus_client import (
@@ -25,7 +25,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from service.defaults import SHIFT_HALF_LIFE
+from service.shift_metrics import ShiftCollector, Watched
 
 # Fine below a millisecond (one call here is ~0.1-0.5 ms) so p50/p99 read well, up to 5 s.
 LATENCY_BUCKETS = (
@@ -98,6 +98,7 @@ class Metrics:
         self._register_rpc_families()
         self._register_model_families()
         self._register_repository_families()
+        self._register_shift_families()
         if process:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
@@ -155,14 +156,6 @@ class Metrics:
             (*labels, "class"),
             registry=registry,
         )
-        self.input_shift = Gauge(
-            "foldserve_input_shift_score",
-            "How far live inputs drifted from the training data: mean over input channels of "
-            "|live mean - training mean| / training std (each clipped at 10), over an "
-            f"exponentially weighted window of recent examples (half-life {SHIFT_HALF_LIFE}).",
-            labels,
-            registry=registry,
-        )
 
     def _register_repository_families(self) -> None:
         registry, model = self._registry, (self.model,)
@@ -187,6 +180,10 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livemax",
         ).labels(*model)
+
+    def _register_shift_families(self) -> None:
+        """The shift monitor's series, read from each version's monitor at scrape time."""
+        self.shift = ShiftCollector(self._registry, self.model)
 
     def for_version(
         self,
@@ -219,7 +216,6 @@ class VersionMetrics:
         self._predictions = [families.predictions.labels(*labels, c) for c in self._classes]
         self._methods: dict[str, MethodMetrics] = {}
         self._lock = threading.Lock()
-        self._watches_shift = False
         for method in families.methods:
             self.method(method)
 
@@ -246,10 +242,9 @@ class VersionMetrics:
             if count:
                 self._predictions[index].inc(int(count))
 
-    def watch_input_shift(self, score: Callable[[], float]) -> None:
-        """Export the input shift monitor's score, computed when Prometheus scrapes."""
-        self._families.input_shift.labels(*self._labels).set_function(score)
-        self._watches_shift = True
+    def watch_shift(self, monitor: Watched) -> None:
+        """Export a shift monitor's scores, thresholds and alarm, read when Prometheus scrapes."""
+        self._families.shift.watch(self.version, monitor)
 
     def remove_info(self) -> None:
         """Drop this file's `foldserve_model_info` series (another file took its version)."""
@@ -267,8 +262,7 @@ class VersionMetrics:
             family.remove(*labels)
         for label in self._classes:
             families.predictions.remove(*labels, label)
-        if self._watches_shift:
-            families.input_shift.remove(*labels)
+        families.shift.forget(self.version)
 
 
 def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> tuple[object, int]:

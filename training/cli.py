@@ -20,6 +20,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_export(subparsers)
 
 
+def _add_shift_arguments(parser: argparse.ArgumentParser) -> None:
+    """The shift monitor's calibration settings, written into the model file."""
+    group = parser.add_argument_group("covariate-shift calibration (a clean replay at export)")
+    group.add_argument(
+        "--shift-half-life", type=float, default=defaults.SHIFT_HALF_LIFE,
+        help="examples after which an observation's weight has halved",
+    )  # fmt: skip
+    group.add_argument(
+        "--shift-margin", type=float, default=defaults.SHIFT_MARGIN,
+        help="layer thresholds: this times the clean replay's maximum",
+    )  # fmt: skip
+    group.add_argument(
+        "--shift-prior-margin", type=float, default=defaults.SHIFT_PRIOR_MARGIN,
+        help="class-prior threshold: this times its clean maximum",
+    )  # fmt: skip
+    group.add_argument(
+        "--shift-replay", type=int, default=defaults.SHIFT_REPLAY,
+        help="requests in the clean replay of the validation split",
+    )  # fmt: skip
+
+
+def _shift_config(args: argparse.Namespace):
+    from training.calibrate import ShiftConfig
+
+    return ShiftConfig(
+        half_life=args.shift_half_life,
+        margin=args.shift_margin,
+        prior_margin=args.shift_prior_margin,
+        replay=args.shift_replay,
+    )
+
+
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
     from service.cli import DefaultsHelpFormatter
 
@@ -43,6 +75,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     add("--overwrite", action="store_true", help="replace an existing model.onnx in --out")
     add("--no-progress", action="store_true", help="no progress bar")
     add("--dry-run", action="store_true", help="one batch per epoch (smoke test)")
+    _add_shift_arguments(train)
     train.set_defaults(func=_run_train)
 
 
@@ -110,6 +143,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
         metavar="V",
         help="version recorded in the model (default: the checkpoint's, else UTC time)",
     )
+    _add_shift_arguments(export)
     export.set_defaults(func=_run_export)
     _add_module_arguments(export)
 
@@ -192,6 +226,7 @@ def _run_train(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             dry_run=args.dry_run,
         ),
+        shift=_shift_config(args),
     )
     try:
         result = pipeline.run_training(config)
@@ -239,6 +274,24 @@ def _print_export(export) -> None:
         f"max |onnxruntime - torch| = {export.max_abs_error:.2e}; "
         f"alone vs in batch = {export.max_batch_error:.2e}"
     )
+    print(f"taps: max |onnxruntime - unfolded torch BN| = {export.max_tap_error:.2e}")
+    calibration = export.shift_calibration
+    if calibration is None:
+        print("shift monitor: not calibrated (the checkpoint holds no held-out examples)")
+    else:
+        print(
+            f"shift monitor calibrated on {calibration.replay} requests of {calibration.data} "
+            f"(half-life {calibration.half_life:g}, margins {calibration.margin:g} and "
+            f"{calibration.prior_margin:g}):"
+        )
+        for layer in calibration.layers:
+            sentinel = (
+                f", sentinel over {len(layer.excluded)} unit(s) {layer.sentinel_threshold:.4g}"
+                if layer.excluded
+                else ""
+            )
+            print(f"  layer {layer.layer:>6}: threshold {layer.threshold:.4g}{sentinel}")
+        print(f"  class prior: threshold {calibration.prior_threshold:.4g}")
     print(f"model card: {export.card_path}")
 
 
@@ -254,7 +307,9 @@ def _run_export(args: argparse.Namespace) -> int:
         return 2
     out = args.out or args.checkpoint.parent
     try:
-        export = pipeline.export_checkpoint(args.checkpoint, out, args.model_version)
+        export = pipeline.export_checkpoint(
+            args.checkpoint, out, args.model_version, _shift_config(args)
+        )
     except (FoldError, ExportError) as exc:
         print(f"foldserve export: {exc}", file=sys.stderr)
         return 2

@@ -21,11 +21,22 @@ import torch
 from torch import nn
 
 from service import contract
-from service.contract import INPUT_NAME, LOGITS, OUTPUT_NAMES, FoldReport, ModelMetadata
+from service.contract import (
+    INPUT_NAME,
+    LOGITS,
+    OUTPUT_NAMES,
+    TAPS,
+    FoldReport,
+    ModelMetadata,
+    ShiftCalibration,
+    Tap,
+)
 from service.defaults import CARD_FILE, MODEL_FILE
 from service.runtime import ort
 from service.version import VERSION
+from training.calibrate import HeldOut, ShiftConfig, calibrate
 from training.fold import FoldResult, fold_batchnorm
+from training.taps import WithProbabilities, reference_taps, tapped_module
 
 OPSET = 17
 # Folded vs unfolded outputs (float32) and one example alone vs inside a batch.
@@ -58,16 +69,8 @@ class ExportResult:
     max_abs_error: float  # onnxruntime (folded) vs torch (unfolded, eval)
     max_batch_error: float  # one example alone vs inside a batch of BATCH_PEERS others
     fold_report: FoldReport
-
-
-class _WithProbabilities(nn.Module):
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.network(x)
-        return logits, torch.softmax(logits, dim=1)
+    max_tap_error: float = 0.0  # onnxruntime taps vs the unfolded torch BNs' moments
+    shift_calibration: ShiftCalibration | None = None
 
 
 def export_model(
@@ -75,6 +78,8 @@ def export_model(
     out_dir: Path,
     info: ModelInfo,
     check_inputs: np.ndarray,
+    held_out: HeldOut | None = None,
+    shift: ShiftConfig | None = None,
     *,
     allow_batchnorm: bool = False,
 ) -> ExportResult:
@@ -85,12 +90,15 @@ def export_model(
         out_dir: created if missing.
         info: metadata to embed.
         check_inputs: float32 examples, shaped `(N, *info.input_shape)`, to verify the file on.
+        held_out: clean examples the network was not fitted on, to calibrate the shift monitor
+            on (None: the file has taps but no calibration, and the server runs no monitor).
+        shift: the calibration's half-life, margins and replay length (None: the defaults).
         allow_batchnorm: keep the BNs that cannot fold as BatchNormalization nodes instead of
             failing (`foldserve export --module --allow-unfolded`; never for a trained model).
 
     Raises:
-        ExportError: a BatchNormalization node survived (unless allowed), or outputs disagree
-            beyond tolerance.
+        ExportError: a BatchNormalization node survived (unless allowed), or outputs or taps
+            disagree beyond tolerance.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
@@ -101,8 +109,12 @@ def export_model(
     staging = out_dir / f"{MODEL_FILE}.partial"
     try:
         example = torch.from_numpy(check_inputs[:2].astype(np.float32))
-        metadata = _export_checked(folded, info, example, staging, model_path, allow_batchnorm)
+        shift = shift or ShiftConfig()
+        metadata = _export_checked(
+            folded, info, example, staging, model_path, held_out, shift, allow_batchnorm
+        )
         max_abs_error, max_batch_error = _verify(staging, model_path, model, check_inputs)
+        max_tap_error = _verify_taps(staging, model_path, model, metadata, check_inputs)
         os.replace(staging, model_path)
     finally:
         staging.unlink(missing_ok=True)
@@ -110,9 +122,17 @@ def export_model(
     bn_nodes = count_batchnorm_nodes(onnx.load(str(model_path)))
     card_path = out_dir / CARD_FILE
     card = _card(metadata, bn_nodes, max_abs_error, max_batch_error)
+    card["verification"]["max_abs_error_taps_vs_unfolded_torch"] = max_tap_error
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return ExportResult(
-        model_path, card_path, bn_nodes, max_abs_error, max_batch_error, folded.report
+        model_path,
+        card_path,
+        bn_nodes,
+        max_abs_error,
+        max_batch_error,
+        folded.report,
+        max_tap_error,
+        metadata.shift_calibration,
     )
 
 
@@ -127,14 +147,17 @@ def _export_checked(
     example: torch.Tensor,
     staging: Path,
     model_path: Path,
+    held_out: HeldOut | None,
+    shift: ShiftConfig,
     allow_batchnorm: bool = False,
 ) -> ModelMetadata:
-    """Export to `staging`, check the graph, write the metadata into it; return the metadata."""
+    """Export to `staging`, check the graph, calibrate, write the metadata; return it."""
+    tapped, taps = tapped_module(folded, example)
     with warnings.catch_warnings():
         # The TorchScript exporter is chosen deliberately (module docstring); its deprecation
         # notice would only repeat that choice on every run.
         warnings.simplefilter("ignore", DeprecationWarning)
-        _export_onnx(folded.module, example, staging)
+        _export_onnx(tapped, example, staging, taps)
     proto = onnx.load(str(staging))
     onnx.checker.check_model(proto, full_check=True)
     bn_nodes = count_batchnorm_nodes(proto)
@@ -144,26 +167,40 @@ def _export_checked(
             f"{model_path}: {bn_nodes} BatchNormalization node(s) left in the graph "
             f"(not folded: {left or 'none reported'}); a served model must have none"
         )
-    metadata = _metadata(info, folded, datetime.now(UTC))
+    calibration = None
+    if held_out is not None:
+        calibration = calibrate(
+            proto.SerializeToString(), tuple(folded.bn_stats), taps, held_out, shift
+        )
+    metadata = _metadata(info, folded, datetime.now(UTC), taps, calibration)
     onnx.helper.set_model_props(proto, contract.to_properties(metadata))
     onnx.save(proto, str(staging))
     return metadata
 
 
-def _export_onnx(folded: nn.Module, example: torch.Tensor, model_path: Path) -> None:
+def _export_onnx(
+    tapped: nn.Module, example: torch.Tensor, model_path: Path, taps: tuple[Tap, ...]
+) -> None:
+    outputs = [*OUTPUT_NAMES, *(tap.name for tap in taps), *([TAPS] if taps else [])]
     torch.onnx.export(
-        _WithProbabilities(folded).eval(),
+        WithProbabilities(tapped).eval(),
         (example,),
         str(model_path),
         input_names=[INPUT_NAME],
-        output_names=list(OUTPUT_NAMES),
-        dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)},
+        output_names=outputs,
+        dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *outputs)},
         opset_version=OPSET,
         dynamo=False,
     )
 
 
-def _metadata(info: ModelInfo, folded: FoldResult, created: datetime) -> ModelMetadata:
+def _metadata(
+    info: ModelInfo,
+    folded: FoldResult,
+    created: datetime,
+    taps: tuple[Tap, ...],
+    calibration: ShiftCalibration | None,
+) -> ModelMetadata:
     return ModelMetadata(
         model_version=info.model_version or created.strftime("%Y%m%dT%H%M%SZ"),
         created=created.isoformat(timespec="seconds"),
@@ -175,6 +212,8 @@ def _metadata(info: ModelInfo, folded: FoldResult, created: datetime) -> ModelMe
         bn_stats=tuple(folded.bn_stats),
         fold_report=folded.report,
         training_metrics=info.training_metrics,
+        taps=taps,
+        shift_calibration=calibration,
     )
 
 
@@ -204,6 +243,30 @@ def _verify(
             f"others differ by {max_batch_error:.3g} (allowed {BATCH_ATOL})"
         )
     return max_abs_error, max_batch_error
+
+
+def _verify_taps(
+    staging: Path,
+    model_path: Path,
+    original: nn.Module,
+    metadata: ModelMetadata,
+    inputs: np.ndarray,
+) -> float:
+    """Every tap against the unfolded network's BN (float32 moments: atol and rtol 1e-5)."""
+    taps = metadata.taps
+    session = ort.InferenceSession(str(staging), providers=["CPUExecutionProvider"])
+    inputs = inputs.astype(np.float32)
+    served = session.run([tap.name for tap in taps], {INPUT_NAME: inputs})
+    expected = reference_taps(original, metadata.bn_stats, taps, inputs)
+    worst = 0.0
+    for tap, value in zip(taps, served, strict=True):
+        worst = max(worst, float(np.max(np.abs(value - expected[tap.name]))))
+        if not np.allclose(value, expected[tap.name], atol=FOLD_ATOL, rtol=FOLD_RTOL):
+            raise ExportError(
+                f"{model_path}: tap {tap.name!r} differs from the unfolded torch BN "
+                f"{tap.layer!r} by up to {worst:.3g} (allowed: atol {FOLD_ATOL}, rtol {FOLD_RTOL})"
+            )
+    return worst
 
 
 def _card(metadata: ModelMetadata, bn_nodes: int, max_abs_error: float, batch_error: float) -> dict:

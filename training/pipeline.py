@@ -12,6 +12,7 @@ import torch
 
 from service import defaults
 from training import distributed
+from training.calibrate import HeldOut, ShiftConfig, class_priors
 from training.data import Dataset, load_dataset, make_loader, split_dataset
 from training.distributed import Workers
 from training.export import ExportResult, ModelInfo, export_model
@@ -38,6 +39,7 @@ class TrainConfig:
     model_version: str | None = None
     spec_overrides: dict = field(default_factory=dict)
     fit: FitSettings = field(default_factory=FitSettings)
+    shift: ShiftConfig = field(default_factory=ShiftConfig)
 
 
 @dataclass(frozen=True)
@@ -140,9 +142,22 @@ def _write(config, model, spec, split, shape, dataset, metrics, history) -> Trai
     info = ModelInfo(
         config.arch, dataset.name, shape, dataset.class_labels, metrics, config.model_version
     )
+    held_out = _held_out(split, shape)
     checkpoint = config.out / defaults.CHECKPOINT_FILE
-    save_checkpoint(checkpoint, model, spec, info, check_inputs)
-    return TrainResult(metrics, export_model(model, config.out, info, check_inputs), checkpoint)
+    save_checkpoint(checkpoint, model, spec, info, check_inputs, held_out)
+    export = export_model(model, config.out, info, check_inputs, held_out, config.shift)
+    return TrainResult(metrics, export, checkpoint)
+
+
+def _held_out(split, shape: tuple[int, ...]) -> HeldOut:
+    """The validation split calibrates the shift monitor: not fitted on, and not the test split
+    (which `foldserve shift-eval` replays as clean traffic)."""
+    val = split.val
+    return HeldOut(
+        np.ascontiguousarray(val.features.reshape((-1, *shape))),
+        class_priors(split.train.labels, len(split.train.class_labels)),
+        f"{val.name} validation split, {len(val)} examples",
+    )
 
 
 def _accuracies(model, val_loader, test_loader, device) -> dict:
@@ -153,22 +168,35 @@ def _accuracies(model, val_loader, test_loader, device) -> dict:
 
 
 def save_checkpoint(
-    path: Path, model: torch.nn.Module, spec: ModelSpec, info: ModelInfo, check_inputs: np.ndarray
+    path: Path,
+    model: torch.nn.Module,
+    spec: ModelSpec,
+    info: ModelInfo,
+    check_inputs: np.ndarray,
+    held_out: HeldOut | None = None,
 ) -> None:
-    """Weights, the spec to rebuild the network, its metadata and a few examples to verify on."""
-    torch.save(
-        {
-            "state_dict": model.state_dict(),
-            "spec": spec.as_dict(),
-            "info": asdict(info),
-            "check_inputs": torch.from_numpy(check_inputs),
-        },
-        path,
-    )
+    """Weights, the spec to rebuild the network, its metadata, a few examples to verify on and
+    the held-out examples that calibrate the shift monitor."""
+    saved = {
+        "state_dict": model.state_dict(),
+        "spec": spec.as_dict(),
+        "info": asdict(info),
+        "check_inputs": torch.from_numpy(check_inputs),
+    }
+    if held_out is not None:
+        saved["held_out"] = {
+            "inputs": torch.from_numpy(held_out.inputs),
+            "class_priors": list(held_out.class_priors),
+            "description": held_out.description,
+        }
+    torch.save(saved, path)
 
 
 def export_checkpoint(
-    checkpoint: Path, out_dir: Path, model_version: str | None = None
+    checkpoint: Path,
+    out_dir: Path,
+    model_version: str | None = None,
+    shift: ShiftConfig | None = None,
 ) -> ExportResult:
     """Rebuild a trained network from its checkpoint and export it (fold, verify, metadata)."""
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -178,4 +206,11 @@ def export_checkpoint(
     info_values["input_shape"] = tuple(info_values["input_shape"])
     if model_version is not None:
         info_values["model_version"] = model_version
-    return export_model(model, out_dir, ModelInfo(**info_values), saved["check_inputs"].numpy())
+    held = saved.get("held_out")  # checkpoints from before the shift monitor have none
+    held_out = None
+    if held is not None:
+        priors = tuple(float(p) for p in held["class_priors"])
+        held_out = HeldOut(held["inputs"].numpy(), priors, str(held["description"]))
+    check_inputs = saved["check_inputs"].numpy()
+    info = ModelInfo(**info_values)
+    return export_model(model, out_dir, info, check_inputs, held_out, shift)

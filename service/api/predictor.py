@@ -6,11 +6,13 @@ from google.protobuf import struct_pb2
 
 from service._proto.foldserve.v1 import predictor_pb2 as pb
 from service.api.calls import answers_in_stream
+from service.api.shift import shift_monitor
 from service.api.tensors import check_request_id, features_to_batch
 from service.contract import LOGITS, PROBABILITIES
 from service.core.call import Call
 from service.core.errors import RequestError
 from service.core.model import Model
+from service.core.monitor import ShiftMonitor
 from service.core.repository import ModelRepository
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Predictor"]
@@ -65,11 +67,12 @@ class PredictorAdapter:
         served = self._repository.resolve(
             call, request.model_name, request.model_version, "model_name", "model_version"
         )
-        return describe(served.model)
+        return describe(served.model, served.runner.monitor)
 
 
-def describe(model: Model) -> pb.DescribeModelResponse:
-    """`DescribeModel`'s answer for a model: what its file says about it."""
+def describe(model: Model, monitor: ShiftMonitor | None = None) -> pb.DescribeModelResponse:
+    """`DescribeModel`'s answer for a model: what its file says about it, and its shift
+    monitor's live state."""
     meta = model.metadata
     return pb.DescribeModelResponse(
         name=model.name,
@@ -87,4 +90,5 @@ def describe(model: Model) -> pb.DescribeModelResponse:
         foldserve_version=meta.foldserve_version,
         sha256=model.sha256,
         opset=model.opset,
+        shift=shift_monitor(model, monitor),
     )

@@ -9,10 +9,13 @@ table), as typed records:
 
 - `ModelMetadata`: the whole of it, one field per key;
 - `BNStats`: one folded BatchNorm's statistics (the shift monitor's reference);
-- `FoldReport` (`FoldedLayer`, `LeftLayer`): what folded into what, what was left and why.
+- `FoldReport` (`FoldedLayer`, `LeftLayer`): what folded into what, what was left and why;
+- `Tap`, `ShiftCalibration` (`LayerCalibration`): the shift monitor's graph outputs and the
+  thresholds a clean replay set at export (`service.contract.shift` documents both).
 
 Graph names are part of the contract too: the input `input` and the outputs `logits` and
-`probabilities` (softmax of the logits), each `[batch, classes]`.
+`probabilities` (softmax of the logits), each `[batch, classes]`, and the optional taps
+`tap.<layer>` (`tap_name`), each `[batch, 2 · channels]`, and `taps`, all of them end to end.
 """
 
 from service.contract.fields import ContractError
@@ -40,9 +43,21 @@ from service.contract.records import (
     FoldReport,
     LeftLayer,
 )
+from service.contract.shift import (
+    BN_INPUT,
+    BN_OUTPUT,
+    TAP_PREFIX,
+    TAPS,
+    LayerCalibration,
+    ShiftCalibration,
+    Tap,
+    tap_name,
+)
 
 __all__ = [
     "BACKWARD",
+    "BN_INPUT",
+    "BN_OUTPUT",
     "DIRECTIONS",
     "FORMAT_VERSION",
     "FORWARD",
@@ -52,15 +67,21 @@ __all__ = [
     "LOGITS",
     "OUTPUT_NAMES",
     "PROBABILITIES",
+    "TAPS",
+    "TAP_PREFIX",
     "BNStats",
     "ContractError",
     "FoldReport",
     "FoldedLayer",
+    "LayerCalibration",
     "LeftLayer",
     "ModelMetadata",
+    "ShiftCalibration",
+    "Tap",
     "fold_properties",
     "from_properties",
     "has_metadata",
     "read_fold_properties",
+    "tap_name",
     "to_properties",
 ]

@@ -18,6 +18,8 @@ Every value is a string (JSON where the field is not text):
 | `foldserve.bn_stats` | `bn_stats` | JSON list of `BNStats` objects, one per folded BN |
 | `foldserve.fold_report` | `fold_report` | JSON `FoldReport`: `folded` and `left` |
 | `foldserve.training_metrics` | `training_metrics` | JSON object: accuracies, epochs, data split |
+| `foldserve.taps` | `taps` | optional; JSON list of `Tap` objects (`contract.shift`) |
+| `foldserve.shift_calibration` | `shift_calibration` | optional; JSON `ShiftCalibration` |
 
 A file foldserve did not train may carry only `bn_stats`, `fold_report` and `version` of these
 (`fold_properties` writes them, `read_fold_properties` reads them): `foldserve fold` records
@@ -37,6 +39,7 @@ from typing import Any
 
 from service.contract.fields import ContractError
 from service.contract.records import BNStats, FoldReport
+from service.contract.shift import ShiftCalibration, Tap
 
 FORMAT_VERSION = "1"
 INPUT_NAME = "input"
@@ -61,7 +64,11 @@ KEYS = {
     "bn_stats": "foldserve.bn_stats",
     "fold_report": "foldserve.fold_report",
     "training_metrics": "foldserve.training_metrics",
+    "taps": "foldserve.taps",
+    "shift_calibration": "foldserve.shift_calibration",
 }
+# Keys that files written before the shift monitor lack: written only when set, optional to read.
+OPTIONAL_FIELDS = frozenset({"taps", "shift_calibration"})
 FORMAT_KEY = KEYS["format"]
 TEXT_FIELDS = frozenset(
     {"format", "foldserve_version", "model_version", "created", "dataset", "arch", "input_name"}
@@ -87,6 +94,8 @@ class ModelMetadata:
     input_dtype: str = INPUT_DTYPE
     output_names: tuple[str, ...] = OUTPUT_NAMES
     format: str = FORMAT_VERSION
+    taps: tuple[Tap, ...] = ()
+    shift_calibration: ShiftCalibration | None = None
 
     @property
     def input_bn(self) -> BNStats | None:
@@ -105,7 +114,11 @@ def to_properties(metadata: ModelMetadata) -> dict[str, str]:
         "fold_report": json.dumps(metadata.fold_report.to_json()),
         "training_metrics": json.dumps(dict(metadata.training_metrics)),
     }
-    return {key: str(values[name]) for name, key in KEYS.items()}
+    if metadata.taps:
+        values["taps"] = json.dumps([tap.to_json() for tap in metadata.taps])
+    if metadata.shift_calibration is not None:
+        values["shift_calibration"] = json.dumps(metadata.shift_calibration.to_json())
+    return {key: str(values[name]) for name, key in KEYS.items() if name in values}
 
 
 def fold_properties(
@@ -170,7 +183,9 @@ def from_properties(properties: Mapping[str, str]) -> ModelMetadata:
             f"metadata format {properties[FORMAT_KEY]!r} is not supported "
             f"(expected {FORMAT_VERSION!r})"
         )
-    missing = [key for key in KEYS.values() if key not in properties]
+    missing = [
+        key for name, key in KEYS.items() if key not in properties and name not in OPTIONAL_FIELDS
+    ]
     if missing:
         raise ContractError(f"metadata key(s) missing: {', '.join(missing)}")
     metadata = ModelMetadata(
@@ -181,6 +196,7 @@ def from_properties(properties: Mapping[str, str]) -> ModelMetadata:
         bn_stats=_bn_stats(properties),
         fold_report=_fold_report(properties),
         training_metrics=_decode(properties, "training_metrics", dict),
+        **_shift_fields(properties),
     )
     if metadata.input_dtype != INPUT_DTYPE:
         raise ContractError(
@@ -203,6 +219,20 @@ def _bn_stats(properties: Mapping[str, str]) -> tuple[BNStats, ...]:
 def _fold_report(properties: Mapping[str, str]) -> FoldReport:
     raw = _decode(properties, "fold_report", dict)
     return FoldReport.from_json(_legacy_fold_report(raw), KEYS["fold_report"])
+
+
+def _shift_fields(properties: Mapping[str, str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    if KEYS["taps"] in properties:
+        found["taps"] = tuple(
+            Tap.from_json(entry, f"{KEYS['taps']}[{i}]")
+            for i, entry in enumerate(_decode(properties, "taps", list))
+        )
+    if KEYS["shift_calibration"] in properties:
+        found["shift_calibration"] = ShiftCalibration.from_json(
+            _decode(properties, "shift_calibration", dict), KEYS["shift_calibration"]
+        )
+    return found
 
 
 def _decode(properties: Mapping[str, str], name: str, kind: type) -> Any:

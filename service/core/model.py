@@ -2,7 +2,12 @@
 
 Every check of a file happens here, at load time, so a model that loads can be served: the
 metadata against the contract (`service.contract`), the graph against the metadata, one real run,
-and the input BatchNorm's statistics against the input shape (the shift monitor reads them).
+the input BatchNorm's statistics against the input shape, and the shift monitor's taps and
+calibration against the graph and the BN statistics.
+
+A file with taps is run as two sessions: predictions without the monitor use a copy of the graph
+without the tap nodes (`onnx_prune`: onnxruntime would run them on every call otherwise), and the
+full graph runs only for a monitor that fetches the taps.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from service import contract
-from service.contract import ContractError, ModelMetadata
+from service.contract import TAP_PREFIX, TAPS, ContractError, ModelMetadata
+from service.core.monitor import build_statistic
 from service.core.onnx_opset import default_opset
+from service.core.onnx_prune import without_outputs
 from service.defaults import MODEL_NAME
 from service.runtime import ort
 
@@ -51,6 +58,8 @@ class Model:
     opset: int
     metadata: ModelMetadata
     session: ort.InferenceSession = field(repr=False, compare=False)
+    # The full graph, with the taps: only for a model whose shift monitor is on.
+    tapped_session: ort.InferenceSession | None = field(default=None, repr=False, compare=False)
 
     @cached_property
     def input(self) -> TensorSpec:
@@ -69,13 +78,21 @@ class Model:
     def output_names(self) -> tuple[str, ...]:
         return self.metadata.output_names
 
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+    def run(self, batch: np.ndarray, taps: bool = False) -> dict[str, np.ndarray]:
         """Run the model on a float32 batch of shape [N, *input shape].
 
+        Args:
+            taps: also return the `taps` output ([N, width]); only for a model loaded with its
+                monitor on (`tapped_session`).
+
         Returns:
-            Every output by name, each float32 of shape [N, classes].
+            Every output by name, each float32 of shape [N, classes] (and `taps`).
         """
         names = self.output_names
+        if taps:
+            wanted = (*names, TAPS)
+            values = self.tapped_session.run(wanted, {self.input.name: batch})  # type: ignore[union-attr]
+            return dict(zip(wanted, values, strict=True))
         return dict(zip(names, self.session.run(names, {self.input.name: batch}), strict=True))
 
 
@@ -92,7 +109,11 @@ def _session_options() -> ort.SessionOptions:
 
 
 def load_model(
-    path: str | os.PathLike[str], name: str = MODEL_NAME, version: str | None = None
+    path: str | os.PathLike[str],
+    name: str = MODEL_NAME,
+    version: str | None = None,
+    *,
+    monitor: bool = True,
 ) -> Model:
     """Read, check and load a model file.
 
@@ -101,6 +122,8 @@ def load_model(
         name: the name the model is served under.
         version: the version it is served as (a model repository's version directory); None
             for the version its metadata records.
+        monitor: load the tapped graph for a shift monitor, when the file has taps and a
+            calibration.
 
     Raises:
         ModelError: missing or unreadable file, not ONNX, no or bad foldserve metadata, a graph
@@ -108,15 +131,17 @@ def load_model(
     """
     where = f"model file {str(path)!r}"
     data = _read(Path(path), where)
-    try:
-        session = ort.InferenceSession(data, _session_options(), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{where} is not a loadable ONNX model: {first_line}") from None
+    session = _session(data, where)
     try:
         metadata = contract.from_properties(session.get_modelmeta().custom_metadata_map)
     except ContractError as exc:
         raise ModelError(f"{where}: {exc}") from None
+    tapped = None
+    if metadata.taps:
+        if monitor and metadata.shift_calibration is not None:
+            tapped = session
+        pruned = without_outputs(data, lambda n: n == TAPS or n.startswith(TAP_PREFIX))
+        session = _session(pruned, where)
     model = Model(
         name=name,
         version=metadata.model_version if version is None else version,
@@ -125,10 +150,20 @@ def load_model(
         opset=default_opset(data),
         metadata=metadata,
         session=session,
+        tapped_session=tapped,
     )
     _check_graph(where, model)
     _check_input_bn(where, model)
+    _check_taps(where, model)
     return model
+
+
+def _session(data: bytes, where: str) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(data, _session_options(), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{where} is not a loadable ONNX model: {first_line}") from None
 
 
 def _read(file: Path, where: str) -> bytes:
@@ -187,4 +222,23 @@ def _check_input_bn(where: str, model: Model) -> None:
             f"{where}: {contract.KEYS['bn_stats']}[{index}] (layer {stats.layer!r}, over the "
             f"model input) has {stats.num_features} channels, but one example has shape "
             f"{list(shape)} (channels first)"
+        )
+
+
+def _check_taps(where: str, model: Model) -> None:
+    """The monitor's statistic fits the metadata, and the graph's `taps` output fits it."""
+    if model.tapped_session is None:
+        return
+    try:
+        width = build_statistic(model.metadata).width
+    except ValueError as exc:
+        raise ModelError(f"{where}: {contract.KEYS['shift_calibration']}: {exc}") from None
+    try:
+        taps = model.run(np.zeros((1, *model.input.shape), dtype=np.float32), taps=True)[TAPS]
+    except Exception as exc:
+        raise ModelError(f"{where}: running one example with its taps failed: {exc}") from None
+    if taps.shape != (1, width):
+        raise ModelError(
+            f"{where}: output {TAPS!r} has shape {list(taps.shape)} for one example, but "
+            f"{contract.KEYS['taps']} describes {width} values"
         )

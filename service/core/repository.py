@@ -21,6 +21,7 @@ from pathlib import Path
 from service.core.call import Call
 from service.core.errors import not_found
 from service.core.model import Model, ModelError, load_model
+from service.core.monitor import ShiftSettings
 from service.core.runner import ModelRunner
 from service.defaults import MODEL_FILE
 from service.metrics import Metrics
@@ -97,10 +98,19 @@ class ModelRepository:
         name: the name the model is served under.
         metrics: the server's metric families.
         keep: how many of the newest valid versions stay loaded (and addressable).
+        shift: the shift monitor's settings, for every version.
     """
 
-    def __init__(self, source: str | Path, name: str, metrics: Metrics, keep: int = 1) -> None:
+    def __init__(
+        self,
+        source: str | Path,
+        name: str,
+        metrics: Metrics,
+        keep: int = 1,
+        shift: ShiftSettings | None = None,
+    ) -> None:
         self.source = Path(source)
+        self._shift = shift or ShiftSettings()
         self.name = name
         self._metrics = metrics
         self._keep = keep
@@ -207,7 +217,9 @@ class ModelRepository:
         if refused is not None and refused.fingerprint == candidate.fingerprint:
             return None
         try:
-            model = load_model(candidate.path, self.name, candidate.version)
+            model = load_model(
+                candidate.path, self.name, candidate.version, monitor=self._shift.enabled
+            )
         except ModelError as exc:
             self._refuse(candidate, str(exc))
             return None
@@ -227,7 +239,7 @@ class ModelRepository:
             extra={"model": self.name, "model_version": model.version, "path": model.path},
         )
         return LoadedVersion(
-            model.version, model, ModelRunner(model, metrics), candidate.fingerprint
+            model.version, model, ModelRunner(model, metrics, self._shift), candidate.fingerprint
         )
 
     def _swap(self, wanted: tuple[LoadedVersion, ...], current: dict[str, LoadedVersion]) -> None:

@@ -1,6 +1,6 @@
 """Running one loaded model version for a request: what every model run shares, whichever API
-asked — the deadline check, decode and compute timing, predicted-class counts and the input shift
-monitor. It knows no gRPC: times are numbers and failures are `RequestError`s.
+asked — the deadline check, decode and compute timing, predicted-class counts and the covariate
+shift monitor. It knows no gRPC: times are numbers and failures are `RequestError`s.
 """
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import time
 
 import numpy as np
 
-from service.contract import LOGITS
+from service.contract import LOGITS, TAPS
 from service.core.call import Call
 from service.core.errors import RequestError, Status
 from service.core.model import Model
-from service.core.shift import InputShiftMonitor
+from service.core.monitor import ShiftMonitor, ShiftSettings
 from service.metrics import VersionMetrics
 
 
@@ -23,14 +23,20 @@ class ModelRunner:
     Args:
         model: the loaded, checked model.
         metrics: the series of this version.
+        shift: the shift monitor's settings; it runs when on and the model was loaded with its
+            taps (`Model.tapped_session`).
     """
 
-    def __init__(self, model: Model, metrics: VersionMetrics) -> None:
+    def __init__(
+        self, model: Model, metrics: VersionMetrics, shift: ShiftSettings | None = None
+    ) -> None:
         self.model = model
         self.metrics = metrics
-        self._shift = InputShiftMonitor.of(model.metadata.input_bn, model.input.shape)
-        if self._shift is not None:
-            metrics.watch_input_shift(self._shift.score)
+        self.monitor: ShiftMonitor | None = None
+        if model.tapped_session is not None:
+            self.monitor = ShiftMonitor.of(model.metadata, shift or ShiftSettings())
+        if self.monitor is not None:
+            metrics.watch_shift(self.monitor)
 
     def run(self, batch: np.ndarray, call: Call) -> dict[str, np.ndarray]:
         """Run a validated batch for `call`.
@@ -51,9 +57,11 @@ class ModelRunner:
         metrics = self.metrics
         compute_start = time.perf_counter()
         metrics.decode.observe(compute_start - call.started)
-        outputs = self.model.run(batch)
+        monitor = self.monitor
+        outputs = self.model.run(batch, taps=monitor is not None)
         metrics.compute.observe(time.perf_counter() - compute_start)
-        metrics.count_predictions(outputs[LOGITS].argmax(axis=1))
-        if self._shift is not None:
-            self._shift.observe(batch)
+        labels = outputs[LOGITS].argmax(axis=1)
+        metrics.count_predictions(labels)
+        if monitor is not None:
+            monitor.observe(outputs.pop(TAPS), labels)
         return outputs

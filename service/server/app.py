@@ -18,6 +18,7 @@ from service.api import inference, predictor
 from service.api.access import AccessLog
 from service.api.calls import CallPolicy, Calls, method_names, service_handler
 from service.core.gate import Gate
+from service.core.monitor import ShiftSettings
 from service.core.repository import ModelRepository
 from service.defaults import DRAIN_QUIET_SECONDS, LIVENESS_SERVICE
 from service.metrics import Metrics, serve_metrics
@@ -88,7 +89,15 @@ def open_repository(config: ServeConfig, registry: CollectorRegistry) -> ModelRe
         ModelError: nothing in `config.model` can be served.
     """
     metrics = Metrics(registry, config.model_name, methods=method_names(SERVICES))
-    repository = ModelRepository(config.model, config.model_name, metrics, config.keep_versions)
+    shift = ShiftSettings(
+        config.shift_monitor,
+        config.shift_check_every,
+        config.shift_margin,
+        config.shift_prior_margin,
+    )
+    repository = ModelRepository(
+        config.model, config.model_name, metrics, config.keep_versions, shift
+    )
     repository.start()
     return repository
 

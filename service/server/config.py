@@ -92,6 +92,13 @@ def _workers(text: str) -> int:
     return _positive_int(text)
 
 
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value <= 0:
+        raise ValueError(f"{value} is not a positive number")
+    return value
+
+
 def _choice(choices: tuple[str, ...], fold: Callable[[str], str]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = fold(text.strip())
@@ -193,6 +200,35 @@ SETTINGS = (
     ),
     Setting("access_log", defaults.ACCESS_LOG, _on_off, "on|off", "log one line per call"),
     Setting(
+        "shift_monitor",
+        defaults.SHIFT_MONITOR,
+        _on_off,
+        "on|off",
+        "the covariate-shift monitor (models exported with taps and a calibration); off: "
+        "predictions run the graph without its taps",
+    ),
+    Setting(
+        "shift_check_every",
+        defaults.SHIFT_CHECK_EVERY,
+        _positive_int,
+        "N",
+        "examples between two scorings of the monitor's state against its thresholds",
+    ),
+    Setting(
+        "shift_margin",
+        None,
+        _positive_float,
+        "X",
+        "layer thresholds are X times the clean replay's maximum (default: the model file's)",
+    ),
+    Setting(
+        "shift_prior_margin",
+        None,
+        _positive_float,
+        "X",
+        "the class-prior threshold is X times its clean maximum (default: the model file's)",
+    ),
+    Setting(
         "grace_seconds",
         defaults.GRACE_SECONDS,
         _non_negative_float,
@@ -232,6 +268,10 @@ class ServeConfig:
     tls_client_ca: str | None = None
     auth_token_file: str | None = None
     access_log: bool = defaults.ACCESS_LOG
+    shift_monitor: bool = defaults.SHIFT_MONITOR
+    shift_check_every: int = defaults.SHIFT_CHECK_EVERY
+    shift_margin: float | None = None
+    shift_prior_margin: float | None = None
     grace_seconds: float = defaults.GRACE_SECONDS
     drain_delay_seconds: float = defaults.DRAIN_DELAY_SECONDS
     # From the environment only (FOLDSERVE_AUTH_TOKEN); never shown.

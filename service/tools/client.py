@@ -20,6 +20,7 @@ import numpy as np
 from service._proto.foldserve.v1 import predictor_pb2, predictor_pb2_grpc
 from service.tools.examples import ClientError, Examples, load_examples
 from service.tools.rpc_errors import describe_rpc_error
+from service.tools.shift_summary import shift_lines, shift_summary
 
 
 @dataclass
@@ -75,6 +76,8 @@ def _print_summary(summary: dict[str, Any], fmt: str, out: TextIO) -> None:
         print(
             f"latency_ms: p50={lat['p50']:.3f} p90={lat['p90']:.3f} p99={lat['p99']:.3f}", file=out
         )
+    if "shift" in summary:
+        print("\n".join(shift_lines(summary["shift"])), file=out)
 
 
 def _prepare(
@@ -161,7 +164,17 @@ def run_predict(
             print(f"foldserve predict: {exc}", file=sys.stderr)
             return 1
         tally = _send_all(stub, examples, list(description.class_labels), args, out)
-    if args.summary:
-        summary = summarize(tally.predicted, examples.labels, tally.latencies, tally.errors)
-        _print_summary(summary, args.format, out)
+        if args.summary:
+            summary = summarize(tally.predicted, examples.labels, tally.latencies, tally.errors)
+            summary["shift"] = _shift_after(stub, args)
+            _print_summary(summary, args.format, out)
     return 1 if tally.errors else 0
+
+
+def _shift_after(stub: predictor_pb2_grpc.PredictorStub, args: argparse.Namespace) -> dict:
+    """The shift scores the server reports once the examples are sent (DescribeModel)."""
+    try:
+        request = predictor_pb2.DescribeModelRequest(model_name=args.model_name)
+        return shift_summary(stub.DescribeModel(request, timeout=args.timeout).shift)
+    except grpc.RpcError as exc:
+        return {"enabled": False, "reason": f"DescribeModel failed: {exc.code().name}"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -45,7 +46,8 @@ def test_every_field_has_exactly_one_key() -> None:
 
 def test_round_trip() -> None:
     properties = contract.to_properties(METADATA)
-    assert set(properties) == set(KEYS.values())
+    # A file without the shift monitor's optional keys: written as before it existed.
+    assert set(properties) == set(KEYS.values()) - {KEYS["taps"], KEYS["shift_calibration"]}
     assert all(isinstance(value, str) for value in properties.values())
     assert contract.from_properties(properties) == METADATA
 
@@ -134,6 +136,46 @@ def test_read_fold_properties_without_a_fold() -> None:
     assert contract.read_fold_properties({KEYS["foldserve_version"]: "0.2.0"}) is None
 
 
+TAP = contract.Tap("3", contract.tap_name("3"), contract.BN_OUTPUT, spatial=True)
+CALIBRATION = contract.ShiftCalibration(
+    half_life=100.0, margin=1.5, prior_margin=2.0, replay=20000, data="digits validation split",
+    min_var_fraction=0.01, var_floor=0.01,
+    layers=(contract.LayerCalibration("3", 0.2, 0.3, excluded=(1,), sentinel_clean_max=1e-4,
+                                      sentinel_threshold=0.0104),),
+    class_priors=(0.25, 0.75), prior_clean_max=0.01, prior_threshold=0.02,
+)  # fmt: skip
+SHIFTED = dataclasses.replace(METADATA, taps=(TAP,), shift_calibration=CALIBRATION)
+
+
+def test_taps_and_calibration_round_trip_under_their_keys() -> None:
+    properties = contract.to_properties(SHIFTED)
+    assert set(properties) == set(KEYS.values())
+    assert contract.from_properties(properties) == SHIFTED
+    assert json.loads(properties[KEYS["taps"]]) == [
+        {"layer": "3", "name": "tap.3", "side": "bn_output", "spatial": True}
+    ]
+    written = json.loads(properties[KEYS["shift_calibration"]])
+    assert written["layers"][0]["excluded"] == [1] and written["clip"] is None  # none: infinite
+    clipped = dataclasses.replace(
+        SHIFTED, shift_calibration=dataclasses.replace(CALIBRATION, clip=5.0)
+    )
+    assert contract.from_properties(contract.to_properties(clipped)) == clipped
+
+
+def test_margins_recompute_thresholds_and_sentinels_keep_a_floor() -> None:
+    wider = CALIBRATION.with_margins(3.0, 5.0)
+    assert wider.layers[0].threshold == pytest.approx(0.6)
+    assert wider.prior_threshold == pytest.approx(0.05)
+    # The sentinel's clean maximum (1e-4) is below four examples' worth, one scale away each.
+    floor = 4 * (1 - 0.5 ** (1 / 100))
+    assert wider.layers[0].sentinel_threshold == pytest.approx(3.0 * floor)
+    clipped = dataclasses.replace(CALIBRATION, clip=5.0).with_margins(None, None)
+    assert clipped.layers[0].sentinel_threshold == pytest.approx(1.5 * 5.0 * floor)
+    same = CALIBRATION.with_margins(None, None)
+    assert same.margin == 1.5 and same.layers[0].threshold == pytest.approx(0.3)
+    assert same.layers[0].sentinel_threshold == pytest.approx(1.5 * floor)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -162,3 +204,33 @@ def test_read_fold_properties_reads_the_0_1_spelling() -> None:
     )
     _, report = contract.read_fold_properties(properties)
     assert report.folded == (FoldedLayer("3", "2", "backward"),)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"half_life": 0}, "half_life must be > 0"),
+        ({"replay": 1.5}, "replay: expected a positive integer"),
+        ({"clip": 0}, "clip: expected a positive number or null"),
+        ({"resample_every": -1}, "resample_every: expected a positive integer"),
+        ({"class_priors": [0.5, 0.6]}, "class_priors: must sum to 1"),
+        ({"layers": [{"layer": "3", "clean_max": -1, "threshold": 0}]}, "layers[0].clean_max"),
+        (
+            {"layers": [{"layer": "3", "clean_max": 1, "threshold": 1, "excluded": [-1]}]},
+            "excluded",
+        ),
+    ],
+)
+def test_calibration_records_are_checked(change: dict, message: str) -> None:
+    properties = contract.to_properties(SHIFTED)
+    value = {**json.loads(properties[KEYS["shift_calibration"]]), **change}
+    properties[KEYS["shift_calibration"]] = json.dumps(value)
+    with pytest.raises(ContractError, match=f"^foldserve.shift_calibration.*{re.escape(message)}"):
+        contract.from_properties(properties)
+
+
+def test_tap_records_are_checked() -> None:
+    properties = contract.to_properties(SHIFTED)
+    properties[KEYS["taps"]] = json.dumps([{"layer": "3", "name": "tap.3", "side": "inside"}])
+    with pytest.raises(ContractError, match=r"foldserve.taps\[0\].side: 'inside' is not one of"):
+        contract.from_properties(properties)

@@ -48,7 +48,9 @@ def test_grpc_equals_offline_and_accuracy_matches_the_card(serve, model_dir: Pat
     stub = pb_grpc.PredictorStub(served.channel)
     shape = (1, *model.input.shape)
     for i, row in enumerate(test.features):
-        logits, probabilities = offline.run(None, {model.input.name: row.reshape(shape)})
+        logits, probabilities = offline.run(
+            ["logits", "probabilities"], {model.input.name: row.reshape(shape)}
+        )
         reply = stub.Predict(pb.PredictRequest(features=row.tolist()), timeout=5)
         assert reply.label == int(logits[0].argmax()), i
         np.testing.assert_array_equal(np.array(reply.probabilities, np.float32), probabilities[0])
@@ -63,6 +65,10 @@ def test_grpc_equals_offline_and_accuracy_matches_the_card(serve, model_dir: Pat
     summary = json.loads(result.stdout)
     assert summary["count"] == len(test)
     assert summary["accuracy"] == pytest.approx(card["test_accuracy"], abs=1e-12)
+    # The clean test split, twice over by now: the trained model's monitor sees no shift.
+    tapped = model.metadata.shift_calibration is not None
+    assert summary["shift"]["enabled"] is tapped
+    assert not tapped or (summary["shift"]["alarm"] is False and summary["shift"]["examples"] > 0)
     text = subprocess.run(
         foldserve_command("predict", "--target", target, "--summary"),
         capture_output=True, text=True, cwd=REPO, env=env(), timeout=120,

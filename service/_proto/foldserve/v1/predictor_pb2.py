@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66oldserve/v1/predictor.proto\x12\x0c\x66oldserve.v1\x1a\x1cgoogle/protobuf/struct.proto\"e\n\x0ePredictRequest\x12\x14\n\x08\x66\x65\x61tures\x18\x01 \x03(\x02\x42\x02\x10\x01\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"\x8e\x01\n\x0fPredictResponse\x12\r\n\x05label\x18\x01 \x01(\x05\x12\x12\n\nclass_name\x18\x02 \x01(\t\x12\x19\n\rprobabilities\x18\x03 \x03(\x02\x42\x02\x10\x01\x12\x12\n\nmodel_name\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"6\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x90\x01\n\x15PredictStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x33\n\nprediction\x18\x02 \x01(\x0b\x32\x1d.foldserve.v1.PredictResponseH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.foldserve.v1.ErrorH\x00\x42\x08\n\x06result\"A\n\x14\x44\x65scribeModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\xeb\x02\n\x15\x44\x65scribeModelResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\ninput_name\x18\x03 \x01(\t\x12\x13\n\x0binput_shape\x18\x04 \x03(\x03\x12\x13\n\x0binput_dtype\x18\x05 \x01(\t\x12\x14\n\x0c\x63lass_labels\x18\x06 \x03(\t\x12\x14\n\x0coutput_names\x18\x07 \x03(\t\x12\x31\n\x10training_metrics\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12,\n\x0b\x66old_report\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07\x64\x61taset\x18\n \x01(\t\x12\x0c\n\x04\x61rch\x18\x0b \x01(\t\x12\x0f\n\x07\x63reated\x18\x0c \x01(\t\x12\x19\n\x11\x66oldserve_version\x18\r \x01(\t\x12\x0e\n\x06sha256\x18\x0e \x01(\t\x12\r\n\x05opset\x18\x0f \x01(\x03\x32\x85\x02\n\tPredictor\x12\x46\n\x07Predict\x12\x1c.foldserve.v1.PredictRequest\x1a\x1d.foldserve.v1.PredictResponse\x12V\n\rPredictStream\x12\x1c.foldserve.v1.PredictRequest\x1a#.foldserve.v1.PredictStreamResponse(\x01\x30\x01\x12X\n\rDescribeModel\x12\".foldserve.v1.DescribeModelRequest\x1a#.foldserve.v1.DescribeModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66oldserve/v1/predictor.proto\x12\x0c\x66oldserve.v1\x1a\x1cgoogle/protobuf/struct.proto\"e\n\x0ePredictRequest\x12\x14\n\x08\x66\x65\x61tures\x18\x01 \x03(\x02\x42\x02\x10\x01\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"\x8e\x01\n\x0fPredictResponse\x12\r\n\x05label\x18\x01 \x01(\x05\x12\x12\n\nclass_name\x18\x02 \x01(\t\x12\x19\n\rprobabilities\x18\x03 \x03(\x02\x42\x02\x10\x01\x12\x12\n\nmodel_name\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"6\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x90\x01\n\x15PredictStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x33\n\nprediction\x18\x02 \x01(\x0b\x32\x1d.foldserve.v1.PredictResponseH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.foldserve.v1.ErrorH\x00\x42\x08\n\x06result\"A\n\x14\x44\x65scribeModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\x96\x03\n\x15\x44\x65scribeModelResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\ninput_name\x18\x03 \x01(\t\x12\x13\n\x0binput_shape\x18\x04 \x03(\x03\x12\x13\n\x0binput_dtype\x18\x05 \x01(\t\x12\x14\n\x0c\x63lass_labels\x18\x06 \x03(\t\x12\x14\n\x0coutput_names\x18\x07 \x03(\t\x12\x31\n\x10training_metrics\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12,\n\x0b\x66old_report\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07\x64\x61taset\x18\n \x01(\t\x12\x0c\n\x04\x61rch\x18\x0b \x01(\t\x12\x0f\n\x07\x63reated\x18\x0c \x01(\t\x12\x19\n\x11\x66oldserve_version\x18\r \x01(\t\x12\x0e\n\x06sha256\x18\x0e \x01(\t\x12\r\n\x05opset\x18\x0f \x01(\x03\x12)\n\x05shift\x18\x10 \x01(\x0b\x32\x1a.foldserve.v1.ShiftMonitor\"\xb3\x02\n\x0cShiftMonitor\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x11\n\thalf_life\x18\x03 \x01(\x01\x12\x0e\n\x06margin\x18\x04 \x01(\x01\x12\x14\n\x0cprior_margin\x18\x05 \x01(\x01\x12\x0e\n\x06replay\x18\x06 \x01(\x03\x12\x13\n\x0breplay_data\x18\x07 \x01(\t\x12\x10\n\x08\x65xamples\x18\x08 \x01(\x03\x12\r\n\x05\x61larm\x18\t \x01(\x08\x12\x1b\n\x13\x66irst_alarm_example\x18\n \x01(\x03\x12\x13\n\x0b\x66irst_alarm\x18\x0b \x03(\t\x12(\n\x06layers\x18\x0c \x03(\x0b\x32\x18.foldserve.v1.ShiftLayer\x12\'\n\x05prior\x18\r \x01(\x0b\x32\x18.foldserve.v1.ShiftPrior\"\xbf\x01\n\nShiftLayer\x12\r\n\x05layer\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x11\n\tclean_max\x18\x04 \x01(\x01\x12\x0c\n\x04peak\x18\x05 \x01(\x01\x12\x0c\n\x04side\x18\x06 \x01(\t\x12\x1a\n\x0ereference_mean\x18\x07 \x03(\x01\x42\x02\x10\x01\x12\x19\n\rreference_var\x18\x08 \x03(\x01\x42\x02\x10\x01\x12\x1a\n\x0e\x65xcluded_units\x18\t \x03(\x05\x42\x02\x10\x01\"i\n\nShiftPrior\x12\r\n\x05score\x18\x01 \x01(\x01\x12\x11\n\tthreshold\x18\x02 \x01(\x01\x12\x11\n\tclean_max\x18\x03 \x01(\x01\x12\x0c\n\x04peak\x18\x04 \x01(\x01\x12\x18\n\x0c\x63lass_priors\x18\x05 \x03(\x01\x42\x02\x10\x01\x32\x85\x02\n\tPredictor\x12\x46\n\x07Predict\x12\x1c.foldserve.v1.PredictRequest\x1a\x1d.foldserve.v1.PredictResponse\x12V\n\rPredictStream\x12\x1c.foldserve.v1.PredictRequest\x1a#.foldserve.v1.PredictStreamResponse(\x01\x30\x01\x12X\n\rDescribeModel\x12\".foldserve.v1.DescribeModelRequest\x1a#.foldserve.v1.DescribeModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREDICTREQUEST'].fields_by_name['features']._serialized_options = b'\020\001'
   _globals['_PREDICTRESPONSE'].fields_by_name['probabilities']._loaded_options = None
   _globals['_PREDICTRESPONSE'].fields_by_name['probabilities']._serialized_options = b'\020\001'
+  _globals['_SHIFTLAYER'].fields_by_name['reference_mean']._loaded_options = None
+  _globals['_SHIFTLAYER'].fields_by_name['reference_mean']._serialized_options = b'\020\001'
+  _globals['_SHIFTLAYER'].fields_by_name['reference_var']._loaded_options = None
+  _globals['_SHIFTLAYER'].fields_by_name['reference_var']._serialized_options = b'\020\001'
+  _globals['_SHIFTLAYER'].fields_by_name['excluded_units']._loaded_options = None
+  _globals['_SHIFTLAYER'].fields_by_name['excluded_units']._serialized_options = b'\020\001'
+  _globals['_SHIFTPRIOR'].fields_by_name['class_priors']._loaded_options = None
+  _globals['_SHIFTPRIOR'].fields_by_name['class_priors']._serialized_options = b'\020\001'
   _globals['_PREDICTREQUEST']._serialized_start=76
   _globals['_PREDICTREQUEST']._serialized_end=177
   _globals['_PREDICTRESPONSE']._serialized_start=180
@@ -47,7 +55,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DESCRIBEMODELREQUEST']._serialized_start=527
   _globals['_DESCRIBEMODELREQUEST']._serialized_end=592
   _globals['_DESCRIBEMODELRESPONSE']._serialized_start=595
-  _globals['_DESCRIBEMODELRESPONSE']._serialized_end=958
-  _globals['_PREDICTOR']._serialized_start=961
-  _globals['_PREDICTOR']._serialized_end=1222
+  _globals['_DESCRIBEMODELRESPONSE']._serialized_end=1001
+  _globals['_SHIFTMONITOR']._serialized_start=1004
+  _globals['_SHIFTMONITOR']._serialized_end=1311
+  _globals['_SHIFTLAYER']._serialized_start=1314
+  _globals['_SHIFTLAYER']._serialized_end=1505
+  _globals['_SHIFTPRIOR']._serialized_start=1507
+  _globals['_SHIFTPRIOR']._serialized_end=1612
+  _globals['_PREDICTOR']._serialized_start=1615
+  _globals['_PREDICTOR']._serialized_end=1876
 # @@protoc_insertion_point(module_scope)

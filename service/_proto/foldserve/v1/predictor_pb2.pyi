@@ -64,7 +64,7 @@ class DescribeModelRequest(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class DescribeModelResponse(_message.Message):
-    __slots__ = ("name", "version", "input_name", "input_shape", "input_dtype", "class_labels", "output_names", "training_metrics", "fold_report", "dataset", "arch", "created", "foldserve_version", "sha256", "opset")
+    __slots__ = ("name", "version", "input_name", "input_shape", "input_dtype", "class_labels", "output_names", "training_metrics", "fold_report", "dataset", "arch", "created", "foldserve_version", "sha256", "opset", "shift")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     INPUT_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,7 @@ class DescribeModelResponse(_message.Message):
     FOLDSERVE_VERSION_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     OPSET_FIELD_NUMBER: _ClassVar[int]
+    SHIFT_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     input_name: str
@@ -95,4 +96,71 @@ class DescribeModelResponse(_message.Message):
     foldserve_version: str
     sha256: str
     opset: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., input_name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., input_dtype: _Optional[str] = ..., class_labels: _Optional[_Iterable[str]] = ..., output_names: _Optional[_Iterable[str]] = ..., training_metrics: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., fold_report: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dataset: _Optional[str] = ..., arch: _Optional[str] = ..., created: _Optional[str] = ..., foldserve_version: _Optional[str] = ..., sha256: _Optional[str] = ..., opset: _Optional[int] = ...) -> None: ...
+    shift: ShiftMonitor
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., input_name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., input_dtype: _Optional[str] = ..., class_labels: _Optional[_Iterable[str]] = ..., output_names: _Optional[_Iterable[str]] = ..., training_metrics: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., fold_report: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dataset: _Optional[str] = ..., arch: _Optional[str] = ..., created: _Optional[str] = ..., foldserve_version: _Optional[str] = ..., sha256: _Optional[str] = ..., opset: _Optional[int] = ..., shift: _Optional[_Union[ShiftMonitor, _Mapping]] = ...) -> None: ...
+
+class ShiftMonitor(_message.Message):
+    __slots__ = ("enabled", "reason", "half_life", "margin", "prior_margin", "replay", "replay_data", "examples", "alarm", "first_alarm_example", "first_alarm", "layers", "prior")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    HALF_LIFE_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_DATA_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    ALARM_FIELD_NUMBER: _ClassVar[int]
+    FIRST_ALARM_EXAMPLE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_ALARM_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    reason: str
+    half_life: float
+    margin: float
+    prior_margin: float
+    replay: int
+    replay_data: str
+    examples: int
+    alarm: bool
+    first_alarm_example: int
+    first_alarm: _containers.RepeatedScalarFieldContainer[str]
+    layers: _containers.RepeatedCompositeFieldContainer[ShiftLayer]
+    prior: ShiftPrior
+    def __init__(self, enabled: _Optional[bool] = ..., reason: _Optional[str] = ..., half_life: _Optional[float] = ..., margin: _Optional[float] = ..., prior_margin: _Optional[float] = ..., replay: _Optional[int] = ..., replay_data: _Optional[str] = ..., examples: _Optional[int] = ..., alarm: _Optional[bool] = ..., first_alarm_example: _Optional[int] = ..., first_alarm: _Optional[_Iterable[str]] = ..., layers: _Optional[_Iterable[_Union[ShiftLayer, _Mapping]]] = ..., prior: _Optional[_Union[ShiftPrior, _Mapping]] = ...) -> None: ...
+
+class ShiftLayer(_message.Message):
+    __slots__ = ("layer", "score", "threshold", "clean_max", "peak", "side", "reference_mean", "reference_var", "excluded_units")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CLEAN_MAX_FIELD_NUMBER: _ClassVar[int]
+    PEAK_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_MEAN_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_VAR_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDED_UNITS_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    score: float
+    threshold: float
+    clean_max: float
+    peak: float
+    side: str
+    reference_mean: _containers.RepeatedScalarFieldContainer[float]
+    reference_var: _containers.RepeatedScalarFieldContainer[float]
+    excluded_units: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, layer: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., clean_max: _Optional[float] = ..., peak: _Optional[float] = ..., side: _Optional[str] = ..., reference_mean: _Optional[_Iterable[float]] = ..., reference_var: _Optional[_Iterable[float]] = ..., excluded_units: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ShiftPrior(_message.Message):
+    __slots__ = ("score", "threshold", "clean_max", "peak", "class_priors")
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CLEAN_MAX_FIELD_NUMBER: _ClassVar[int]
+    PEAK_FIELD_NUMBER: _ClassVar[int]
+    CLASS_PRIORS_FIELD_NUMBER: _ClassVar[int]
+    score: float
+    threshold: float
+    clean_max: float
+    peak: float
+    class_priors: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, score: _Optional[float] = ..., threshold: _Optional[float] = ..., clean_max: _Optional[float] = ..., peak: _Optional[float] = ..., class_priors: _Optional[_Iterable[float]] = ...) -> None: ...

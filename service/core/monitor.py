@@ -1,0 +1,181 @@
+"""The covariate-shift monitor of one served model version: every tapped BN layer, live.
+
+Each model run with the monitor on also fetches the graph's `taps` output (every tap end to end,
+`service.contract.shift`); `observe` folds it and the predicted classes into the running state
+(one multiply-add under a lock), and
+every `check_every` examples the scores are computed against the calibrated thresholds: the
+per-layer statistic, the sentinels and the class-prior signal (`service.core.shift_stats`). The
+alarm is on while any score is above its threshold; the first alarm is remembered with the
+example count and what fired. Metrics and `DescribeModel` read a `snapshot`, computed fresh.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.contract import ModelMetadata, ShiftCalibration
+from service.core.shift_stats import ShiftStatistic, references
+from service.defaults import SHIFT_CHECK_EVERY
+
+PRIOR = "prior"  # what `first_alarm` names when the class mix fired
+
+
+@dataclass(frozen=True)
+class ShiftSettings:
+    """The server's monitor settings (margins None: the model file's)."""
+
+    enabled: bool = True
+    check_every: int = SHIFT_CHECK_EVERY
+    margin: float | None = None
+    prior_margin: float | None = None
+
+
+@dataclass(frozen=True)
+class ShiftSnapshot:
+    """The monitor's state at one moment.
+
+    `names`, `scores`, `thresholds` and `peaks` (highest score seen at a check) run in parallel:
+    each tapped layer, then each `<layer>/sentinel`. `first_alarm_request` is the example count
+    at the check that first found a score above its threshold (0: never), `first_alarm` what was
+    above it then.
+    """
+
+    names: tuple[str, ...]
+    scores: tuple[float, ...]
+    thresholds: tuple[float, ...]
+    peaks: tuple[float, ...]
+    prior_score: float
+    prior_threshold: float
+    prior_peak: float
+    requests: int
+    alarm: bool
+    first_alarm_request: int
+    first_alarm: tuple[str, ...]
+    calibration: ShiftCalibration
+
+
+def build_statistic(metadata: ModelMetadata) -> ShiftStatistic:
+    """The statistic a model file's taps and calibration describe.
+
+    Raises:
+        ValueError: taps, calibration and BN statistics that do not fit together.
+    """
+    calibration = metadata.shift_calibration
+    if calibration is None or not metadata.taps:
+        raise ValueError("the model has no taps or no shift calibration")
+    layers = [tap.layer for tap in metadata.taps]
+    if [c.layer for c in calibration.layers] != layers:
+        raise ValueError(
+            f"calibrated layers {[c.layer for c in calibration.layers]} != taps {layers}"
+        )
+    units = {s.layer: s.num_features for s in metadata.bn_stats}
+    for c in calibration.layers:
+        if c.layer not in units:
+            raise ValueError(f"tap of layer {c.layer!r}, which has no BN statistics")
+        if any(i >= units[c.layer] for i in c.excluded):
+            raise ValueError(f"layer {c.layer!r}: excluded unit beyond its {units[c.layer]} units")
+    if len(calibration.class_priors) != len(metadata.class_labels):
+        raise ValueError(
+            f"{len(calibration.class_priors)} class priors for {len(metadata.class_labels)} classes"
+        )
+    excluded = {c.layer: c.excluded for c in calibration.layers}
+    refs = references(metadata.bn_stats, metadata.taps, calibration.min_var_fraction, excluded)
+    return ShiftStatistic(
+        refs,
+        calibration.half_life,
+        calibration.var_floor,
+        calibration.class_priors,
+        calibration.clip,
+    )
+
+
+def thresholds(calibration: ShiftCalibration) -> np.ndarray:
+    """Thresholds in score order: layers, sentinels, then the prior."""
+    sentinels = [c.sentinel_threshold for c in calibration.layers if c.excluded]
+    return np.array(
+        [*(c.threshold for c in calibration.layers), *sentinels, calibration.prior_threshold]
+    )
+
+
+class ShiftMonitor:
+    """Thread-safe running shift scores of one model version (build it with `of`)."""
+
+    def __init__(
+        self,
+        statistic: ShiftStatistic,
+        calibration: ShiftCalibration,
+        check_every: int = SHIFT_CHECK_EVERY,
+    ) -> None:
+        self.calibration = calibration
+        self.statistic = statistic
+        self._stat = statistic
+        self._thresholds = thresholds(calibration)
+        self._check_every = max(1, check_every)
+        self._running = statistic.new_state()
+        self._peaks = np.zeros(len(self._thresholds))
+        self._requests = 0
+        self._next_check = self._check_every
+        self._first_request = 0
+        self._first: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, metadata: ModelMetadata, settings: ShiftSettings) -> ShiftMonitor | None:
+        """The monitor of a model file, or None when it has no taps or the monitor is off.
+
+        Raises:
+            ValueError: taps, calibration and BN statistics that do not fit together.
+        """
+        if not settings.enabled or metadata.shift_calibration is None or not metadata.taps:
+            return None
+        calibration = metadata.shift_calibration.with_margins(
+            settings.margin, settings.prior_margin
+        )
+        return cls(build_statistic(metadata), calibration, settings.check_every)
+
+    def observe(self, taps: np.ndarray, labels: np.ndarray) -> None:
+        """Fold one model run in: its `taps` output (`[N, width]`) and predicted classes (`[N]`)."""
+        count = labels.shape[0]
+        if count == 0:
+            return
+        with self._lock:
+            self._running.add(taps, labels)
+            self._requests += count
+            if self._requests >= self._next_check:
+                self._check(self._stat.scores(self._running))
+                self._next_check = self._requests + self._check_every
+
+    def _check(self, scores: np.ndarray) -> np.ndarray:
+        np.maximum(self._peaks, scores, out=self._peaks)
+        above = scores > self._thresholds
+        if not self._first_request and above.any():
+            self._first_request = self._requests
+            names = (*self._stat.names, PRIOR)
+            self._first = tuple(n for n, hit in zip(names, above, strict=True) if hit)
+        return above
+
+    def snapshot(self) -> ShiftSnapshot:
+        """The scores now (computed fresh), thresholds, peaks and alarm state."""
+        with self._lock:
+            scores = self._stat.scores(self._running)
+            above = self._check(scores) if self._requests else scores > self._thresholds
+            peaks, requests = self._peaks.copy(), self._requests
+            first_request, first = self._first_request, self._first
+        limits = self._thresholds
+        return ShiftSnapshot(
+            names=self._stat.names,
+            scores=tuple(float(s) for s in scores[:-1]),
+            thresholds=tuple(float(t) for t in limits[:-1]),
+            peaks=tuple(float(p) for p in peaks[:-1]),
+            prior_score=float(scores[-1]),
+            prior_threshold=float(limits[-1]),
+            prior_peak=float(peaks[-1]),
+            requests=requests,
+            alarm=bool(above.any()),
+            first_alarm_request=first_request,
+            first_alarm=first,
+            calibration=self.calibration,
+        )

@@ -1,0 +1,117 @@
+"""The shift monitor's Prometheus series, read from each watched monitor when Prometheus scrapes.
+
+A custom collector rather than gauges set on the request path: scoring the live state costs more
+than the request's own update, so it happens once per scrape (and at the monitor's own checks),
+never per call for the metrics' sake. Series per loaded version (labels `model`, `version`):
+
+- `foldserve_shift_score{layer}` and `foldserve_shift_threshold{layer}`: each tapped BN layer's
+  statistic and `<layer>/sentinel` for the units the Gaussian statistic leaves out;
+- `foldserve_shift_prior_score` and `foldserve_shift_prior_threshold`: predicted-class mix
+  against the training priors (Jensen-Shannon divergence, bits);
+- `foldserve_shift_alarm`: 1 while any score is above its threshold.
+
+With several server processes (prometheus_client's multiprocess mode) a collector in a worker is
+never asked: there each worker would publish its monitor's snapshot into multiprocess gauges on
+a timer instead (`ShiftCollector.samples` is what it would publish).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+LABELS = ("model", "version")
+
+
+class Snapshot(Protocol):
+    names: tuple[str, ...]
+    scores: tuple[float, ...]
+    thresholds: tuple[float, ...]
+    prior_score: float
+    prior_threshold: float
+    alarm: bool
+
+
+class Watched(Protocol):
+    def snapshot(self) -> Snapshot: ...
+
+
+FAMILIES = {
+    "foldserve_shift_score": (
+        "Covariate shift of one tapped BN layer's pre-activations: mean over its units of "
+        "|m - mean| / std + |log(live std / std)| over recent examples; layer '<bn>/sentinel': "
+        "units too constant in training for that, largest recent mean shift.",
+        ("layer",),
+    ),
+    "foldserve_shift_threshold": (
+        "The calibrated alarm threshold of foldserve_shift_score: a margin times its maximum "
+        "over a clean replay of held-out data at export.",
+        ("layer",),
+    ),
+    "foldserve_shift_prior_score": (
+        "Shift of the predicted-class mix: Jensen-Shannon divergence (bits) between recent "
+        "predictions and the training class priors.",
+        (),
+    ),
+    "foldserve_shift_prior_threshold": (
+        "The calibrated alarm threshold of foldserve_shift_prior_score.",
+        (),
+    ),
+    "foldserve_shift_alarm": (
+        "1 while any shift score is above its threshold, else 0.",
+        (),
+    ),
+}
+
+
+class ShiftCollector(Collector):
+    """Collects the series of every watched monitor, one per loaded version of one model."""
+
+    def __init__(self, registry: CollectorRegistry, model: str) -> None:
+        self._model = model
+        self._watched: dict[str, Watched] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def watch(self, version: str, monitor: Watched) -> None:
+        """Export `monitor`'s scores under `version` (replacing any monitor it had)."""
+        with self._lock:
+            self._watched[version] = monitor
+
+    def forget(self, version: str) -> None:
+        """Stop exporting `version`'s series (it was unloaded)."""
+        with self._lock:
+            self._watched.pop(version, None)
+
+    def samples(self) -> Iterator[tuple[str, tuple[str, ...], float]]:
+        """(family, label values, value) for every series of every watched monitor."""
+        with self._lock:
+            watched = list(self._watched.items())
+        for version, monitor in watched:
+            labels = (self._model, version)
+            shot = monitor.snapshot()
+            for name, score, limit in zip(shot.names, shot.scores, shot.thresholds, strict=True):
+                yield "foldserve_shift_score", (*labels, name), score
+                yield "foldserve_shift_threshold", (*labels, name), limit
+            yield "foldserve_shift_prior_score", labels, shot.prior_score
+            yield "foldserve_shift_prior_threshold", labels, shot.prior_threshold
+            yield "foldserve_shift_alarm", labels, float(shot.alarm)
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        # Registration checks names through describe, without scoring any monitor.
+        return [
+            GaugeMetricFamily(name, text, labels=[*LABELS, *extra])
+            for name, (text, extra) in FAMILIES.items()
+        ]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        families = self.describe()
+        by_name = {family.name: family for family in families}
+        for name, labels, value in self.samples():
+            by_name[name].add_metric(list(labels), value)
+        yield from families
