@@ -164,3 +164,21 @@ def start_all(
     finally:
         for entry in starting:
             _stop(entry.process)
+
+
+@contextmanager
+def started(command: Sequence[str], name: str = "server") -> Iterator[Server]:
+    """Start one server process and yield it; stopped on exit.
+
+    Raises:
+        ServerStartError: it exited, or printed no `grpc_port=N` in time.
+    """
+    spec = ServerSpec(name, tuple(command))
+    with (
+        tempfile.TemporaryDirectory(prefix="foldserve-") as logs,
+        start_all([spec], Path(logs)) as servers,
+    ):
+        server = servers[name]
+        if isinstance(server, ServerStartError):
+            raise server
+        yield server

@@ -22,7 +22,7 @@ from service._proto.foldserve.v1 import predictor_pb2 as pb
 from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
 from service.core.model import ModelError, load_model
 from service.datasets import load_dataset, split_dataset
-from service.tools.bench import _process
+from service.tools.bench.servers import started
 from service.tools.shift_eval.report import print_table, save_plot
 from service.tools.shift_eval.streams import Stream, digits_streams
 
@@ -58,9 +58,9 @@ def _serve(model: Path, check_every: int):
     command = [
         sys.executable, "-m", "service.cli", "serve", "--model", str(model),
         "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--poll-seconds", "0",
-        "--shift-check-every", str(check_every),
+        "--shift-check-every", str(check_every), "--workers", "1",
     ]  # fmt: skip
-    return _process(command, r"grpc_port=(\d+)")
+    return started(command, "foldserve")
 
 
 def run_stream(
@@ -70,7 +70,7 @@ def run_stream(
     correct = 0
     curve: list[tuple[int, float]] = []
     server = _serve(model, check_every)
-    with server as port, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with server as running, grpc.insecure_channel(running.target) as channel:
         stub = pb_grpc.PredictorStub(channel)
         describe = pb.DescribeModelRequest()
         for count, index in enumerate(stream.requests(requests, seed), start=1):
@@ -101,7 +101,7 @@ def run_replay(model: Path, stream: Stream, requests: int, seed: int, check_ever
     model run, as `Predict` would; only the per-call overhead is saved)."""
     order = stream.requests(requests, seed)
     correct = 0
-    with _serve(model, check_every) as port, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with _serve(model, check_every) as running, grpc.insecure_channel(running.target) as channel:
         stub = pb_grpc.PredictorStub(channel)
         messages = (pb.PredictRequest(features=stream.features[i].tolist()) for i in order)
         for index, reply in zip(order, stub.PredictStream(messages, timeout=3600), strict=True):

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from service import defaults
-from service.contract import BNStats
-from service.core.shift import InputShiftMonitor
+from service.contract import BN_INPUT, BNStats, Tap, tap_name
+from service.core.shift_stats import ShiftStatistic, references
 from training.data import Dataset
 from training.fold import fold_batchnorm
 from training.lab.config import LabConfig
@@ -93,13 +93,21 @@ def input_bn_stats(model: nn.Module, num_features: int) -> BNStats:
 
 
 def shift_score(input_bn: BNStats, dataset: Dataset, seed: int) -> float:
-    """The input shift score a server reports after a stream of traffic drawn from `dataset`."""
-    monitor = InputShiftMonitor.of(input_bn, (dataset.num_features,))
-    assert monitor is not None
+    """The shift monitor's score of the model input (the server's per-layer statistic on the
+    input BN's tap, winsorized as served) after a stream of traffic drawn from `dataset`."""
+    tap = Tap(input_bn.layer, tap_name(input_bn.layer), BN_INPUT, spatial=False)
+    refs = references([input_bn], [tap], defaults.SHIFT_MIN_VAR_FRACTION)
+    statistic = ShiftStatistic(
+        refs, defaults.SHIFT_HALF_LIFE, defaults.SHIFT_VAR_FLOOR, [1.0], defaults.SHIFT_CLIP
+    )
+    state = statistic.new_state()
     rng = np.random.default_rng(seed)
-    while monitor.examples_seen < MONITOR_EXAMPLES:
-        monitor.observe(dataset.features[rng.permutation(len(dataset))])
-    return monitor.score()
+    seen = 0
+    while seen < MONITOR_EXAMPLES:
+        rows = dataset.features[rng.permutation(len(dataset))].astype(np.float64)
+        state.add(np.concatenate([rows, rows**2], axis=1), np.zeros(len(rows), np.int64))
+        seen += len(rows)
+    return float(statistic.scores(state)[0])
 
 
 def _adapted_accuracy(model: nn.Module, dataset: Dataset) -> float:
