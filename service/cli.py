@@ -19,28 +19,13 @@ from importlib.metadata import entry_points
 
 from service import defaults
 from service.defaults import COMMAND, PLUGIN_GROUP
+from service.tools.commands import add_fuzz, add_health, add_predict
 
 Register = Callable[[argparse._SubParsersAction], None]
 
 # What a shell reports for a command stopped by SIGINT (Ctrl-C) and by SIGPIPE: 128 + signal.
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
-
-
-class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends "(default: X)" to a flag's help, except where there is nothing worth showing.
-
-    Skipped: on/off flags, flags without a default (None; their help says what happens then),
-    and help that already names its default.
-    """
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        # `is`, not `in`: a default of 0 is worth showing, though 0 == False.
-        nothing = action.default is None or action.default is False or action.default == ""
-        if nothing or "default" in text:
-            return text
-        return super()._get_help_string(action)
 
 
 def _register_plugins(subparsers: argparse._SubParsersAction) -> None:
@@ -66,18 +51,6 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(config)
 
 
-def _health(args: argparse.Namespace) -> int:
-    from service.tools.health_probe import check
-
-    return check(args.target, args.service, args.timeout)
-
-
-def _predict(args: argparse.Namespace) -> int:
-    from service.tools.client import run_predict
-
-    return run_predict(args)
-
-
 def _bench(args: argparse.Namespace) -> int:
     from service.tools.bench import run_bench
 
@@ -95,91 +68,6 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     )
     add_serve_arguments(serve)
     serve.set_defaults(func=_serve)
-
-
-def _add_health(subparsers: argparse._SubParsersAction) -> None:
-    health = subparsers.add_parser(
-        "health",
-        help="exit 0 iff the server's gRPC health check says SERVING",
-        formatter_class=DefaultsHelpFormatter,
-        description="Ask a server's standard gRPC health service (grpc.health.v1) once: exit 0 "
-        "when it answers SERVING, 1 otherwise, with the reason on stderr. The container "
-        "HEALTHCHECK runs this.",
-    )
-    health.add_argument(
-        "--target", default=defaults.TARGET, metavar="HOST:PORT", help="the server to ask"
-    )
-    health.add_argument(
-        "--service", default="", metavar="NAME", help="service to check (default: '', the server)"
-    )
-    health.add_argument(
-        "--timeout",
-        type=float,
-        default=defaults.HEALTH_TIMEOUT_SECONDS,
-        metavar="SECONDS",
-        help="how long to wait for an answer",
-    )
-    health.set_defaults(func=_health)
-
-
-PREDICT_DESCRIPTION = (
-    "Send examples one at a time. --data: 'digits' (its test split by default, "
-    "as recorded in the model's training metrics), a .csv/.npz file, or '-' for JSON on "
-    "stdin: a list of examples, or one example per line; an example is a list of numbers "
-    'or {"features": [...], "label": "3"} (label optional). Labels are matched against '
-    'the model\'s class labels as text: 3 and "3" both mean the class labelled "3", never '
-    "the class at index 3. Before anything is sent, a label that matches no class, or an "
-    "example whose feature count differs from the model's input, stops the run (exit 1)."
-)
-
-
-def _add_predict(subparsers: argparse._SubParsersAction) -> None:
-    predict = subparsers.add_parser(
-        "predict",
-        help="send examples to a server one at a time; print predictions or a summary",
-        formatter_class=DefaultsHelpFormatter,
-        description=PREDICT_DESCRIPTION,
-    )
-    predict.add_argument(
-        "--target", default=defaults.TARGET, metavar="HOST:PORT", help="the server to call"
-    )
-    predict.add_argument(
-        "--data", default=defaults.DIGITS, metavar="SOURCE", help="digits, FILE.csv, FILE.npz or -"
-    )
-    predict.add_argument(
-        "--label-column",
-        default=defaults.LABEL_COLUMN,
-        metavar="NAME",
-        help="label column of a CSV file",
-    )
-    predict.add_argument(
-        "--split",
-        choices=("test", "val", "train", "all"),
-        default=None,
-        help="which part of the data to send (default: test for digits, all for files); the "
-        "split is the one the model was trained with",
-    )
-    predict.add_argument("--summary", action="store_true", help="print accuracy and latency only")
-    predict.add_argument(
-        "--format", choices=("text", "json"), default="text", help="summary as text or JSON"
-    )
-    predict.add_argument(
-        "--limit", type=int, default=None, metavar="N", help="send at most N (default: all)"
-    )
-    predict.add_argument(
-        "--timeout",
-        type=float,
-        default=defaults.PREDICT_TIMEOUT_SECONDS,
-        metavar="SECONDS",
-        help="deadline of each call",
-    )
-    predict.add_argument(
-        "--model-name",
-        default="",
-        metavar="NAME",
-        help="model to request (default: '', whichever the server serves)",
-    )
-    predict.set_defaults(func=_predict)
 
 
 def _add_bench(subparsers: argparse._SubParsersAction) -> None:
@@ -257,35 +145,6 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     bench.set_defaults(func=_bench)
 
 
-def _fuzz(args: argparse.Namespace) -> int:
-    from service.tools.fuzz.run import run_fuzz
-
-    return run_fuzz(args)
-
-
-def _add_fuzz(subparsers: argparse._SubParsersAction) -> None:
-    fuzz = subparsers.add_parser(
-        "fuzz",
-        help="send seeded odd requests to a server; check every answer keeps the contract",
-        description="Send seeded requests to every RPC of both APIs (good ones, ones with odd "
-        "fields, bytes that are barely protobuf) and check each answer against an oracle of "
-        "valid calls: OK for valid ones, a refusal (INVALID_ARGUMENT, NOT_FOUND, ...) for the "
-        "rest, never INTERNAL/UNKNOWN, no hang, good calls that keep their answers. Prints the "
-        "calls tried and the statuses seen; exits 1 on any break.",
-    )
-    fuzz.add_argument("--target", default=defaults.TARGET, help="host:port of the server")
-    fuzz.add_argument("--calls", type=int, default=2000, help="calls to send")
-    fuzz.add_argument("--seed", type=int, default=0, help="seed of the request generator")
-    fuzz.add_argument("--timeout", type=float, default=5.0, help="seconds per call (a hang)")
-    fuzz.add_argument(
-        "--max-message-bytes",
-        type=int,
-        default=defaults.MAX_MESSAGE_BYTES,
-        help="the server's --max-message-bytes",
-    )
-    fuzz.set_defaults(func=_fuzz)
-
-
 def _shift_eval(args: argparse.Namespace) -> int:
     from service.tools.shift_eval.run import run_shift_eval
 
@@ -326,10 +185,10 @@ def _add_shift_eval(subparsers: argparse._SubParsersAction) -> None:
 # The subcommands of the serving half; running one of them loads no plugin.
 SERVING_COMMANDS = {
     "serve": _add_serve,
-    "health": _add_health,
-    "predict": _add_predict,
+    "health": add_health,
+    "predict": add_predict,
     "bench": _add_bench,
-    "fuzz": _add_fuzz,
+    "fuzz": add_fuzz,
     "shift-eval": _add_shift_eval,
 }
 

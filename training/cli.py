@@ -53,7 +53,7 @@ def _shift_config(args: argparse.Namespace):
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
-    from service.cli import DefaultsHelpFormatter
+    from service.tools.commands import DefaultsHelpFormatter
 
     train = subparsers.add_parser(
         "train",
@@ -126,7 +126,7 @@ def _add_fit_flags(train: argparse.ArgumentParser) -> None:
 
 
 def _add_export(subparsers: argparse._SubParsersAction) -> None:
-    from service.cli import DefaultsHelpFormatter
+    from service.tools.commands import DefaultsHelpFormatter
 
     export = subparsers.add_parser(
         "export",

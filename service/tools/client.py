@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 
 from service._proto.foldserve.v1 import predictor_pb2, predictor_pb2_grpc
+from service.tools.channel import ChannelError, open_channel
 from service.tools.examples import ClientError, Examples, load_examples
 from service.tools.rpc_errors import describe_rpc_error
 from service.tools.shift_summary import shift_lines, shift_summary
@@ -153,7 +154,12 @@ def run_predict(
         cannot be reached, a label that names no class of the model, or examples of the wrong
         size stop the run before anything is sent.
     """
-    with grpc.insecure_channel(args.target) as channel:
+    try:
+        channel = open_channel(args)
+    except ChannelError as exc:
+        print(f"foldserve predict: {exc}", file=sys.stderr)
+        return 1
+    with channel:
         stub = predictor_pb2_grpc.PredictorStub(channel)
         try:
             description, examples = _prepare(stub, args, stdin)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -11,14 +12,23 @@ from service.defaults import HEALTH_TIMEOUT_SECONDS
 from service.tools.rpc_errors import describe_rpc_error
 
 
-def check(target: str, service: str = "", timeout: float = HEALTH_TIMEOUT_SECONDS) -> int:
+def check(
+    target: str,
+    service: str = "",
+    timeout: float = HEALTH_TIMEOUT_SECONDS,
+    connect: Callable[[], grpc.Channel] | None = None,
+) -> int:
     """Check `service` on `target`.
+
+    Args:
+        connect: opens the channel (`service.tools.channel.open_channel` for TLS); plaintext
+            to `target` when None.
 
     Returns:
         0 when the answer is SERVING; 1 otherwise (not serving, unknown service, no answer),
         with the reason on stderr.
     """
-    with grpc.insecure_channel(target) as channel:
+    with connect() if connect else grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)

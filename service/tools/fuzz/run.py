@@ -14,6 +14,7 @@ from service._proto.foldserve.v1 import predictor_pb2 as pb
 from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
 from service._proto.inference import grpc_predict_v2_pb2 as v2
 from service._proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+from service.tools.channel import ChannelError, open_channel
 from service.tools.fuzz.generate import INFER, PREDICT, Requests
 from service.tools.fuzz.oracle import REFUSALS, Served, is_valid
 
@@ -129,7 +130,12 @@ class Fuzzer:
 
 def run_fuzz(args: argparse.Namespace) -> int:
     """Run `foldserve fuzz`; 0 when every answer kept the contract, 1 otherwise."""
-    with grpc.insecure_channel(args.target) as channel:
+    try:
+        channel = open_channel(args)
+    except ChannelError as exc:
+        print(f"foldserve fuzz: {exc}")
+        return 1
+    with channel:
         try:
             served = describe(channel, args.max_message_bytes)
         except grpc.RpcError as exc:
