@@ -85,18 +85,24 @@ class BalancerConfig:
     servers: tuple[str, ...]  # HAProxy's names of the replicas, in the order given
 
 
-def balancer_config_for(replicas: Sequence[str], out_dir: Path) -> BalancerConfig:
-    """Write the repository's haproxy.cfg, its replicas `replicas` (host:port), into `out_dir`."""
+def balancer_config_for(
+    replicas: Sequence[str], out_dir: Path, certs: Path | None = None
+) -> BalancerConfig:
+    """Write the repository's haproxy.cfg, its replicas `replicas` (host:port), into `out_dir`;
+    with `certs`, the TLS files it names under /certs/ are read from there instead."""
     text = HAPROXY_CONFIG.read_text()
     grpc_port, stats_port = free_port(), free_port()
+    # Once plaintext, once in the opt-in TLS block.
     text, binds = re.subn(
         r"^(\s*)bind :50051\b", rf"\1bind 127.0.0.1:{grpc_port}", text, flags=re.M
     )
-    assert binds == 1, "haproxy.cfg must bind :50051 once"
+    assert binds == 2, "haproxy.cfg must bind :50051 twice (plaintext, and with TLS)"
     text, binds = re.subn(
         r"^(\s*)bind :8404\b", rf"\1bind 127.0.0.1:{stats_port}", text, flags=re.M
     )
     assert binds == 1, "haproxy.cfg must bind :8404 once"
+    if certs is not None:
+        text = text.replace("/certs/", f"{certs}/")
     match = SERVER_TEMPLATE.search(text)
     assert match, "haproxy.cfg must discover its replicas with one server-template line"
     indent, prefix = match[1], match[2]
@@ -143,15 +149,19 @@ class Balancer:
 
 
 @contextmanager
-def run_haproxy(binary: str, config: BalancerConfig, workdir: Path) -> Iterator[Balancer]:
+def run_haproxy(
+    binary: str, config: BalancerConfig, workdir: Path, env: dict[str, str] | None = None
+) -> Iterator[Balancer]:
     """Check the config, start HAProxy in the foreground; stop it on exit."""
-    check = subprocess.run([binary, "-c", "-f", str(config.path)], capture_output=True, text=True)
+    check = subprocess.run(
+        [binary, "-c", "-f", str(config.path)], capture_output=True, text=True, env=env
+    )
     assert check.returncode == 0, f"haproxy -c failed:\n{check.stdout}{check.stderr}"
     log = workdir / "haproxy.log"
     with log.open("w") as sink:
         process = subprocess.Popen(
             [binary, "-db", "-f", str(config.path)],
-            stdout=sink, stderr=sink, stdin=subprocess.DEVNULL,
+            stdout=sink, stderr=sink, stdin=subprocess.DEVNULL, env=env,
         )  # fmt: skip
     balancer = Balancer(config, process, log)
     try:

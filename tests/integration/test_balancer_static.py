@@ -24,7 +24,12 @@ def _seconds(text: str) -> float:
 
 
 def _default_server() -> dict[str, str]:
-    (line,) = re.findall(r"^\s*default-server (.+)$", CONFIG, re.MULTILINE)
+    # The check timings; the TLS block adds a second line with only TLS settings.
+    (line,) = [
+        line
+        for line in re.findall(r"^\s*default-server (.+)$", CONFIG, re.MULTILINE)
+        if " check " in f" {line} "
+    ]
     words = line.split()
     return {
         w: words[i + 1] for i, w in enumerate(words[:-1]) if w in {"inter", "fastinter", "fall"}

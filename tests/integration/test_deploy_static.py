@@ -81,6 +81,26 @@ def test_docker_compose_config_accepts_the_file(extra: dict[str, str]):
 
 
 @pytest.mark.integration
+def test_the_tls_override_turns_on_tls_everywhere_it_is_needed():
+    programs = require_programs("docker-compose")
+    tls = REPO / "deploy" / "compose" / "tls.yml"
+    done = run(
+        [programs["docker-compose"], "-f", str(COMPOSE_FILE), "-f", str(tls), "config"],
+        timeout=60, env=compose_env(), cwd=REPO,
+    )  # fmt: skip
+    merged = yaml.safe_load(done.stdout)["services"]
+    server, balancer = merged["server"], merged["balancer"]
+    assert server["environment"]["FOLDSERVE_TLS_CLIENT_CA"] == "/certs/ca.crt"
+    assert server["environment"]["FOLDSERVE_AUTH_TOKEN_FILE"] == "/certs/token"
+    assert "--tls-cert /certs/client.crt" in " ".join(server["healthcheck"]["test"])
+    assert balancer["environment"]["BALANCER_TLS"] == "1"
+    assert all(
+        any(str(v).endswith(":/certs:ro") or "/certs" in str(v) for v in service["volumes"])
+        for service in (server, balancer)
+    )
+
+
+@pytest.mark.integration
 def test_promtool_check_config_and_rules():
     promtool = require_programs("promtool")["promtool"]
     result = run([promtool, "check", "config", str(PROMETHEUS_DIR / "prometheus.yml")], timeout=60)
