@@ -57,11 +57,31 @@ def _server(command: list[str], log: Path) -> Iterator[tuple[int, subprocess.Pop
             process.wait(10)
 
 
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        for child in (task / "children").read_text().split():
+            found += [int(child), *_descendants(int(child))]
+    return found
+
+
 def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of the server: its process and its worker processes (--workers)."""
+    total = 0.0
+    for each in (pid, *_descendants(pid)):
+        try:
+            status = Path(f"/proc/{each}/status").read_text()
+        except OSError:  # a process that exited meanwhile
+            continue
+        total += next(
+            (
+                int(line.split()[1]) / 1024
+                for line in status.splitlines()
+                if line.startswith("VmRSS:")
+            ),
+            0.0,
+        )
+    return total if total else float("nan")
 
 
 def _request(shape: tuple[int, ...]) -> v2.ModelInferRequest:
@@ -168,7 +188,8 @@ def _report(args, load: Load, rss: dict, elapsed: float, results, exit_code) -> 
     print(f"answers: {dict(load.statuses.most_common())}")
     print(f"latency ms: p50 {p50:.2f} p99 {p99:.2f}")
     warm = rss.get("warm", float("nan"))
-    print(f"server RSS MB: start {rss['start']:.1f}, after {WARMUP_CALLS} calls {warm:.1f}, "
+    print(f"server RSS MB (its processes): start {rss['start']:.1f}, "
+          f"after {WARMUP_CALLS} calls {warm:.1f}, "
           f"end {rss['end']:.1f} (growth after warm-up {rss['end'] - warm:+.1f})")  # fmt: skip
     if args.reload_every:
         print(f"versions pushed during the run: {results[1]}")

@@ -7,49 +7,18 @@ serving subcommands stay torch-free even though this plugin is always registered
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from service import defaults
+from training.cli_export import add_export, print_export
+from training.cli_shared import add_shift_arguments, import_training, shift_config, widths
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the training subcommands to the root parser."""
     _add_train(subparsers)
-    _add_export(subparsers)
-
-
-def _add_shift_arguments(parser: argparse.ArgumentParser) -> None:
-    """The shift monitor's calibration settings, written into the model file."""
-    group = parser.add_argument_group("covariate-shift calibration (a clean replay at export)")
-    group.add_argument(
-        "--shift-half-life", type=float, default=defaults.SHIFT_HALF_LIFE,
-        help="examples after which an observation's weight has halved",
-    )  # fmt: skip
-    group.add_argument(
-        "--shift-margin", type=float, default=defaults.SHIFT_MARGIN,
-        help="layer thresholds: this times the clean replay's maximum",
-    )  # fmt: skip
-    group.add_argument(
-        "--shift-prior-margin", type=float, default=defaults.SHIFT_PRIOR_MARGIN,
-        help="class-prior threshold: this times its clean maximum",
-    )  # fmt: skip
-    group.add_argument(
-        "--shift-replay", type=int, default=defaults.SHIFT_REPLAY,
-        help="requests in the clean replay of the validation split",
-    )  # fmt: skip
-
-
-def _shift_config(args: argparse.Namespace):
-    from training.calibrate import ShiftConfig
-
-    return ShiftConfig(
-        half_life=args.shift_half_life,
-        margin=args.shift_margin,
-        prior_margin=args.shift_prior_margin,
-        replay=args.shift_replay,
-    )
+    add_export(subparsers)
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
@@ -75,7 +44,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     add("--overwrite", action="store_true", help="replace an existing model.onnx in --out")
     add("--no-progress", action="store_true", help="no progress bar")
     add("--dry-run", action="store_true", help="one batch per epoch (smoke test)")
-    _add_shift_arguments(train)
+    add_shift_arguments(train)
     train.set_defaults(func=_run_train)
 
 
@@ -84,8 +53,8 @@ def _add_model_flags(train: argparse.ArgumentParser) -> None:
     add = train.add_argument
     hidden, channels = (",".join(map(str, w)) for w in (defaults.MLP_HIDDEN, defaults.CNN_CHANNELS))
     add("--arch", choices=defaults.ARCHITECTURES, default=defaults.ARCH, help="network to train")
-    add("--hidden", type=_widths, metavar="W,W", help=f"MLP hidden widths (default: {hidden})")
-    add("--channels", type=_widths, metavar="C,C", help=f"CNN channels (default: {channels})")
+    add("--hidden", type=widths, metavar="W,W", help=f"MLP hidden widths (default: {hidden})")
+    add("--channels", type=widths, metavar="C,C", help=f"CNN channels (default: {channels})")
     add("--no-input-bn", action="store_true", help="no BN over the raw inputs")
     add(
         "--dropout",
@@ -125,52 +94,6 @@ def _add_fit_flags(train: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_export(subparsers: argparse._SubParsersAction) -> None:
-    from service.tools.commands import DefaultsHelpFormatter
-
-    export = subparsers.add_parser(
-        "export",
-        help="fold, export and verify model.onnx from a training checkpoint",
-        formatter_class=DefaultsHelpFormatter,
-        description="Rebuild a trained network from checkpoint.pt, fold its BatchNorms, export "
-        "ONNX with metadata and verify it against the unfolded network.",
-    )
-    add = export.add_argument
-    add("--checkpoint", type=Path, metavar="PATH", help="a train checkpoint.pt (or --module)")
-    add("--out", type=Path, metavar="DIR", help="output folder (default: the checkpoint's folder)")
-    add(
-        "--model-version",
-        metavar="V",
-        help="version recorded in the model (default: the checkpoint's, else UTC time)",
-    )
-    _add_shift_arguments(export)
-    export.set_defaults(func=_run_export)
-    _add_module_arguments(export)
-
-
-def _widths(text: str) -> tuple[int, ...]:
-    try:
-        widths = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-    if not widths or min(widths) < 1:
-        raise argparse.ArgumentTypeError(f"widths must be positive integers, got {text!r}")
-    return widths
-
-
-def _import_training():
-    try:
-        from training import pipeline
-    except ImportError as exc:
-        sys.exit(
-            "foldserve: training needs the train extra (`make venv`, or "
-            f"`pip install -e '.[train]'` in a checkout; foldserve is not on PyPI): {exc}"
-        )
-    return pipeline
-
-
 def _would_overwrite(args: argparse.Namespace) -> bool:
     """True (message on stderr) when --out holds a model.onnx and --overwrite was not given."""
     existing = args.out / defaults.MODEL_FILE
@@ -188,7 +111,7 @@ def _would_overwrite(args: argparse.Namespace) -> bool:
 def _run_train(args: argparse.Namespace) -> int:
     if _would_overwrite(args):
         return 2
-    pipeline = _import_training()
+    pipeline = import_training()
     from training.data import DataError
     from training.export import ExportError
     from training.fold import FoldError
@@ -226,7 +149,7 @@ def _run_train(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             dry_run=args.dry_run,
         ),
-        shift=_shift_config(args),
+        shift=shift_config(args),
     )
     try:
         result = pipeline.run_training(config)
@@ -257,133 +180,6 @@ def _print_training_report(result) -> None:
                 f"{change['mean_shift_mean_std']:.4f} (mean); std ratio up to "
                 f"{change['std_ratio_max']:.4f}"
             )
-    _print_export(result.export)
+    print_export(result.export)
     print(f"validation accuracy: {metrics['val_accuracy']:.4f}")
     print(f"test accuracy: {metrics['test_accuracy']:.4f}")
-
-
-def _print_export(export) -> None:
-    report = export.fold_report
-    print(f"folded {len(report.folded)} BatchNorm layer(s):")
-    for entry in report.folded:
-        print(f"  {entry.layer} -> {entry.folded_into} ({entry.direction})")
-    for entry in report.left:
-        print(f"  left {entry.layer}: {entry.reason}")
-    print(
-        f"exported {export.model_path}: {export.bn_nodes} BatchNormalization nodes; "
-        f"max |onnxruntime - torch| = {export.max_abs_error:.2e}; "
-        f"alone vs in batch = {export.max_batch_error:.2e}"
-    )
-    print(f"taps: max |onnxruntime - unfolded torch BN| = {export.max_tap_error:.2e}")
-    calibration = export.shift_calibration
-    if calibration is None:
-        print("shift monitor: not calibrated (the checkpoint holds no held-out examples)")
-    else:
-        print(
-            f"shift monitor calibrated on {calibration.replay} requests of {calibration.data} "
-            f"(half-life {calibration.half_life:g}, margins {calibration.margin:g} and "
-            f"{calibration.prior_margin:g}):"
-        )
-        for layer in calibration.layers:
-            sentinel = (
-                f", sentinel over {len(layer.excluded)} unit(s) {layer.sentinel_threshold:.4g}"
-                if layer.excluded
-                else ""
-            )
-            print(f"  layer {layer.layer:>6}: threshold {layer.threshold:.4g}{sentinel}")
-        print(f"  class prior: threshold {calibration.prior_threshold:.4g}")
-    print(f"model card: {export.card_path}")
-
-
-def _run_export(args: argparse.Namespace) -> int:
-    if args.module is not None or args.checkpoint is None:
-        return _run_module_export(args)
-    pipeline = _import_training()
-    from training.export import ExportError
-    from training.fold import FoldError
-
-    if not args.checkpoint.is_file():
-        print(f"foldserve export: checkpoint {args.checkpoint} does not exist", file=sys.stderr)
-        return 2
-    out = args.out or args.checkpoint.parent
-    try:
-        export = pipeline.export_checkpoint(
-            args.checkpoint, out, args.model_version, _shift_config(args)
-        )
-    except (FoldError, ExportError) as exc:
-        print(f"foldserve export: {exc}", file=sys.stderr)
-        return 2
-    _print_export(export)
-    card = json.loads(export.card_path.read_text())
-    print(f"test accuracy (from training): {card['test_accuracy']:.4f}")
-    return 0
-
-
-# --- `foldserve export --module`: your own torch module (training/export_module.py) ----------
-
-
-def _add_module_arguments(export: argparse.ArgumentParser) -> None:
-    module = export.add_argument_group(
-        "your own torch module, instead of --checkpoint (see training/export_module.py)"
-    )
-    module.add_argument(
-        "--module",
-        metavar="PACKAGE.MODULE:FACTORY",
-        help="a callable (class or function, no arguments) returning the nn.Module, or a module "
-        "instance; the current directory is importable",
-    )
-    module.add_argument("--weights", type=Path, help="state_dict saved with torch.save")
-    module.add_argument(
-        "--input-shape", type=_widths, help="one example's shape, no batch axis, e.g. 3,32,32"
-    )
-    labels = module.add_mutually_exclusive_group()
-    labels.add_argument(
-        "--class-labels", type=lambda text: tuple(text.split(",")), help="e.g. cat,dog,bird"
-    )
-    labels.add_argument("--class-labels-file", type=Path, help="one class label per line")
-    module.add_argument(
-        "--check-inputs", type=Path, help=".npy of examples [N, *shape] to verify on"
-    )
-    module.add_argument(
-        "--allow-unfolded",
-        action="store_true",
-        help="export even if some BatchNorm cannot fold (kept as BatchNormalization nodes)",
-    )
-
-
-def _run_module_export(args: argparse.Namespace) -> int:
-    if args.checkpoint is not None or args.module is None or args.input_shape is None:
-        print(
-            "foldserve export: give --checkpoint (a model foldserve trained), or --module, "
-            "--input-shape and --out (your own torch module)",
-            file=sys.stderr,
-        )
-        return 2
-    if args.out is None:
-        print("foldserve export: --module needs --out DIR", file=sys.stderr)
-        return 2
-    _import_training()
-    from training import export_module
-    from training.export import ExportError
-    from training.fold import FoldError
-
-    try:
-        labels = args.class_labels
-        if args.class_labels_file is not None:
-            labels = export_module.read_class_labels(args.class_labels_file)
-        check = args.check_inputs and export_module.load_check_inputs(args.check_inputs)
-        export = export_module.export_torch_module(
-            export_module.load_module(args.module, args.weights),
-            args.out,
-            args.input_shape,
-            class_labels=labels,
-            check_inputs=check,
-            allow_unfolded=args.allow_unfolded,
-            model_version=args.model_version,
-            arch=args.module,
-        )
-    except (export_module.ModuleError, FoldError, ExportError) as exc:
-        print(f"foldserve export: {exc}", file=sys.stderr)
-        return 2
-    _print_export(export)
-    return 0
