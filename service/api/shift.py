@@ -11,6 +11,8 @@ from service.core.shift_stats import SENTINEL_SUFFIX
 def off_reason(model: Model) -> str:
     """Why a version runs no monitor."""
     meta = model.metadata
+    if meta is None:
+        return "the model file has no foldserve taps or calibration (foldserve did not export it)"
     if not meta.taps:
         return "the model file has no taps (export it again with this foldserve)"
     if meta.shift_calibration is None:

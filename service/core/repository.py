@@ -228,7 +228,7 @@ class ModelRepository:
             model.version,
             sha256=model.sha256,
             opset=model.opset,
-            foldserve_version=model.metadata.foldserve_version,
+            foldserve_version=model.foldserve_version,
             class_labels=model.class_labels,
         )
         log.info(
