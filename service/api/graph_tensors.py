@@ -63,9 +63,10 @@ def decode_graph_inputs(
         elif tensor.HasField("contents"):
             value = decode_typed(tensor.contents, datatype, shape, f"{where}.contents")
         else:
+            place = f"contents.{datatype.field} or " if datatype.field else ""
             raise invalid(
-                f"{where}: no data for input {tensor.name!r}; expected it in contents"
-                f"{'.' + datatype.field if datatype.field else ''} or raw_input_contents"
+                f"{where}: no data for input {tensor.name!r}; expected it in "
+                f"{place}raw_input_contents"
             )
         if spec.is_float:
             _check_finite(value, f"{where} values")

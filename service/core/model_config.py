@@ -36,17 +36,23 @@ def read_config(file: Path) -> ModelConfig:
         raise ModelError(f"{where}: {exc}") from None
 
 
+def config_files(model_file: Path, in_repository: bool) -> tuple[Path, ...]:
+    """Where the config files of a model file are, its own first (they may not exist)."""
+    own = model_file.parent / CONFIG_FILE
+    return (own, model_file.parent.parent / CONFIG_FILE) if in_repository else (own,)
+
+
 def config_for(model_file: Path, in_repository: bool) -> ModelConfig:
     """The config of a model file: its directory's, over the repository's when it is a version.
 
     Raises:
         ModelError: a bad config file, or a key the file's place does not allow.
     """
-    own_file = model_file.parent / CONFIG_FILE
-    own = read_config(own_file)
+    files = config_files(model_file, in_repository)
+    own = read_config(files[0])
     if not in_repository:
         return own
-    shared_file = model_file.parent.parent / CONFIG_FILE
+    own_file, shared_file = files
     shared = read_config(shared_file)
     for config, file, refused in (
         (own, own_file, (NAME, VERSION)),
