@@ -95,7 +95,7 @@ def test_a_foldserve_model_takes_name_and_version_but_keeps_its_labels(tmp_path:
     model = load_model(write_tiny_model(tmp_path / "model.onnx"))
     assert (model.name, model.version, model.class_labels) == ("digits", "9", tuple(labels))
     write_config(tmp_path, class_labels=[str(i) for i in range(10)])
-    with pytest.raises(ModelError, match="config.json class_labels .* differ from the file's"):
+    with pytest.raises(ModelError, match=r"config.json class_labels .* differ from the file's"):
         load_model(tmp_path / "model.onnx")
 
 
