@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from service import contract
-from service.contract import BNStats, ContractError, FoldReport, ModelConfig
+from service.contract import BNStats, ContractError, FoldReport, ModelConfig, ShiftCalibration, Tap
 from service.core.errors import ModelError
+from service.core.foreign_shift import input_shift
 from service.core.graph_spec import Classifier, GraphSpec, check_run, classifier_of, read_graph
 from service.runtime import ort
 
@@ -29,6 +30,8 @@ class Foreign:
         bn_stats, fold_report: what `foldserve fold` recorded (empty: no fold).
         foldserve_version: the foldserve that folded it ("" when none did).
         ran: whether the load-time run on zeros ran (`graph_spec.check_run`).
+        shift: the input BN's tap and null calibration, when the shift monitor can watch the
+            input (`foreign_shift`; whether it does is the server's `--shift-monitor`).
     """
 
     graph: GraphSpec
@@ -39,10 +42,14 @@ class Foreign:
     fold_report: FoldReport
     foldserve_version: str
     ran: bool
+    shift: tuple[Tap, ShiftCalibration] | None = None
 
 
 def read_foreign(
-    session: ort.InferenceSession, properties: Mapping[str, str], config: ModelConfig, where: str
+    session: ort.InferenceSession,
+    properties: Mapping[str, str],
+    config: ModelConfig,
+    where: str,
 ) -> Foreign:
     """Read and check a file without foldserve metadata.
 
@@ -75,4 +82,5 @@ def read_foreign(
         raise ModelError(f"{where}: {exc}") from None
     bn_stats, report = fold if fold is not None else ((), FoldReport())
     version = properties.get(contract.KEYS["foldserve_version"], "") if fold else ""
-    return Foreign(graph, classifier, reason, labels, bn_stats, report, version, ran)
+    shift = input_shift(bn_stats, classifier)
+    return Foreign(graph, classifier, reason, labels, bn_stats, report, version, ran, shift)

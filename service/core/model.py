@@ -33,9 +33,11 @@ from service.contract import (
     FoldReport,
     ModelConfig,
     ModelMetadata,
+    Tap,
 )
 from service.core.errors import ModelError, RequestError, failed_precondition
 from service.core.foreign import Foreign, read_foreign
+from service.core.foreign_shift import input_taps
 from service.core.graph_spec import softmax
 from service.core.model_checks import check_foldserve_model
 from service.core.model_config import config_for
@@ -128,6 +130,13 @@ class Model:
         return self.foreign.fold_report if self.foreign else self.metadata.fold_report  # type: ignore[union-attr]
 
     @property
+    def taps(self) -> tuple[Tap, ...]:
+        """The shift monitor's taps (a foreign model: the input BN's, computed by the server)."""
+        if self.foreign is not None:
+            return (self.foreign.shift[0],) if self.foreign.shift else ()
+        return self.metadata.taps  # type: ignore[union-attr]
+
+    @property
     def foldserve_version(self) -> str:
         """The foldserve that wrote (or, for a foreign file, folded) it; "" for none."""
         if self.foreign is not None:
@@ -147,7 +156,7 @@ class Model:
             names `logits` and `probabilities`.
         """
         if self.foreign is not None:
-            return self._run_classifier(batch)
+            return self._run_classifier(batch, taps)
         names = self.output_names
         if taps:
             wanted = (*names, TAPS)
@@ -155,7 +164,7 @@ class Model:
             return dict(zip(wanted, values, strict=True))
         return dict(zip(names, self.session.run(names, {self.input.name: batch}), strict=True))
 
-    def _run_classifier(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+    def _run_classifier(self, batch: np.ndarray, taps: bool) -> dict[str, np.ndarray]:
         classifier = self.foreign.classifier  # type: ignore[union-attr]
         if classifier is None:
             raise self._not_classifier()
@@ -168,6 +177,8 @@ class Model:
         )
         logits = values[classifier.logits]
         found = values[probabilities] if probabilities is not None else softmax(logits.copy())
+        if taps:  # the input BN's tap, computed here (`foreign_shift`)
+            return {LOGITS: logits, PROBABILITIES: found, TAPS: input_taps(batch)}
         return {LOGITS: logits, PROBABILITIES: found}
 
     def run_graph(self, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:

@@ -12,6 +12,7 @@ import numpy as np
 from service.contract import LOGITS, TAPS
 from service.core.call import Call
 from service.core.errors import RequestError, Status, invalid
+from service.core.foreign_shift import input_monitor, input_taps
 from service.core.model import Model
 from service.core.monitor import ShiftMonitor, ShiftSettings
 from service.metrics import VersionMetrics
@@ -24,7 +25,8 @@ class ModelRunner:
         model: the loaded, checked model.
         metrics: the series of this version.
         shift: the shift monitor's settings; it runs when on and the model was loaded with its
-            taps (`Model.tapped_session`).
+            taps (`Model.tapped_session`), or (a model foldserve did not train) with the input
+            BN's null calibration (`Model.foreign.shift`).
     """
 
     def __init__(
@@ -33,8 +35,11 @@ class ModelRunner:
         self.model = model
         self.metrics = metrics
         self.monitor: ShiftMonitor | None = None
+        settings = shift or ShiftSettings()
         if model.tapped_session is not None:
-            self.monitor = ShiftMonitor.of(model.metadata, shift or ShiftSettings())
+            self.monitor = ShiftMonitor.of(model.metadata, settings)
+        elif model.foreign is not None and model.foreign.shift is not None:
+            self.monitor = input_monitor(model.foreign.bn_stats, model.foreign.shift, settings)
         if self.monitor is not None:
             metrics.watch_shift(self.monitor)
 
@@ -75,7 +80,10 @@ class ModelRunner:
         self.metrics.compute.observe(time.perf_counter() - compute_start)
         classifier = self.model.foreign.classifier  # type: ignore[union-attr]
         if classifier is not None and classifier.logits in outputs:
-            self.metrics.count_predictions(outputs[classifier.logits].argmax(axis=1))
+            labels = outputs[classifier.logits].argmax(axis=1)
+            self.metrics.count_predictions(labels)
+            if self.monitor is not None:
+                self.monitor.observe(input_taps(feeds[classifier.input.name]), labels)
         return outputs
 
     def run(self, batch: np.ndarray, call: Call) -> dict[str, np.ndarray]:

@@ -96,3 +96,22 @@ def write_every_datatype_model(path: Path, names: list[str] | None = None) -> Pa
         [value(f"x_{n}", ELEMENT_TYPES[n][0], ["N", 3]) for n in names],
         [value(f"y_{n}", ELEMENT_TYPES[n][0], ["N", 3]) for n in names],
     )
+
+
+def write_folded_classifier(path: Path, weights: np.ndarray, mean, var) -> Path:
+    """`write_logits_model` with the record `foldserve fold` leaves: a BN over the model input
+    (statistics `mean`, `var`) folded into the MatMul."""
+    from service import contract
+    from service.version import VERSION
+
+    write_logits_model(path, weights)
+    model = onnx.load(str(path))
+    n = len(mean)
+    stats = contract.BNStats(
+        "bn_in", "MatMul", contract.FORWARD, tuple(mean), tuple(var), (1.0,) * n, (0.0,) * n,
+        1e-5, reads_model_input=True,
+    )  # fmt: skip
+    properties = contract.fold_properties([stats], contract.FoldReport.of([stats]), VERSION)
+    helper.set_model_props(model, properties)
+    onnx.save(model, str(path))
+    return path
