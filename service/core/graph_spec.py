@@ -8,8 +8,6 @@ the first are fixed, and an output of shape [N, classes] (`classifier_of` has th
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -166,8 +164,3 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     np.exp(shifted, out=shifted)
     shifted /= shifted.sum(axis=-1, keepdims=True)
     return shifted
-
-
-def example_count(shape: Sequence[int]) -> int:
-    """Values in a tensor of `shape` (Python ints: no wrap-around)."""
-    return math.prod(shape)
