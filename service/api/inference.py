@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from service._proto.inference import grpc_predict_v2_pb2 as pb
+from service.api.datatypes import datatype_of
+from service.api.graph_tensors import decode_graph_inputs, encode_graph_outputs, shown_shape
 from service.api.tensors import (
     FP32,
     check_request_id,
@@ -60,6 +62,8 @@ class InferenceAdapter:
         )
         model = served.model
         check_request_id(request.id, "id")
+        if model.foreign is not None:
+            return self._infer_graph(request, served, call)
         batch, raw = decode_infer_inputs(request, model)
         names = requested_outputs(request, model)
         outputs = served.runner.run(batch, call)
@@ -67,6 +71,20 @@ class InferenceAdapter:
             model_name=model.name, model_version=model.version, id=request.id
         )
         encode_infer_outputs(response, outputs, names, raw)
+        return response
+
+    def _infer_graph(
+        self, request: pb.ModelInferRequest, served, call: Call
+    ) -> pb.ModelInferResponse:
+        """`ModelInfer` of a model foldserve did not train: any inputs and outputs its graph has."""
+        model = served.model
+        feeds, raw = decode_graph_inputs(request, model.foreign.graph)
+        names = requested_outputs(request, model)
+        outputs = served.runner.run_graph(feeds, names, call)
+        response = pb.ModelInferResponse(
+            model_name=model.name, model_version=model.version, id=request.id
+        )
+        encode_graph_outputs(response, outputs, names, raw)
         return response
 
     def RepositoryIndex(
@@ -100,8 +118,21 @@ class InferenceAdapter:
 
 
 def model_metadata(model: Model, versions: list[str]) -> pb.ModelMetadataResponse:
-    """`ModelMetadata`'s answer for a model: its tensors, batch dimension first (-1)."""
+    """`ModelMetadata`'s answer for a model: its tensors, batch dimension first (-1); for a model
+    foldserve did not train, as its graph has them (-1: a dynamic dimension)."""
     tensor = pb.ModelMetadataResponse.TensorMetadata
+    if model.foreign is not None:
+        graph = model.foreign.graph
+        inputs, outputs = (
+            [
+                tensor(name=t.name, datatype=datatype_of(t.dtype).name, shape=shown_shape(t))
+                for t in ts
+            ]
+            for ts in (graph.inputs, graph.outputs)
+        )
+        return pb.ModelMetadataResponse(
+            name=model.name, versions=versions, platform=PLATFORM, inputs=inputs, outputs=outputs
+        )
     return pb.ModelMetadataResponse(
         name=model.name,
         versions=versions,

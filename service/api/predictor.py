@@ -6,6 +6,7 @@ from google.protobuf import struct_pb2
 
 from service._proto.foldserve.v1 import predictor_pb2 as pb
 from service.api.calls import answers_in_stream
+from service.api.foreign import describe_foreign
 from service.api.shift import shift_monitor
 from service.api.tensors import check_request_id, features_to_batch
 from service.contract import LOGITS, PROBABILITIES
@@ -74,6 +75,8 @@ def describe(model: Model, monitor: ShiftMonitor | None = None) -> pb.DescribeMo
     """`DescribeModel`'s answer for a model: what its file says about it, and its shift
     monitor's live state."""
     meta = model.metadata
+    if meta is None:  # a model foldserve did not train
+        return describe_foreign(model, monitor)
     return pb.DescribeModelResponse(
         name=model.name,
         version=model.version,

@@ -11,6 +11,13 @@ from service.core.shift_stats import SENTINEL_SUFFIX
 def off_reason(model: Model) -> str:
     """Why a version runs no monitor."""
     meta = model.metadata
+    if meta is None:
+        if model.foreign is not None and model.foreign.shift is not None:
+            return "the server runs with --shift-monitor off"
+        return (
+            "foldserve did not export the model file: the monitor needs a BN over the model "
+            "input, recorded by `foldserve fold`, on a classifier's vector input"
+        )
     if not meta.taps:
         return "the model file has no taps (export it again with this foldserve)"
     if meta.shift_calibration is None:
@@ -25,7 +32,7 @@ def shift_monitor(model: Model, monitor: ShiftMonitor | None) -> pb.ShiftMonitor
     shot = monitor.snapshot()
     calibration = shot.calibration
     layers = {c.layer: c for c in calibration.layers}
-    sides = {tap.layer: tap.side for tap in model.metadata.taps}
+    sides = {tap.layer: tap.side for tap in model.taps}
     refs = {ref.layer: ref for ref in monitor.statistic.refs}
     entries = []
     for name, score, limit, peak in zip(

@@ -51,10 +51,11 @@ def _check_finite(values: np.ndarray, field: str) -> None:
 
 
 def features_to_batch(features: Sequence[float], model: Model) -> np.ndarray:
-    """Turn `PredictRequest.features` into a [1, *input_shape] float32 batch.
+    """Turn `PredictRequest.features` into a [1, *input_shape] batch of the input's float type.
 
     Raises:
-        RequestError: INVALID_ARGUMENT for a wrong count or a non-finite value.
+        RequestError: FAILED_PRECONDITION for a model that is not classifier-shaped (from
+            `Model.input`); INVALID_ARGUMENT for a wrong count or a non-finite value.
     """
     spec = model.input
     count = len(features)
@@ -65,7 +66,7 @@ def features_to_batch(features: Sequence[float], model: Model) -> np.ndarray:
         )
     values = np.array(features, dtype=np.float32)
     _check_finite(values, "features")
-    return values.reshape((1, *spec.shape))
+    return values.reshape((1, *spec.shape)).astype(spec.dtype, copy=False)
 
 
 def decode_infer_inputs(request: v2.ModelInferRequest, model: Model) -> tuple[np.ndarray, bool]:

@@ -11,13 +11,16 @@ table), as typed records:
 - `BNStats`: one folded BatchNorm's statistics (the shift monitor's reference);
 - `FoldReport` (`FoldedLayer`, `LeftLayer`): what folded into what, what was left and why;
 - `Tap`, `ShiftCalibration` (`LayerCalibration`): the shift monitor's graph outputs and the
-  thresholds a clean replay set at export (`service.contract.shift` documents both).
+  thresholds a clean replay set at export (`service.contract.shift` documents both);
+- `ModelConfig`: the optional `config.json` next to a model file (`service.contract.config`:
+  its keys), read with `parse_config`.
 
 Graph names are part of the contract too: the input `input` and the outputs `logits` and
 `probabilities` (softmax of the logits), each `[batch, classes]`, and the optional taps
 `tap.<layer>` (`tap_name`), each `[batch, 2 · channels]`, and `taps`, all of them end to end.
 """
 
+from service.contract.config import CONFIG_FILE, ModelConfig, parse_config
 from service.contract.fields import ContractError
 from service.contract.metadata import (
     FORMAT_VERSION,
@@ -58,6 +61,7 @@ __all__ = [
     "BACKWARD",
     "BN_INPUT",
     "BN_OUTPUT",
+    "CONFIG_FILE",
     "DIRECTIONS",
     "FORMAT_VERSION",
     "FORWARD",
@@ -75,12 +79,14 @@ __all__ = [
     "FoldedLayer",
     "LayerCalibration",
     "LeftLayer",
+    "ModelConfig",
     "ModelMetadata",
     "ShiftCalibration",
     "Tap",
     "fold_properties",
     "from_properties",
     "has_metadata",
+    "parse_config",
     "read_fold_properties",
     "tap_name",
     "to_properties",

@@ -1,4 +1,5 @@
-"""How the core says that a request cannot be served: a status and a message naming the field.
+"""How the core says that a request cannot be served: a status and a message naming the field;
+and that a model file cannot be served (`ModelError`).
 
 The core knows no gRPC: `Status` names the outcomes with the canonical status names and numbers
 (google.rpc.Code, which gRPC uses too), and each API adapter maps them to its protocol.
@@ -23,6 +24,10 @@ class Status(enum.IntEnum):
     UNAUTHENTICATED = 16  # no valid credentials
 
 
+class ModelError(Exception):
+    """A model file that cannot be served; the message names the file and what is wrong."""
+
+
 class RequestError(Exception):
     """A request failed; the message names the field and what was expected.
 
@@ -45,3 +50,8 @@ def invalid(message: str) -> RequestError:
 def not_found(message: str) -> RequestError:
     """A NOT_FOUND error."""
     return RequestError(Status.NOT_FOUND, message)
+
+
+def failed_precondition(message: str) -> RequestError:
+    """A FAILED_PRECONDITION error: the model cannot answer this kind of request."""
+    return RequestError(Status.FAILED_PRECONDITION, message)

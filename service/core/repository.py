@@ -7,7 +7,7 @@
 the set in one assignment: a call in flight keeps the version it started with, and no call ever
 sees a half-loaded model. A version that fails to load is refused — logged, counted, listed with
 its reason — and the versions already serving keep serving; it is tried again once its file
-changes (a model copied in slowly is loaded once the copy is complete).
+or its `config.json` changes (a model copied in slowly is loaded once the copy is complete).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 from service.core.call import Call
 from service.core.errors import not_found
 from service.core.model import Model, ModelError, load_model
+from service.core.model_config import config_files
 from service.core.monitor import ShiftSettings
 from service.core.runner import ModelRunner
 from service.defaults import MODEL_FILE
@@ -28,7 +29,9 @@ from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-Fingerprint = tuple[int, int]  # (size, mtime_ns) of the file: a change means "load again"
+# (size, mtime_ns) of the file, then of each of its config files (`model_config`): a change means
+# "load again".
+Fingerprint = tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -83,11 +86,17 @@ def scan(source: Path) -> list[Candidate]:
 
 
 def _candidate(version: str | None, path: Path) -> Candidate:
+    stamps = [_stamp(path)]
+    stamps += [_stamp(file) for file in config_files(path, in_repository=version is not None)]
+    return Candidate(version, path, tuple(n for stamp in stamps for n in stamp))
+
+
+def _stamp(file: Path) -> tuple[int, int]:
     try:
-        stat = path.stat()
-    except OSError:  # gone between listing and looking
-        return Candidate(version, path, (-1, -1))
-    return Candidate(version, path, (stat.st_size, stat.st_mtime_ns))
+        stat = file.stat()
+    except OSError:  # absent (a config file is optional), or gone between listing and looking
+        return (-1, -1)
+    return (stat.st_size, stat.st_mtime_ns)
 
 
 class ModelRepository:
@@ -228,7 +237,7 @@ class ModelRepository:
             model.version,
             sha256=model.sha256,
             opset=model.opset,
-            foldserve_version=model.metadata.foldserve_version,
+            foldserve_version=model.foldserve_version,
             class_labels=model.class_labels,
         )
         log.info(

@@ -11,7 +11,8 @@ import numpy as np
 
 from service.contract import LOGITS, TAPS
 from service.core.call import Call
-from service.core.errors import RequestError, Status
+from service.core.errors import RequestError, Status, invalid
+from service.core.foreign_shift import input_monitor, input_taps
 from service.core.model import Model
 from service.core.monitor import ShiftMonitor, ShiftSettings
 from service.metrics import VersionMetrics
@@ -24,7 +25,8 @@ class ModelRunner:
         model: the loaded, checked model.
         metrics: the series of this version.
         shift: the shift monitor's settings; it runs when on and the model was loaded with its
-            taps (`Model.tapped_session`).
+            taps (`Model.tapped_session`), or (a model foldserve did not train) with the input
+            BN's null calibration (`Model.foreign.shift`).
     """
 
     def __init__(
@@ -33,10 +35,56 @@ class ModelRunner:
         self.model = model
         self.metrics = metrics
         self.monitor: ShiftMonitor | None = None
+        settings = shift or ShiftSettings()
         if model.tapped_session is not None:
-            self.monitor = ShiftMonitor.of(model.metadata, shift or ShiftSettings())
+            self.monitor = ShiftMonitor.of(model.metadata, settings)
+        elif model.foreign is not None and model.foreign.shift is not None:
+            self.monitor = input_monitor(model.foreign.bn_stats, model.foreign.shift, settings)
         if self.monitor is not None:
             metrics.watch_shift(self.monitor)
+
+    def _start(self, call: Call) -> float:
+        """Check the deadline and record the decode time; returns the compute start."""
+        deadline = call.deadline
+        if deadline is not None and time.monotonic() >= deadline:
+            raise RequestError(Status.DEADLINE_EXCEEDED, "deadline exceeded before compute")
+        compute_start = time.perf_counter()
+        self.metrics.decode.observe(compute_start - call.started)
+        return compute_start
+
+    def run_graph(
+        self, feeds: dict[str, np.ndarray], names: list[str], call: Call
+    ) -> dict[str, np.ndarray]:
+        """Run a validated request of a model foldserve did not train (`Model.foreign`).
+
+        Args:
+            feeds: every graph input by name, checked against the graph.
+            names: the outputs to return.
+            call: the call, for its start time and deadline.
+
+        Returns:
+            The named outputs. A classifier-shaped model's predicted classes are counted when
+            its logits are among them.
+
+        Raises:
+            RequestError: DEADLINE_EXCEEDED when the deadline passed before compute;
+                INVALID_ARGUMENT when onnxruntime refuses the inputs (a dynamic size the graph
+                cannot take).
+        """
+        compute_start = self._start(call)
+        try:
+            outputs = self.model.run_graph(feeds, names)
+        except Exception as exc:  # onnxruntime's errors for shapes the graph cannot take
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise invalid(f"inputs: the model cannot run on these inputs: {message}") from None
+        self.metrics.compute.observe(time.perf_counter() - compute_start)
+        classifier = self.model.foreign.classifier  # type: ignore[union-attr]
+        if classifier is not None and classifier.logits in outputs:
+            labels = outputs[classifier.logits].argmax(axis=1)
+            self.metrics.count_predictions(labels)
+            if self.monitor is not None:
+                self.monitor.observe(input_taps(feeds[classifier.input.name]), labels)
+        return outputs
 
     def run(self, batch: np.ndarray, call: Call) -> dict[str, np.ndarray]:
         """Run a validated batch for `call`.

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from service import defaults
+from service.core.model_config import configured_name
 
 
 class ConfigError(ValueError):
@@ -127,7 +128,13 @@ SETTINGS = (
         "the model.onnx file to serve, or a model repository: a directory of numbered versions, "
         "DIR/<version>/model.onnx (required)",
     ),
-    Setting("model_name", defaults.MODEL_NAME, str, "NAME", "name the model is served under"),
+    Setting(
+        "model_name",
+        defaults.MODEL_NAME,
+        str,
+        "NAME",
+        "name the model is served under (default: the name in the model's config.json, if any)",
+    ),
     Setting("host", defaults.HOST, str, "HOST", "address the gRPC server binds"),
     Setting("port", defaults.PORT, _port, "PORT", "gRPC port (0: pick a free one, logged)"),
     Setting("metrics_port", defaults.METRICS_PORT, _port, "PORT", "Prometheus /metrics HTTP port"),
@@ -305,7 +312,8 @@ def add_serve_arguments(
 
 
 def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServeConfig:
-    """Combine flags, environment and defaults, in that order of precedence.
+    """Combine flags, environment and defaults, in that order of precedence (the model name: a
+    flag, the variable, the model's config.json, then the default).
 
     Raises:
         ConfigError: a value that does not parse, or no model given.
@@ -329,6 +337,10 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
             raise ConfigError(f"{source}: {exc}") from None
     if not values["model"]:
         raise ConfigError("no model to serve: pass --model PATH or set FOLDSERVE_MODEL")
+    name_env = next(s for s in SETTINGS if s.name == "model_name").env
+    if getattr(args, "model_name", None) is None and not environ.get(name_env):
+        # Neither flag nor variable: the name in the model's config.json, if it gives one.
+        values["model_name"] = configured_name(values["model"]) or values["model_name"]
     if bool(values["tls_cert"]) != bool(values["tls_key"]):
         raise ConfigError("--tls-cert and --tls-key go together: give both, or neither")
     if values["tls_client_ca"] and not values["tls_cert"]:

@@ -63,10 +63,14 @@ def test_not_onnx(tmp_path: Path) -> None:
         load_model(bad)
 
 
-def test_no_foldserve_metadata(tmp_path: Path) -> None:
-    path = write_tiny_model(tmp_path / "plain.onnx", meta={})
-    with pytest.raises(ModelError, match="no foldserve metadata"):
-        load_model(path)
+def test_no_foldserve_metadata_is_read_from_the_graph(tmp_path: Path) -> None:
+    """A file without foldserve metadata is a model foldserve did not train: served from its
+    graph (tests/service/test_foreign_model.py has the rest)."""
+    model = load_model(write_tiny_model(tmp_path / "plain.onnx", meta={}))
+    assert model.metadata is None and model.foreign is not None
+    assert (model.name, model.version) == ("foldserve", "1")
+    assert model.class_labels == tuple(str(i) for i in range(10))
+    assert model.output_names == ("logits", "probabilities")
 
 
 def test_missing_key(tmp_path: Path) -> None:

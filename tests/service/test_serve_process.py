@@ -31,9 +31,10 @@ def run_serve(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
         (lambda d: d / "missing.onnx", "does not exist"),
         (lambda d: (d / "c.onnx").write_bytes(b"\x08\x07garbage") and d / "c.onnx",
          "not a loadable ONNX model"),
-        (lambda d: write_tiny_model(d / "plain.onnx", meta={}), "no foldserve metadata"),
+        (lambda d: (d / "config.json").write_text('{"labels": []}') and
+         write_tiny_model(d / "plain.onnx", meta={}), "unknown key 'labels'"),
     ],
-    ids=["missing", "corrupt", "no-metadata"],
+    ids=["missing", "corrupt", "bad-config"],
 )  # fmt: skip
 def test_refuses_a_bad_model_file(tmp_path: Path, make, message: str) -> None:
     result = run_serve("--model", str(make(tmp_path)), "--port", "0")
