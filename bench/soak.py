@@ -101,6 +101,9 @@ class Load:
         self.statuses: Counter = Counter()
         self.latencies: list[float] = []
         self.milestones: dict[str, float] = {}
+        # With --sigterm-after: when the signal went, and the answers to calls started after it.
+        self.signalled: float | None = None
+        self.after_signal: Counter = Counter()
 
     async def run(self, request: v2.ModelInferRequest, on_warm) -> None:
         async with grpc.aio.insecure_channel(self.target) as channel:
@@ -115,6 +118,7 @@ class Load:
             if self.started == WARMUP_CALLS:
                 on_warm()
             start = time.perf_counter()
+            late = self.signalled is not None
             try:
                 await stub.ModelInfer(request, timeout=30)
                 code = "OK"
@@ -122,6 +126,8 @@ class Load:
                 code = exc.code().name
             self.latencies.append(time.perf_counter() - start)
             self.statuses[code] += 1
+            if late:
+                self.after_signal[code] += 1
             if code == "UNAVAILABLE" and "draining" not in self.milestones:
                 self.milestones["draining"] = time.monotonic()
 
@@ -164,7 +170,7 @@ async def _soak(args: argparse.Namespace, workdir: Path) -> int:
         if args.reload_every:
             tasks.append(_push_versions(source, args.model, args.reload_every, load.deadline))
         if args.sigterm_after:
-            tasks.append(_sigterm(process, args.sigterm_after))
+            tasks.append(_sigterm(process, args.sigterm_after, load))
         started = time.monotonic()
         results = await asyncio.gather(*tasks)
         elapsed = time.monotonic() - started
@@ -173,8 +179,9 @@ async def _soak(args: argparse.Namespace, workdir: Path) -> int:
     return _report(args, load, rss, elapsed, results, exit_code)
 
 
-async def _sigterm(process: subprocess.Popen, after: float) -> None:
+async def _sigterm(process: subprocess.Popen, after: float, load: Load) -> None:
     await asyncio.sleep(after)
+    load.signalled = time.monotonic()
     process.send_signal(signal.SIGTERM)
 
 
@@ -194,10 +201,34 @@ def _report(args, load: Load, rss: dict, elapsed: float, results, exit_code) -> 
     if args.reload_every:
         print(f"versions pushed during the run: {results[1]}")
     if args.sigterm_after:
-        errors.pop("UNAVAILABLE", None)  # refused by the drain: never admitted
+        errors = _drain_errors(load)
         print(f"SIGTERM after {args.sigterm_after} s: server exit code {exit_code}")
+        before = load.statuses - load.after_signal
+        print(
+            "calls started before SIGTERM (OK, or UNAVAILABLE when they arrived after it): "
+            f"{dict(before)}"
+        )
+        print(
+            "calls started after it (UNAVAILABLE: refused by the drain; CANCELLED: reached the "
+            f"server as grpcio closed its transport at the end of the grace period): "
+            f"{dict(load.after_signal)}"
+        )
     print(f"failed calls: {sum(errors.values())} {errors or ''}")
     return 1 if errors or (exit_code not in (None, 0)) else 0
+
+
+def _drain_errors(load: Load) -> dict[str, int]:
+    """Failures under a drain: any answer but OK or a refusal (UNAVAILABLE: the drain refused it,
+    or it was still on its way when the drain began), except CANCELLED for a call started after
+    the signal. A draining server admits no new call, and admitted calls finish in milliseconds,
+    long before the grace period ends, so a late call CANCELLED is one grpcio's final stop cut
+    off before it reached us (the same happens with a bare grpcio server)."""
+    before = load.statuses - load.after_signal
+    errors = {k: n for k, n in before.items() if k not in ("OK", "UNAVAILABLE")}
+    for code, count in load.after_signal.items():
+        if code not in ("OK", "UNAVAILABLE", "CANCELLED"):
+            errors[f"{code} (after SIGTERM)"] = count
+    return errors
 
 
 def main(argv: list[str] | None = None) -> int:
