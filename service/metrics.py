@@ -38,6 +38,10 @@ LATENCY_BUCKETS = (
 MODEL_LABELS = ("model", "version")
 
 
+# The series that says which versions are loaded (1) or were unloaded (0, under --workers).
+INFO_METRIC = "foldserve_model_info"
+
+
 class MethodMetrics:
     """The request counter and duration histogram children of one RPC method of one version."""
 
@@ -144,7 +148,7 @@ class Metrics:
             registry=registry,
         )
         self.info = Gauge(
-            "foldserve_model_info",
+            INFO_METRIC,
             "A loaded model version; always 1.",
             (*labels, "sha256", "opset", "foldserve_version"),
             registry=registry,
@@ -247,8 +251,14 @@ class VersionMetrics:
         self._families.shift.watch(self.version, monitor)
 
     def remove_info(self) -> None:
-        """Drop this file's `foldserve_model_info` series (another file took its version)."""
-        self._families.info.remove(*self._labels, *self._info)
+        """Drop this file's `foldserve_model_info` series (another file took its version).
+
+        It is set to 0 first: under `--workers` a series lives on in the worker's multiprocess
+        file after `remove`, and the supervisor shows only versions whose info is 1 somewhere.
+        """
+        info = self._families.info
+        info.labels(*self._labels, *self._info).set(0)
+        info.remove(*self._labels, *self._info)
 
     def remove(self) -> None:
         """Drop every series of this version (it was unloaded)."""

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from service.metrics import serve_metrics
+from service.metrics import INFO_METRIC, serve_metrics
 from service.server.config import ServeConfig
 from service.server.run import log_serving
 from service.server.workers import (
@@ -64,9 +64,38 @@ class SupervisorCollector:
         return [alive, restarts]
 
 
+class LoadedVersionsOnly:
+    """The workers' series, without those of versions no live worker has loaded.
+
+    prometheus_client cannot delete a series from a worker's multiprocess file: an unloaded
+    version's series stay there (frozen) and its `foldserve_model_info` turns 0. Only versions
+    whose info is 1 in some live worker are shown; series without a version label always are.
+    """
+
+    def __init__(self, folder: str) -> None:
+        self._workers = MultiProcessCollector(None, path=folder)
+
+    def collect(self):
+        families = list(self._workers.collect())
+        loaded = {
+            sample.labels.get("version")
+            for family in families
+            if family.name == INFO_METRIC
+            for sample in family.samples
+            if sample.value >= 1
+        }
+        for family in families:
+            family.samples = [
+                s
+                for s in family.samples
+                if "version" not in s.labels or s.labels["version"] in loaded
+            ]
+        return families
+
+
 def _supervise(config: ServeConfig, port: int, folder: str, supervisor: Supervisor) -> int:
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=folder)
+    registry.register(LoadedVersionsOnly(folder))
     registry.register(SupervisorCollector(config.model_name, supervisor))
     try:
         metrics_http, metrics_port = serve_metrics(registry, config.host, config.metrics_port)

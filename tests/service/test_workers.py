@@ -144,6 +144,47 @@ def test_sighup_reloads_every_worker(tmp_path: Path) -> None:
         assert server.terminate() == 0
 
 
+def versions_in_metrics(server: ServerProcess) -> Counter:
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return Counter(
+        sample.labels["version"]
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if "version" in sample.labels
+    )
+
+
+def test_an_unloaded_version_leaves_the_metrics_of_every_worker(tmp_path: Path) -> None:
+    """A worker's multiprocess file keeps the series of a version it unloaded: the supervisor
+    must not show them."""
+    import shutil
+
+    from tests.service.test_repository import add_version
+
+    repo = tmp_path / "models"
+    add_version(repo, 1)
+    args = [*WORKERS, "--poll-seconds", "0", "--keep-versions", "1"]
+    with server_process(repo, tmp_path, args) as server:
+        for _ in range(4):
+            with connection(server.target) as channel:
+                pb_grpc.PredictorStub(channel).Predict(FEATURES, timeout=10)
+        assert set(versions_in_metrics(server)) == {"1"}
+        add_version(repo, 2)
+        shutil.rmtree(repo / "1")
+        server.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while server.stderr().count("version 2 from") < 2:
+            assert time.monotonic() < deadline, server.stderr()
+            time.sleep(0.1)
+        for _ in range(4):
+            with connection(server.target) as channel:
+                pb_grpc.PredictorStub(channel).Predict(FEATURES, timeout=10)
+        shown = versions_in_metrics(server)
+        assert set(shown) == {"2"}, shown
+        assert server.terminate() == 0
+
+
 def test_a_bad_model_stops_the_workers_with_one_line(tmp_path: Path) -> None:
     import subprocess
 
