@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from service import defaults
 from service.core.model_config import configured_name
+from service.server.setting_types import (
+    choice,
+    non_negative_float,
+    on_off,
+    port,
+    positive_float,
+    positive_int,
+    workers,
+)
 
 
 class ConfigError(ValueError):
@@ -43,82 +50,6 @@ class Setting:
         return str(self.default)
 
 
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a whole number") from None
-
-
-def _port(text: str) -> int:
-    value = _integer(text)
-    if not 0 <= value <= 65535:
-        raise ValueError(f"{value} is not a port number (0-65535; 0 picks a free port)")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _integer(text)
-    if value < 1:
-        raise ValueError(f"{value} is not a positive integer")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise ValueError(f"{value} is not a finite non-negative number")
-    return value
-
-
-def available_cpus() -> int:
-    """The CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a
-    container's `--cpus`, a Kubernetes CPU limit)."""
-    count = len(os.sched_getaffinity(0))
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            count = min(count, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return count
-
-
-def _workers(text: str) -> int:
-    if text.strip().lower() == "auto":
-        return available_cpus()
-    return _positive_int(text)
-
-
-def _positive_float(text: str) -> float:
-    value = _non_negative_float(text)
-    if value <= 0:
-        raise ValueError(f"{value} is not a positive number")
-    return value
-
-
-def _choice(choices: tuple[str, ...], fold: Callable[[str], str]) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        value = fold(text.strip())
-        if value not in choices:
-            raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
-        return value
-
-    return parse
-
-
-def _on_off(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("on", "true", "1", "yes"):
-        return True
-    if value in ("off", "false", "0", "no"):
-        return False
-    raise ValueError(f"{text!r} is not on or off")
-
-
 SETTINGS = (
     Setting(
         "model",
@@ -136,55 +67,55 @@ SETTINGS = (
         "name the model is served under (default: the name in the model's config.json, if any)",
     ),
     Setting("host", defaults.HOST, str, "HOST", "address the gRPC server binds"),
-    Setting("port", defaults.PORT, _port, "PORT", "gRPC port (0: pick a free one, logged)"),
-    Setting("metrics_port", defaults.METRICS_PORT, _port, "PORT", "Prometheus /metrics HTTP port"),
+    Setting("port", defaults.PORT, port, "PORT", "gRPC port (0: pick a free one, logged)"),
+    Setting("metrics_port", defaults.METRICS_PORT, port, "PORT", "Prometheus /metrics HTTP port"),
     Setting(
         "max_message_bytes",
         defaults.MAX_MESSAGE_BYTES,
-        _positive_int,
+        positive_int,
         "BYTES",
         "largest request (and response) accepted",
     ),
     Setting(
         "max_concurrent_rpcs",
         defaults.MAX_CONCURRENT_RPCS,
-        _positive_int,
+        positive_int,
         "N",
         "calls (and open streams) served at once; more get RESOURCE_EXHAUSTED",
     ),
     Setting(
         "log_level",
         defaults.LOG_LEVEL,
-        _choice(defaults.LOG_LEVELS, str.upper),
+        choice(defaults.LOG_LEVELS, str.upper),
         "LEVEL",
         ", ".join(defaults.LOG_LEVELS),
     ),
     Setting(
         "log_format",
         defaults.LOG_FORMAT,
-        _choice(defaults.LOG_FORMATS, str.lower),
+        choice(defaults.LOG_FORMATS, str.lower),
         "FORMAT",
         "text, or json (one object per line)",
     ),
-    Setting("reflection", defaults.REFLECTION, _on_off, "on|off", "gRPC server reflection"),
+    Setting("reflection", defaults.REFLECTION, on_off, "on|off", "gRPC server reflection"),
     Setting(
         "workers",
         defaults.WORKERS,
-        _workers,
+        workers,
         "N|auto",
         "server processes sharing the port (auto: the CPUs this process may use)",
     ),
     Setting(
         "keep_versions",
         defaults.KEEP_VERSIONS,
-        _positive_int,
+        positive_int,
         "N",
         "how many of the newest valid versions stay loaded (clients may name one)",
     ),
     Setting(
         "poll_seconds",
         defaults.POLL_SECONDS,
-        _non_negative_float,
+        non_negative_float,
         "SECONDS",
         "how often to look for new model versions (0: only on SIGHUP)",
     ),
@@ -205,11 +136,11 @@ SETTINGS = (
         "a file holding the bearer token the prediction APIs require (or set "
         f"{defaults.AUTH_TOKEN_ENV}); health stays open",
     ),
-    Setting("access_log", defaults.ACCESS_LOG, _on_off, "on|off", "log one line per call"),
+    Setting("access_log", defaults.ACCESS_LOG, on_off, "on|off", "log one line per call"),
     Setting(
         "shift_monitor",
         defaults.SHIFT_MONITOR,
-        _on_off,
+        on_off,
         "on|off",
         "the covariate-shift monitor (models exported with taps and a calibration); off: "
         "predictions run the graph without its taps",
@@ -217,35 +148,35 @@ SETTINGS = (
     Setting(
         "shift_check_every",
         defaults.SHIFT_CHECK_EVERY,
-        _positive_int,
+        positive_int,
         "N",
         "examples between two scorings of the monitor's state against its thresholds",
     ),
     Setting(
         "shift_margin",
         None,
-        _positive_float,
+        positive_float,
         "X",
         "layer thresholds are X times the clean replay's maximum (default: the model file's)",
     ),
     Setting(
         "shift_prior_margin",
         None,
-        _positive_float,
+        positive_float,
         "X",
         "the class-prior threshold is X times its clean maximum (default: the model file's)",
     ),
     Setting(
         "grace_seconds",
         defaults.GRACE_SECONDS,
-        _non_negative_float,
+        non_negative_float,
         "SECONDS",
         "on SIGTERM/SIGINT, how long calls in flight may take to finish",
     ),
     Setting(
         "drain_delay_seconds",
         defaults.DRAIN_DELAY_SECONDS,
-        _non_negative_float,
+        non_negative_float,
         "SECONDS",
         "on SIGTERM/SIGINT, keep serving this long with health NOT_SERVING before refusing new "
         "calls, so balancers stop sending first",

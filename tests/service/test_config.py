@@ -16,7 +16,7 @@ def parse(*argv: str, environ: dict | None = None) -> argparse.Namespace:
 
 
 def test_defaults() -> None:
-    from service.server.config import available_cpus
+    from service.server.setting_types import available_cpus
 
     config = resolve(parse("--model", "m.onnx"), environ={})
     assert config == ServeConfig(model="m.onnx", workers=available_cpus())
