@@ -98,73 +98,36 @@ def _target(
 
 def targets(collected: Collected, plan: Plan, start_errors: dict[int, str]) -> list[dict]:
     """The performance issue's targets, each a ratio of two figures of the same run."""
+    return [_target(collected, *spec) for spec in _target_specs(plan, start_errors)]
+
+
+def _target_specs(plan: Plan, start_errors: dict[int, str]) -> list[tuple]:
+    """(name, goal, numerator, denominator[, why missing]) of each target."""
     level = plan.target_in_flight
-    seq = {w: ((SEQUENTIAL, w, FOLDSERVE, 1), (SEQUENTIAL, w, ECHO, 1)) for w in UNARY}
-    flight = {w: ((IN_FLIGHT, w, FOLDSERVE, level), (IN_FLIGHT, w, ECHO, level)) for w in UNARY}
     cpu, rate = "server_cpu_us_per_call", "calls_per_s"
-    rows = []
+
+    def seq(server: str, w: str = PREDICT) -> Key:
+        return (SEQUENTIAL, w, server, 1)
+
+    def flight(server: str, w: str) -> Key:
+        return (IN_FLIGHT, w, server, level)
+
+    specs: list[tuple] = []
     for w in UNARY:
-        fold, echo = seq[w]
-        rows.append(
-            _target(
-                collected,
-                f"server CPU per {w} call, sequential, / echo",
-                ("<=", 1.3),
-                (fold, cpu),
-                (echo, cpu),
-            )
-        )
-        fold, echo = flight[w]
-        rows.append(
-            _target(
-                collected,
-                f"server CPU per {w} call, {level} in flight, / echo",
-                ("<=", 1.3),
-                (fold, cpu),
-                (echo, cpu),
-            )
-        )
-    fold, echo = seq[PREDICT]
-    rows.append(
-        _target(
-            collected,
-            "Predict sequential p50 / echo",
-            ("<=", 1.2),
-            (fold, "p50_us"),
-            (echo, "p50_us"),
-        )
-    )
+        specs.append((f"server CPU per {w} call, sequential, / echo", ("<=", 1.3),
+                      (seq(FOLDSERVE, w), cpu), (seq(ECHO, w), cpu)))  # fmt: skip
+        specs.append((f"server CPU per {w} call, {level} in flight, / echo", ("<=", 1.3),
+                      (flight(FOLDSERVE, w), cpu), (flight(ECHO, w), cpu)))  # fmt: skip
+    specs.append(("Predict sequential p50 / echo", ("<=", 1.2),
+                  (seq(FOLDSERVE), "p50_us"), (seq(ECHO), "p50_us")))  # fmt: skip
     for w in UNARY:
-        fold, echo = flight[w]
-        rows.append(
-            _target(
-                collected,
-                f"{w} calls/s at {level} in flight / echo",
-                (">=", 0.9),
-                (fold, rate),
-                (echo, rate),
-            )
-        )
+        specs.append((f"{w} calls/s at {level} in flight / echo", (">=", 0.9),
+                      (flight(FOLDSERVE, w), rate), (flight(ECHO, w), rate)))  # fmt: skip
     two, one = (WORKERS, PREDICT, workers_name(2), 2), (WORKERS, PREDICT, workers_name(1), 1)
     why = start_errors.get(2) or (None if 2 in plan.workers else "not asked (--workers 1,2)")
-    rows.append(
-        _target(
-            collected,
-            f"--workers 2 / 1, Predict calls/s at {level} in flight",
-            (">=", 1.6),
-            (two, rate),
-            (one, rate),
-            why,
-        )
-    )
+    specs.append((f"--workers 2 / 1, Predict calls/s at {level} in flight", (">=", 1.6),
+                  (two, rate), (one, rate), why))  # fmt: skip
     stream = (STREAMS, STREAM, FOLDSERVE, 1)
-    rows.append(
-        _target(
-            collected,
-            "one PredictStream examples/s / sequential Predict calls/s",
-            (">=", 3.0),
-            (stream, "examples_per_s"),
-            (seq[PREDICT][0], rate),
-        )
-    )
-    return rows
+    specs.append(("one PredictStream examples/s / sequential Predict calls/s", (">=", 3.0),
+                  (stream, "examples_per_s"), (seq(FOLDSERVE), rate)))  # fmt: skip
+    return specs
