@@ -71,78 +71,83 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_bench(subparsers: argparse._SubParsersAction) -> None:
-    from service.tools.bench.plan import int_list, positive_float, positive_int
-
-    full, short = defaults.BENCH_FULL, defaults.BENCH_SHORT
-    bench = subparsers.add_parser(
-        "bench",
-        help="the benchmark suite: echo floor, bare model server and foldserve side by side",
-        description="Start the echo floor (canned replies on foldserve's server stack), a bare "
-        "model server and foldserve (once per --workers count), each in its own process, and "
-        "load them with h2load (nghttp2-client) in alternating rounds: sequential latency, "
-        "throughput at each level of calls in flight, PredictStream, server and client CPU "
-        "per call; then the folded vs the BN-kept model in onnxruntime alone. Writes JSON, a "
-        "Markdown table of ratios to the echo floor and PNG plots (with matplotlib) to --out. "
-        "Exit 1: something could not be measured (the rest was); 2: nothing could.",
-    )
-    bench.add_argument(
+    bench = subparsers.add_parser("bench", help=BENCH_HELP, description=BENCH_DESCRIPTION)
+    add = bench.add_argument
+    add(
         "--model", default=f"{defaults.MODEL_DIR}/{defaults.MODEL_FILE}", help="model.onnx to serve"
     )
-    bench.add_argument(
+    add(
         "--bn-kept-model",
         metavar="PATH",
         help="the same network exported with its BatchNorms kept (bench/bn_kept_model.py "
         "makes one), timed against --model in onnxruntime alone",
     )
-    bench.add_argument("--out", default=defaults.BENCH_OUT, help="directory for the results")
-    bench.add_argument(
-        "--short", action="store_true", help="a few seconds of load (what make test runs)"
-    )
+    add("--out", default=defaults.BENCH_OUT, help="directory for the results")
+    add("--short", action="store_true", help="a few seconds of load (what make test runs)")
+    _add_bench_load_flags(bench)
+    bench.set_defaults(func=_bench)
+
+
+def _add_bench_load_flags(bench: argparse.ArgumentParser) -> None:
+    """How much load, in which shapes: each flag's default differs with --short."""
+    from service.tools.bench.plan import int_list, positive_float, positive_int
+
+    full, short = defaults.BENCH_FULL, defaults.BENCH_SHORT
+    add = bench.add_argument
 
     def preset(name: str) -> str:
         return f"(default {full[name]}; --short {short[name]})"
 
-    bench.add_argument("--rounds", type=positive_int, help=f"alternating rounds {preset('rounds')}")
-    bench.add_argument(
-        "--calls", type=positive_int, help=f"sequential calls per round {preset('calls')}"
-    )
-    bench.add_argument(
-        "--warmup", type=positive_int, help=f"untimed calls before each {preset('warmup')}"
-    )
-    bench.add_argument(
+    def listed(values) -> str:
+        return ",".join(map(str, values))
+
+    add("--rounds", type=positive_int, help=f"alternating rounds {preset('rounds')}")
+    add("--calls", type=positive_int, help=f"sequential calls per round {preset('calls')}")
+    add("--warmup", type=positive_int, help=f"untimed calls before each {preset('warmup')}")
+    add(
         "--duration",
         type=positive_float,
         help=f"seconds per level of calls in flight {preset('duration')}",
     )
-    bench.add_argument(
+    add(
         "--in-flight",
         type=int_list,
-        help=f"levels of calls in flight (default {','.join(map(str, defaults.BENCH_IN_FLIGHT))})",
+        help=f"levels of calls in flight (default {listed(defaults.BENCH_IN_FLIGHT)})",
     )
-    bench.add_argument(
+    add(
         "--connections",
         type=positive_int,
         help=f"client connections carrying them (default {defaults.BENCH_CONNECTIONS})",
     )
-    bench.add_argument(
+    add(
         "--stream-messages",
         type=positive_int,
         help=f"examples per PredictStream {preset('stream_messages')}",
     )
-    bench.add_argument(
+    add(
         "--streams",
         type=positive_int,
         help=f"streams at once, 'several' (default {defaults.BENCH_STREAMS})",
     )
-    bench.add_argument(
+    add(
         "--workers",
         type=int_list,
         help="foldserve worker counts to compare, e.g. 1,2 (--workers N is passed for N > 1) "
-        f"(default {','.join(map(str, full['workers']))}; --short "
-        f"{','.join(map(str, short['workers']))})",
+        f"(default {listed(full['workers'])}; --short {listed(short['workers'])})",
     )
-    bench.add_argument("--h2load", metavar="PATH", help="the h2load executable (default: on PATH)")
-    bench.set_defaults(func=_bench)
+    add("--h2load", metavar="PATH", help="the h2load executable (default: on PATH)")
+
+
+BENCH_HELP = "the benchmark suite: echo floor, bare model server and foldserve side by side"
+BENCH_DESCRIPTION = (
+    "Start the echo floor (canned replies on foldserve's server stack), a bare model server and "
+    "foldserve (once per --workers count), each in its own process, and load them with h2load "
+    "(nghttp2-client) in alternating rounds: sequential latency, throughput at each level of "
+    "calls in flight, PredictStream, server and client CPU per call; then the folded vs the "
+    "BN-kept model in onnxruntime alone. Writes JSON, a Markdown table of ratios to the echo "
+    "floor and PNG plots (with matplotlib) to --out. Exit 1: something could not be measured "
+    "(the rest was); 2: nothing could."
+)
 
 
 def _shift_eval(args: argparse.Namespace) -> int:
