@@ -30,7 +30,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from service.contract import LOGITS, TAPS
 from service.core.call import Call
-from service.core.model import load_model
+from service.core.loading import load_model
 from service.core.monitor import ShiftSettings
 from service.core.runner import ModelRunner
 from service.metrics import Metrics

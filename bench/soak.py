@@ -159,7 +159,7 @@ async def _soak(args: argparse.Namespace, workdir: Path) -> int:
         "127.0.0.1", "--port", "0", "--metrics-port", "0", "--poll-seconds", "1",
     ]  # fmt: skip
     with _server(command, workdir / "server.log") as (port, process):
-        from service.core.model import load_model
+        from service.core.loading import load_model
 
         shape = load_model(args.model).input.shape
         rss = {"start": _rss_mb(process.pid)}

@@ -92,8 +92,7 @@ class Calls:
         self._policy = policy
 
     def _metrics(self, call: Call) -> VersionMetrics:
-        served = call.served or self._repository.latest
-        return served.runner.metrics
+        return call.metrics or self._repository.latest.runner.metrics
 
     def _check_token(self, context: grpc.ServicerContext) -> None:
         if self._policy.token is not None:

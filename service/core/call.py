@@ -1,11 +1,11 @@
-"""What the core knows of one call: plain numbers and the model version that answers it."""
+"""What the core knows of one call: plain numbers and the series of the version that answers it."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from service.core.repository import LoadedVersion
+    from service.metrics import VersionMetrics
 
 
 class Call:
@@ -14,13 +14,13 @@ class Call:
     Attributes:
         started: when the call's handler started (`time.perf_counter`).
         deadline: when the caller stops waiting (`time.monotonic`), None for never.
-        served: the model version that answers it, once the request named one (set by
-            `ModelRepository.resolve`); its metrics record the call.
+        metrics: the series of the model version that answers it, once the request named one
+            (set by `ModelRepository.resolve`); they record the call.
     """
 
-    __slots__ = ("deadline", "served", "started")
+    __slots__ = ("deadline", "metrics", "started")
 
     def __init__(self, started: float, deadline: float | None) -> None:
         self.started = started
         self.deadline = deadline
-        self.served: LoadedVersion | None = None
+        self.metrics: VersionMetrics | None = None

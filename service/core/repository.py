@@ -20,7 +20,8 @@ from pathlib import Path
 
 from service.core.call import Call
 from service.core.errors import not_found
-from service.core.model import Model, ModelError, load_model
+from service.core.loading import load_model
+from service.core.model import Model, ModelError
 from service.core.model_config import config_files
 from service.core.monitor import ShiftSettings
 from service.core.runner import ModelRunner
@@ -173,8 +174,8 @@ class ModelRepository:
     def resolve(
         self, call: Call, name: str, version: str, name_field: str, version_field: str
     ) -> LoadedVersion:
-        """The version a request names (empty name/version: the served model, its newest), which
-        is also set as `call.served`.
+        """The version a request names (empty name/version: the served model, its newest); its
+        series become `call.metrics`.
 
         Raises:
             RequestError: NOT_FOUND naming `name_field` or `version_field`.
@@ -191,7 +192,7 @@ class ModelRepository:
                 f"{version_field}: unknown version {version!r} of model {self.name!r}; "
                 f"the loaded versions are {loaded}"
             )
-        call.served = served
+        call.metrics = served.runner.metrics
         return served
 
     def refresh(self) -> None:

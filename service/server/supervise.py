@@ -14,7 +14,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from service.metrics import INFO_METRIC, serve_metrics
 from service.server.config import ServeConfig
-from service.server.run import log_serving
+from service.server.lifecycle import log_serving
 from service.server.workers import (
     Supervisor,
     WorkerError,

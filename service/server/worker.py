@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from service.core.model import ModelError
 from service.server.app import ServeError, start_server
 from service.server.config import ServeConfig
+from service.server.lifecycle import serve_until_signalled
 from service.server.logs import setup_logging
-from service.server.run import serve_until_signalled
 
 
 def run_worker(config: ServeConfig, events: Queue) -> None:

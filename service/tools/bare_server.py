@@ -1,10 +1,11 @@
 """A bare model server, a baseline of `foldserve bench`: the least a server can do with a model.
 
-Per example it decodes the input, makes one onnxruntime run (foldserve's session options, through
-`service.core.model.load_model`) and encodes the reply: `Predict`, `PredictStream` and `ModelInfer`
-(typed contents answered typed, raw answered raw, as foldserve does), on the echo floor's server
-stack (`service.tools.echo`). No validation, metrics, admission or logging: foldserve's distance
-from it is what our own serving code costs, its distance from the echo what the model costs.
+Per example it decodes the input, makes one onnxruntime run (foldserve's session options,
+through `service.core.loading.load_model`) and encodes the reply: `Predict`, `PredictStream` and
+`ModelInfer` (typed contents answered typed, raw answered raw, as foldserve does), on the echo
+floor's server stack (`service.tools.echo`). No validation, metrics, admission or logging:
+foldserve's distance from it is what our own serving code costs, its distance from the echo what
+the model costs.
 
 Run `python -m service.tools.bare_server --model FILE`; it prints `grpc_port=N` and serves until
 killed.
@@ -20,7 +21,8 @@ import numpy as np
 from service._proto.foldserve.v1 import predictor_pb2 as pb
 from service._proto.inference import grpc_predict_v2_pb2 as v2
 from service.contract import LOGITS, PROBABILITIES
-from service.core.model import Model, load_model
+from service.core.loading import load_model
+from service.core.model import Model
 from service.tools.echo import FP32, add_arguments, serve
 
 

@@ -13,7 +13,8 @@ import onnx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.core.model import Model, load_model
+from service.core.loading import load_model
+from service.core.model import Model
 from service.server.app import RunningServer, start_server
 from service.server.config import ServeConfig
 from tests.service.model_files import DEFAULT_SPLIT, linear_model, metadata, write_tiny_model

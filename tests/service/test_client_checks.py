@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.core.model import load_model
+from service.core.loading import load_model
 from service.tools.client import run_predict
 from service.tools.health_probe import check
 from tests.service.conftest import Served

@@ -16,7 +16,7 @@ import pytest
 
 from service._proto.foldserve.v1 import predictor_pb2 as pb
 from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
-from service.core.model import load_model
+from service.core.loading import load_model
 from service.datasets import load_dataset, split_dataset
 from service.runtime import ort
 from tests.service.subprocess_server import REPO, env, foldserve_command

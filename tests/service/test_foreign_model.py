@@ -13,7 +13,7 @@ import pytest
 from service._proto.foldserve.v1 import predictor_pb2, predictor_pb2_grpc
 from service._proto.inference import grpc_predict_v2_pb2 as pb
 from service._proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
-from service.core.model import load_model
+from service.core.loading import load_model
 from tests.service.conftest import ServeFactory
 from tests.service.foreign_files import (
     ELEMENT_TYPES,

@@ -9,7 +9,7 @@ import numpy as np
 
 from service._proto.foldserve.v1 import predictor_pb2 as pb
 from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
-from service.core.model import load_model
+from service.core.loading import load_model
 from tests.service.conftest import ServeFactory
 from tests.service.foreign_files import write_folded_classifier, write_logits_model
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.core.model import ModelError, load_model
+from service.core.loading import load_model
+from service.core.model import ModelError
 from service.core.onnx_opset import default_opset
 from tests.service.model_files import KEYS, input_bn, metadata, write_tiny_model
 

@@ -14,7 +14,8 @@ import pytest
 
 from service._proto.foldserve.v1 import predictor_pb2 as pb
 from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
-from service.core.model import ModelError, load_model
+from service.core.loading import load_model
+from service.core.model import ModelError
 from service.server.config import add_serve_arguments, resolve
 from tests.service.conftest import ServeFactory
 from tests.service.foreign_files import write_logits_model, write_masked_model

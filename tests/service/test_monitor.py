@@ -15,7 +15,8 @@ from service import contract
 from service._proto.foldserve.v1 import predictor_pb2 as pb
 from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
 from service.contract import TAPS
-from service.core.model import ModelError, load_model
+from service.core.loading import load_model
+from service.core.model import ModelError
 from service.core.monitor import ShiftMonitor, ShiftSettings
 from service.tools.client import run_predict
 from tests.service.model_files import write_tapped_model

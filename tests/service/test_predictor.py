@@ -179,7 +179,7 @@ def test_core_skips_compute_after_the_deadline(tiny_model) -> None:
 
 
 def test_image_shaped_model_takes_flat_features(serve, tmp_path) -> None:
-    from service.core.model import load_model
+    from service.core.loading import load_model
     from tests.service.model_files import write_tiny_model
 
     model = load_model(write_tiny_model(tmp_path / "cnn.onnx", input_shape=(1, 8, 8)))

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from service import contract
-from service.core.model import load_model
+from service.core.loading import load_model
 from tests.service.subprocess_server import REPO, env, foldserve_command, server_process
 from tests.training.torch_graphs import randomize_bn
 from training.export import ExportError

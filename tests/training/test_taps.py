@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from service.contract import BN_INPUT, BN_OUTPUT, TAPS
-from service.core.model import load_model
+from service.core.loading import load_model
 from training.calibrate import HeldOut, ShiftConfig
 from training.export import ModelInfo, export_model
 from training.models import build_cnn, build_mlp

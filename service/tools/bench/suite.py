@@ -24,7 +24,8 @@ import grpc
 import numpy as np
 
 from service import defaults
-from service.core.model import Model, ModelError, load_model
+from service.core.loading import load_model
+from service.core.model import Model, ModelError
 from service.runtime import ort
 from service.tools.bench import cpu, h2load, ort_alone, plots, report, results
 from service.tools.bench.plan import Plan, from_args

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
-
-if TYPE_CHECKING:
-    from service.tools.shift_eval.run import StreamResult
+from typing import TextIO
 
 COLUMNS = ("stream", "requests", "alarm at", "fired", "peak score/threshold", "accuracy")
+
+
+@dataclass
+class StreamResult:
+    """What one stream did to the monitor, and the model's accuracy on it."""
+
+    name: str
+    clean: bool
+    requests: int
+    alarm_at: int  # examples until the first alarm; 0: none
+    fired: list[str]
+    peak_ratio: float  # highest score / threshold seen on the stream, any layer or the prior
+    peak_layer: str
+    accuracy: float
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (examples, max ratio now)
 
 
 def rows(results: Sequence[StreamResult]) -> list[tuple[str, ...]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import grpc
@@ -20,26 +20,12 @@ import numpy as np
 
 from service._proto.foldserve.v1 import predictor_pb2 as pb
 from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
-from service.core.model import ModelError, load_model
+from service.core.loading import load_model
+from service.core.model import ModelError
 from service.datasets import load_dataset, split_dataset
 from service.tools.bench.servers import started
-from service.tools.shift_eval.report import print_table, save_plot
+from service.tools.shift_eval.report import StreamResult, print_table, save_plot
 from service.tools.shift_eval.streams import Stream, digits_streams
-
-
-@dataclass
-class StreamResult:
-    """What one stream did to the monitor, and the model's accuracy on it."""
-
-    name: str
-    clean: bool
-    requests: int
-    alarm_at: int  # examples until the first alarm; 0: none
-    fired: list[str]
-    peak_ratio: float  # highest score / threshold seen on the stream, any layer or the prior
-    peak_layer: str
-    accuracy: float
-    curve: list[tuple[int, float]] = field(default_factory=list)  # (examples, max ratio now)
 
 
 def _ratios(shift: pb.ShiftMonitor, attribute: str) -> dict[str, float]:

@@ -1,0 +1,56 @@
+"""A serving process's life once it is up: the line that says so, then serving until a signal,
+then the drain. The single server (`run`) and every worker (`worker`) live it; the supervisor
+only writes the line."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from service.server.app import RunningServer, address
+from service.server.config import ServeConfig
+
+log = logging.getLogger(__name__)
+
+
+def log_serving(
+    config: ServeConfig, port: int, metrics_port: int | None, running: RunningServer | None
+) -> None:
+    """The line that says the server is up (tests and tools read `grpc_port=`)."""
+    model = running.repository.latest.model if running is not None else None
+    version = model.version if model is not None else "(per worker)"
+    log.info(
+        "serving model %s version %s from %s on %s workers=%d grpc_port=%d metrics_port=%s",
+        config.model_name,
+        version,
+        config.model,
+        address(config.host, port),
+        config.workers,
+        port,
+        metrics_port,
+        extra={
+            "model": config.model_name,
+            "model_version": version,
+            "workers": config.workers,
+            "grpc_port": port,
+            "metrics_port": metrics_port,
+        },
+    )
+
+
+def serve_until_signalled(running: RunningServer, config: ServeConfig) -> None:
+    """Serve until SIGTERM/SIGINT (SIGHUP: reload the repository now), then drain."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, _frame: stop.set())
+    signal.signal(signal.SIGHUP, lambda number, _frame: running.reloader.trigger())
+    while not stop.wait(1.0):
+        pass
+    log.info(
+        "signal received: draining (delay %.1f s, grace %.1f s)",
+        config.drain_delay_seconds,
+        config.grace_seconds,
+    )
+    running.drain(config.grace_seconds, config.drain_delay_seconds)
+    log.info("stopped")
