@@ -10,7 +10,7 @@ Models: the project's MLP without BN (pixels scaled to [0, 1]), with BN (input B
 BNs, running statistics, i.e. what the folded, served model computes), and the BN model with its
 statistics re-estimated on the test slice itself (no labels used), which only a server that sees
 many examples of the new traffic could do. The served model's input shift score
-(`service.core.shift.InputShiftMonitor`, fed the input BN's statistics from the fold) is reported
+(`service.core.shift_stats.ShiftStatistic`, fed the input BN's statistics from the fold) is reported
 for each slice, after a stream of traffic drawn from it.
 """
 
@@ -47,7 +47,7 @@ MODELS = ("no BN", "BN (running statistics = folded)", "BN, statistics re-estima
 GREY = 4.0  # the grey background's offset, in pixel units (0..16)
 NEAR_CONSTANT_VARIANCE = 0.01  # a pixel whose training variance is below this barely varies
 # Traffic replayed into the monitor: ten half-lives, so the score reflects the slice alone.
-MONITOR_EXAMPLES = 10 * defaults.SHIFT_HALF_LIFE
+MONITOR_EXAMPLES = int(10 * defaults.SHIFT_HALF_LIFE)
 
 
 def _ink(dataset: Dataset) -> np.ndarray:

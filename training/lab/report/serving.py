@@ -90,9 +90,11 @@ to 0..16. Three models: the project's MLP without BN (pixels / 16), with BN (inp
 BNs) using its running statistics, which is exactly what the folded, served model computes, and
 the same BN model with its statistics re-estimated on the test slice itself (no labels; a
 server could do this only after seeing much of the new traffic, and it is not what foldserve
-serves). The input shift score is what foldserve's `InputShiftMonitor` reports, fed the input
-BN's statistics from the fold, after {MONITOR_EXAMPLES} examples of traffic drawn from the slice
-(an alert fires above 0.25).
+serves). The input shift score is the shift monitor's statistic on the model input
+(`service.core.shift_stats.ShiftStatistic`, fed the input BN's statistics from the fold) after
+{MONITOR_EXAMPLES:,} examples of traffic drawn from the slice; a served model alarms above the
+threshold calibrated for it at export (README, "Covariate shift"), so read each slice against
+the as-trained row.
 
 {by_slice}
 Why the grey background breaks the BN model: in the light-ink training slice
