@@ -171,9 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     width = max(map(len, times))
     print(f"CPU µs per call, median (min–max) of {args.blocks} blocks of {args.calls} calls")
     for name, values in times.items():
-        print(
-            f"{name:<{width}}  {statistics.median(values):7.1f}  ({min(values):.1f}–{max(values):.1f})"
-        )
+        spread = f"({min(values):.1f}–{max(values):.1f})"
+        print(f"{name:<{width}}  {statistics.median(values):7.1f}  {spread}")
     return 0
 
 

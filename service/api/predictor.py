@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 from google.protobuf import struct_pb2
 
 from service._proto.foldserve.v1 import predictor_pb2 as pb

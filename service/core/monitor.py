@@ -3,10 +3,11 @@
 Each model run with the monitor on also fetches the graph's `taps` output (every tap end to end,
 `service.contract.shift`); `observe` keeps one example's row and class aside (one row copy under a
 lock) and folds what it kept into the running state in one batched multiply-add at the next
-check (or snapshot), the same sums as one update per example; and every `check_every` examples the scores are computed against the calibrated thresholds: the
-per-layer statistic, the sentinels and the class-prior signal (`service.core.shift_stats`). The
-alarm is on while any score is above its threshold; the first alarm is remembered with the
-example count and what fired. Metrics and `DescribeModel` read a `snapshot`, computed fresh.
+check or snapshot (the same sums as one update per example, to rounding). Every `check_every`
+examples the scores are computed against the calibrated thresholds: the per-layer statistic, the
+sentinels and the class-prior signal (`service.core.shift_stats`). The alarm is on while any
+score is above its threshold; the first alarm is remembered with the example count and what
+fired. Metrics and `DescribeModel` read a `snapshot`, computed fresh.
 """
 
 from __future__ import annotations
