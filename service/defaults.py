@@ -50,6 +50,10 @@ DRAIN_DELAY_SECONDS = 0.0
 # ("" and each API) turns NOT_SERVING at SIGTERM, and a draining server must not be restarted.
 LIVENESS_SERVICE = "liveness"
 ACCESS_LOG = False
+# Micro-batching of concurrent model runs (`--batching on|off`): off unless the bench shows a gain.
+BATCHING = False
+BATCH_MIN_IN_FLIGHT = 32  # calls in flight from which concurrent runs are batched
+BATCH_MAX_EXAMPLES = 64  # examples per shared run at most
 # The bearer token, for the prediction APIs (never a flag: flags show in `ps`).
 AUTH_TOKEN_ENV = "FOLDSERVE_AUTH_TOKEN"
 # While draining, stop only once no call has been refused for this long (seconds).

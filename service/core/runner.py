@@ -6,10 +6,12 @@ shift monitor. It knows no gRPC: times are numbers and failures are `RequestErro
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
 from service.contract import LOGITS, TAPS
+from service.core.batcher import Batcher, BatchSettings
 from service.core.call import Call
 from service.core.errors import RequestError, Status
 from service.core.model import Model
@@ -25,10 +27,17 @@ class ModelRunner:
         metrics: the series of this version.
         shift: the shift monitor's settings; it runs when on and the model was loaded with its
             taps (`Model.tapped_session`).
+        batching: micro-batching (`service.core.batcher`); None or off: every call runs alone.
+        in_flight: calls in flight now; batching is on while it is at least `min_in_flight`.
     """
 
     def __init__(
-        self, model: Model, metrics: VersionMetrics, shift: ShiftSettings | None = None
+        self,
+        model: Model,
+        metrics: VersionMetrics,
+        shift: ShiftSettings | None = None,
+        batching: BatchSettings | None = None,
+        in_flight: Callable[[], int] | None = None,
     ) -> None:
         self.model = model
         self.metrics = metrics
@@ -37,6 +46,12 @@ class ModelRunner:
             self.monitor = ShiftMonitor.of(model.metadata, shift or ShiftSettings())
         if self.monitor is not None:
             metrics.watch_shift(self.monitor)
+        self.batcher: Batcher | None = None
+        if batching is not None and batching.enabled and in_flight is not None:
+            tapped = self.monitor is not None
+            self.batcher = Batcher(lambda batch: model.run(batch, taps=tapped), batching.max_batch)
+            self._batching_above = batching.min_in_flight
+            self._in_flight = in_flight
 
     def run(self, batch: np.ndarray, call: Call) -> dict[str, np.ndarray]:
         """Run a validated batch for `call`.
@@ -49,7 +64,8 @@ class ModelRunner:
             Every model output by name, each float32 of shape [N, classes].
 
         Raises:
-            RequestError: DEADLINE_EXCEEDED when the deadline passed before compute.
+            RequestError: DEADLINE_EXCEEDED when the deadline passed before compute (checked per
+                call, before it joins a shared run).
         """
         deadline = call.deadline
         if deadline is not None and time.monotonic() >= deadline:
@@ -57,8 +73,11 @@ class ModelRunner:
         metrics = self.metrics
         compute_start = time.perf_counter()
         metrics.decode.observe(compute_start - call.started)
-        monitor = self.monitor
-        outputs = self.model.run(batch, taps=monitor is not None)
+        monitor, batcher = self.monitor, self.batcher
+        if batcher is not None and self._in_flight() >= self._batching_above:
+            outputs = batcher.run(batch)  # this call's rows of a run it may share
+        else:
+            outputs = self.model.run(batch, taps=monitor is not None)
         metrics.compute.observe(time.perf_counter() - compute_start)
         labels = outputs[LOGITS].argmax(axis=1)
         metrics.count_predictions(labels)
