@@ -64,6 +64,7 @@ SERVER_NAME = COMMAND
 # --- the covariate-shift monitor (calibrated at export, run by the server) ---------------------
 SHIFT_MONITOR = True  # `foldserve serve --shift-monitor on|off`
 SHIFT_CHECK_EVERY = 16  # examples between two scorings of the live state (the alarm's resolution)
+SHIFT_PUBLISH_SECONDS = 5.0  # --workers N: how often each worker publishes its shift series
 SHIFT_PENDING_ROWS = 64  # at most this many examples wait to be folded into the state at once
 SHIFT_HALF_LIFE = 100.0  # examples after which an observation's weight has halved
 SHIFT_MARGIN = 1.5  # layer and sentinel thresholds: this times the clean replay's maximum
