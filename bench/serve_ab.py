@@ -3,6 +3,7 @@
     .venv/bin/python bench/serve_ab.py --model models/default/model.onnx \
         --variant off="--batching off" --variant on="--batching on" --in-flight 32,64
 
+(a variant's leading `VAR=VALUE` words set its environment)
 Every variant is its own `foldserve serve` process (one worker), started together with the echo
 floor; in each of `--rounds` rounds each server takes its turn at each load (the order rotates
 round by round), loaded by h2load as `foldserve bench` loads them (`Predict`, 8 connections,
@@ -35,8 +36,13 @@ def _specs(model: str, variants: dict[str, str], limit: int) -> list[servers.Ser
     local = ("--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--workers", "1")
     specs = [servers.ServerSpec("echo", (python, "-m", "service.tools.echo", *limits))]
     for name, flags in variants.items():
+        words = shlex.split(flags)
+        # Leading VAR=VALUE words set the variant's environment (through env(1), which execs).
+        env = [w for w in words if "=" in w and not w.startswith("-")]
+        words = [w for w in words if w not in env]
         serve = (python, "-m", "service.cli", "serve", "--model", model, *local, *limits)
-        specs.append(servers.ServerSpec(name, (*serve, *shlex.split(flags))))
+        prefix = ("env", *env) if env else ()
+        specs.append(servers.ServerSpec(name, (*prefix, *serve, *words)))
     return specs
 
 

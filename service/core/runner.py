@@ -12,6 +12,7 @@ import numpy as np
 
 from service.contract import LOGITS, TAPS
 from service.core.batcher import Batcher, BatchSettings
+from service.core.binding import BoundRuns
 from service.core.call import Call
 from service.core.errors import RequestError, Status
 from service.core.model import Model
@@ -46,9 +47,12 @@ class ModelRunner:
             self.monitor = ShiftMonitor.of(model.metadata, shift or ShiftSettings())
         if self.monitor is not None:
             metrics.watch_shift(self.monitor)
+        tapped = self.monitor is not None
+        names = (*model.output_names, TAPS) if tapped else model.output_names
+        session = model.tapped_session if tapped else model.session
+        self._bound = BoundRuns(session, model.input.name, model.input.shape, names)
         self.batcher: Batcher | None = None
         if batching is not None and batching.enabled and in_flight is not None:
-            tapped = self.monitor is not None
             self.batcher = Batcher(lambda batch: model.run(batch, taps=tapped), batching.max_batch)
             self._batching_above = batching.min_in_flight
             self._in_flight = in_flight
@@ -76,6 +80,8 @@ class ModelRunner:
         monitor, batcher = self.monitor, self.batcher
         if batcher is not None and self._in_flight() >= self._batching_above:
             outputs = batcher.run(batch)  # this call's rows of a run it may share
+        elif batch.shape[0] == 1:
+            outputs = self._bound.run(batch)  # one example: through this thread's binding
         else:
             outputs = self.model.run(batch, taps=monitor is not None)
         metrics.compute.observe(time.perf_counter() - compute_start)
