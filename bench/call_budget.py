@@ -125,7 +125,7 @@ def stages(repository: ModelRepository, calls: Calls) -> dict[str, Callable[[], 
 
     found: dict[str, Callable[[], object]] = {
         "Predict: parse (strict)": lambda: parse_predict(predict_bytes),
-        "Predict: decode features": lambda: features_to_batch(request.features, model),
+        "Predict: decode features": _decode_features(request, predict_bytes, model),
         "ModelInfer: parse (strict)": lambda: parse_infer(infer_bytes),
         "ModelInfer: decode inputs": lambda: decode_infer_inputs(infer_request, model),
         "resolve version": lambda: repository.resolve(Call(0.0, None), "", "", "n", "v"),
@@ -145,6 +145,13 @@ def stages(repository: ModelRepository, calls: Calls) -> dict[str, Callable[[], 
     if tapped:
         found["shift monitor observe"] = lambda: runner.monitor.observe(outputs[TAPS], labels)
     return found
+
+
+def _decode_features(request, data: bytes, model) -> Callable[[], object]:
+    fast = getattr(predictor, "features_batch", None)  # the packed-record path, where it exists
+    if fast is None:
+        return lambda: features_to_batch(request.features, model)
+    return lambda: fast(request, data, model)
 
 
 def _adapters(repository: ModelRepository):
