@@ -12,13 +12,14 @@ never per call for the metrics' sake. Series per loaded version (labels `model`,
 
 With several server processes (`--workers N`, prometheus_client's multiprocess mode) a collector
 in a worker is never asked: the supervisor serves what the workers wrote to their files. There
-each worker publishes the same series into multiprocess gauges instead, when a version is watched
-and every `SHIFT_PUBLISH_SECONDS` after, with `multiprocess_mode="livemax"`: each series is the
-highest value among the live workers. Every worker watches only the calls it answered (its own
-monitor; the kernel spreads connections over them), so with N workers a score reads "the most
-shifted worker's traffic", an alarm "some worker's traffic is shifted", a threshold is the
-model's; values are at most `SHIFT_PUBLISH_SECONDS` old, and an unloaded version's series keep
-their last values until its worker exits.
+each worker publishes the same series into multiprocess gauges instead, when a version is
+watched and every `publish_seconds` after (`SHIFT_PUBLISH_SECONDS`, passed in by
+`service.metrics`), with `multiprocess_mode="livemax"`: each series is the highest value among
+the live workers. Every worker watches only the calls it answered (its own monitor; the kernel
+spreads connections over them), so with N workers a score reads "the most shifted worker's
+traffic", an alarm "some worker's traffic is shifted", a threshold is the model's; values are
+at most `publish_seconds` old, and an unloaded version's series keep their last values until
+its worker exits.
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-
-from service.defaults import SHIFT_PUBLISH_SECONDS
 
 LABELS = ("model", "version")
 
@@ -82,13 +81,15 @@ FAMILIES = {
 class ShiftCollector(Collector):
     """Collects the series of every watched monitor, one per loaded version of one model."""
 
-    def __init__(self, registry: CollectorRegistry, model: str) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, model: str, publish_seconds: float = 5.0
+    ) -> None:
         self._model = model
         self._watched: dict[str, Watched] = {}
         self._lock = threading.Lock()
         self._publisher: _Publisher | None = None
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # a worker of several
-            self._publisher = _Publisher(self, registry)
+            self._publisher = _Publisher(self, registry, publish_seconds)
         else:
             registry.register(self)
 
@@ -136,8 +137,11 @@ class ShiftCollector(Collector):
 class _Publisher:
     """A worker's shift series, written to multiprocess gauges on a timer (see the module)."""
 
-    def __init__(self, collector: ShiftCollector, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, collector: ShiftCollector, registry: CollectorRegistry, seconds: float
+    ) -> None:
         self._collector = collector
+        self._seconds = seconds
         self._gauges = {
             name: Gauge(
                 name, text, [*LABELS, *extra], registry=registry, multiprocess_mode="livemax"
@@ -147,7 +151,7 @@ class _Publisher:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Publish now (a version was watched), then every SHIFT_PUBLISH_SECONDS."""
+        """Publish now (a version was watched), then every `seconds`."""
         self.publish()
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="shift-publish", daemon=True)
@@ -159,5 +163,5 @@ class _Publisher:
 
     def _run(self) -> None:
         while True:
-            time.sleep(SHIFT_PUBLISH_SECONDS)
+            time.sleep(self._seconds)
             self.publish()
