@@ -142,6 +142,9 @@ def stages(repository: ModelRepository, calls: Calls) -> dict[str, Callable[[], 
             infer(infer_bytes, context)
         ),
     }
+    bound = getattr(runner, "_bound", None)  # the per-thread IO binding, where it exists
+    if bound is not None:
+        found["onnxruntime run, IO binding"] = lambda: bound.run(batch)
     if tapped:
         found["shift monitor observe"] = lambda: runner.monitor.observe(outputs[TAPS], labels)
     return found
