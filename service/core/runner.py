@@ -1,6 +1,8 @@
 """Running one loaded model version for a request: what every model run shares, whichever API
 asked — the deadline check, decode and compute timing, predicted-class counts and the covariate
-shift monitor. It knows no gRPC: times are numbers and failures are `RequestError`s.
+shift monitor. One example runs through the thread's IO binding (`service.core.binding`); with
+batching on and enough calls in flight, through the micro-batcher (`service.core.batcher`). It
+knows no gRPC: times are numbers and failures are `RequestError`s.
 """
 
 from __future__ import annotations
