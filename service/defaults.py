@@ -50,6 +50,10 @@ DRAIN_DELAY_SECONDS = 0.0
 # ("" and each API) turns NOT_SERVING at SIGTERM, and a draining server must not be restarted.
 LIVENESS_SERVICE = "liveness"
 ACCESS_LOG = False
+# Micro-batching of concurrent model runs (`--batching on|off`): off unless the bench shows a gain.
+BATCHING = False
+BATCH_MIN_IN_FLIGHT = 32  # calls in flight from which concurrent runs are batched
+BATCH_MAX_EXAMPLES = 64  # examples per shared run at most
 # The bearer token, for the prediction APIs (never a flag: flags show in `ps`).
 AUTH_TOKEN_ENV = "FOLDSERVE_AUTH_TOKEN"
 # While draining, stop only once no call has been refused for this long (seconds).
@@ -60,6 +64,8 @@ SERVER_NAME = COMMAND
 # --- the covariate-shift monitor (calibrated at export, run by the server) ---------------------
 SHIFT_MONITOR = True  # `foldserve serve --shift-monitor on|off`
 SHIFT_CHECK_EVERY = 16  # examples between two scorings of the live state (the alarm's resolution)
+SHIFT_PUBLISH_SECONDS = 5.0  # --workers N: how often each worker publishes its shift series
+SHIFT_PENDING_ROWS = 64  # at most this many examples wait to be folded into the state at once
 SHIFT_HALF_LIFE = 100.0  # examples after which an observation's weight has halved
 SHIFT_MARGIN = 1.5  # layer and sentinel thresholds: this times the clean replay's maximum
 SHIFT_PRIOR_MARGIN = 2.0  # class-prior threshold: this times the clean replay's maximum

@@ -25,6 +25,7 @@ from prometheus_client import (
     start_http_server,
 )
 
+from service.defaults import SHIFT_PUBLISH_SECONDS
 from service.shift_metrics import ShiftCollector, Watched
 
 # Fine below a millisecond (one call here is ~0.1-0.5 ms) so p50/p99 read well, up to 5 s.
@@ -187,7 +188,7 @@ class Metrics:
 
     def _register_shift_families(self) -> None:
         """The shift monitor's series, read from each version's monitor at scrape time."""
-        self.shift = ShiftCollector(self._registry, self.model)
+        self.shift = ShiftCollector(self._registry, self.model, SHIFT_PUBLISH_SECONDS)
 
     def for_version(
         self,

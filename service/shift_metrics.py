@@ -10,18 +10,27 @@ never per call for the metrics' sake. Series per loaded version (labels `model`,
   against the training priors (Jensen-Shannon divergence, bits);
 - `foldserve_shift_alarm`: 1 while any score is above its threshold.
 
-With several server processes (prometheus_client's multiprocess mode) a collector in a worker is
-never asked: there each worker would publish its monitor's snapshot into multiprocess gauges on
-a timer instead (`ShiftCollector.samples` is what it would publish).
+With several server processes (`--workers N`, prometheus_client's multiprocess mode) a collector
+in a worker is never asked: the supervisor serves what the workers wrote to their files. There
+each worker publishes the same series into multiprocess gauges instead, when a version is
+watched and every `publish_seconds` after (`SHIFT_PUBLISH_SECONDS`, passed in by
+`service.metrics`), with `multiprocess_mode="livemax"`: each series is the highest value among
+the live workers. Every worker watches only the calls it answered (its own monitor; the kernel
+spreads connections over them), so with N workers a score reads "the most shifted worker's
+traffic", an alarm "some worker's traffic is shifted", a threshold is the model's; values are
+at most `publish_seconds` old, and an unloaded version's series keep their last values until
+its worker exits.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -72,16 +81,24 @@ FAMILIES = {
 class ShiftCollector(Collector):
     """Collects the series of every watched monitor, one per loaded version of one model."""
 
-    def __init__(self, registry: CollectorRegistry, model: str) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, model: str, publish_seconds: float = 5.0
+    ) -> None:
         self._model = model
         self._watched: dict[str, Watched] = {}
         self._lock = threading.Lock()
-        registry.register(self)
+        self._publisher: _Publisher | None = None
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # a worker of several
+            self._publisher = _Publisher(self, registry, publish_seconds)
+        else:
+            registry.register(self)
 
     def watch(self, version: str, monitor: Watched) -> None:
         """Export `monitor`'s scores under `version` (replacing any monitor it had)."""
         with self._lock:
             self._watched[version] = monitor
+        if self._publisher is not None:
+            self._publisher.start()
 
     def forget(self, version: str) -> None:
         """Stop exporting `version`'s series (it was unloaded)."""
@@ -115,3 +132,36 @@ class ShiftCollector(Collector):
         for name, labels, value in self.samples():
             by_name[name].add_metric(list(labels), value)
         yield from families
+
+
+class _Publisher:
+    """A worker's shift series, written to multiprocess gauges on a timer (see the module)."""
+
+    def __init__(
+        self, collector: ShiftCollector, registry: CollectorRegistry, seconds: float
+    ) -> None:
+        self._collector = collector
+        self._seconds = seconds
+        self._gauges = {
+            name: Gauge(
+                name, text, [*LABELS, *extra], registry=registry, multiprocess_mode="livemax"
+            )
+            for name, (text, extra) in FAMILIES.items()
+        }
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Publish now (a version was watched), then every `seconds`."""
+        self.publish()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="shift-publish", daemon=True)
+            self._thread.start()
+
+    def publish(self) -> None:
+        for name, labels, value in self._collector.samples():
+            self._gauges[name].labels(*labels).set(value)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._seconds)
+            self.publish()

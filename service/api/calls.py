@@ -37,12 +37,13 @@ Answer = Callable[[Any, Call], Any]
 OnError = Callable[[Any, RequestError], Any]
 
 
-def start_call(context: grpc.ServicerContext) -> Call:
-    """The core's view of a call starting now: its start and its deadline as plain numbers."""
+def start_call(context: grpc.ServicerContext, data: bytes = b"") -> Call:
+    """The core's view of a call starting now: its start and its deadline as plain numbers, and
+    the request's bytes."""
     started = time.perf_counter()
     remaining = context.time_remaining()
     # time.monotonic, the clock the core compares deadlines with; None: no deadline.
-    return Call(started, None if remaining is None else time.monotonic() + remaining)
+    return Call(started, None if remaining is None else time.monotonic() + remaining, data)
 
 
 def answers_in_stream(on_error: OnError) -> Callable[[Answer], Answer]:
@@ -111,7 +112,7 @@ class Calls:
         name, parse, gate = method.name, parser(_request_type(method)), self._gate
 
         def behaviour(data: bytes, context: grpc.ServicerContext) -> Any:
-            call = start_call(context)
+            call = start_call(context, data)
             request, error = None, None
             in_flight = self._metrics(call).in_flight
             in_flight.inc()
@@ -149,15 +150,19 @@ class Calls:
         empty = _request_type(method)()
 
         def behaviour(messages: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
+            opened = start_call(context)
             try:
                 self._check_token(context)
                 gate.enter()
             except RequestError as exc:
-                self._finish(name, start_call(context), exc, None, context)
+                self._finish(name, opened, exc, None, context)
                 _abort(context, exc)
+            # A stream has one deadline for all its messages: read once, when it opens.
+            deadline = opened.deadline
             try:
                 for data in messages:
-                    yield self._stream_message(name, data, context, parse, answer, on_error, empty)
+                    call = Call(time.perf_counter(), deadline, data)
+                    yield self._stream_message(name, call, context, parse, answer, on_error, empty)
             finally:
                 gate.leave()
 
@@ -166,14 +171,14 @@ class Calls:
     def _stream_message(
         self,
         name: str,
-        data: bytes,
+        call: Call,
         context: grpc.ServicerContext,
         parse: Callable[[bytes], Any],
         answer: Answer,
         on_error: OnError,
         empty: Any,
     ) -> Any:
-        call = start_call(context)
+        data = call.data
         request, error = empty, None
         in_flight = self._metrics(call).in_flight
         in_flight.inc()

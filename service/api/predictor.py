@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from google.protobuf import struct_pb2
 
 from service._proto.foldserve.v1 import predictor_pb2 as pb
@@ -9,6 +10,7 @@ from service.api.calls import answers_in_stream
 from service.api.foreign import describe_foreign
 from service.api.shift import shift_monitor
 from service.api.tensors import check_request_id, features_to_batch
+from service.api.wire import leading_record
 from service.contract import LOGITS, PROBABILITIES
 from service.core.call import Call
 from service.core.errors import RequestError
@@ -17,6 +19,29 @@ from service.core.monitor import ShiftMonitor
 from service.core.repository import ModelRepository
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Predictor"]
+FEATURES = pb.PredictRequest.DESCRIPTOR.fields_by_name["features"].number
+_LITTLE_F32 = np.dtype("<f4")
+
+
+def features_batch(request: pb.PredictRequest, data: bytes, model: Model) -> np.ndarray:
+    """`features` as a [1, *input shape] float32 batch, checked as `features_to_batch` checks.
+
+    When the values arrived as the one packed record that opens the request's bytes (what every
+    serializer writes), they are read straight from those bytes: the same float32 values that
+    protobuf decoded, without converting each to a Python float and back. Anything else (values
+    split over several records, a wrong count, a non-finite value) goes through
+    `features_to_batch`, which decodes or refuses it.
+    """
+    spec = model.input
+    count = len(request.features)
+    if count == spec.size:
+        where = leading_record(data, FEATURES)
+        if where is not None and where[1] == 4 * count:
+            values = np.frombuffer(data, _LITTLE_F32, count, where[0])
+            if np.isfinite(values).all():
+                # A copy: aligned and writable, as protobuf's values would have been.
+                return values.copy().reshape((1, *spec.shape))
+    return features_to_batch(request.features, model)
 
 
 def _struct(value: object) -> struct_pb2.Struct:
@@ -40,27 +65,32 @@ class PredictorAdapter:
         self._repository = repository
 
     def Predict(self, request: pb.PredictRequest, call: Call) -> pb.PredictResponse:
+        return pb.PredictResponse(**self._prediction(request, call))
+
+    @answers_in_stream(_stream_error)
+    def PredictStream(self, request: pb.PredictRequest, call: Call) -> pb.PredictStreamResponse:
+        # The prediction's fields go straight into the message (no copy of a PredictResponse).
+        prediction = self._prediction(request, call)
+        return pb.PredictStreamResponse(request_id=request.request_id, prediction=prediction)
+
+    def _prediction(self, request: pb.PredictRequest, call: Call) -> dict[str, object]:
+        """The fields of `PredictResponse` for one request."""
         served = self._repository.resolve(
             call, request.model_name, request.model_version, "model_name", "model_version"
         )
         model = served.model
         check_request_id(request.request_id, "request_id")
-        batch = features_to_batch(request.features, model)
+        batch = features_batch(request, call.data, model)
         outputs = served.runner.run(batch, call)
         label = int(outputs[LOGITS][0].argmax())
-        return pb.PredictResponse(
-            label=label,
-            class_name=model.class_labels[label],
-            probabilities=outputs[PROBABILITIES][0].tolist(),
-            model_name=model.name,
-            model_version=model.version,
-            request_id=request.request_id,
-        )
-
-    @answers_in_stream(_stream_error)
-    def PredictStream(self, request: pb.PredictRequest, call: Call) -> pb.PredictStreamResponse:
-        prediction = self.Predict(request, call)
-        return pb.PredictStreamResponse(request_id=request.request_id, prediction=prediction)
+        return {
+            "label": label,
+            "class_name": model.class_labels[label],
+            "probabilities": outputs[PROBABILITIES][0].tolist(),
+            "model_name": model.name,
+            "model_version": model.version,
+            "request_id": request.request_id,
+        }
 
     def DescribeModel(
         self, request: pb.DescribeModelRequest, call: Call

@@ -54,6 +54,27 @@ def parser(message_type: type[Message]) -> Callable[[bytes], Any]:
     return parse
 
 
+def leading_record(data: bytes, field_number: int) -> tuple[int, int] | None:
+    """Where a length-delimited field that opens the message bytes lies: (offset, length), or
+    None when `data` does not start with field `field_number` as length-delimited.
+
+    Serializers write fields in number order, so a packed field numbered 1 opens the message;
+    after a strict parse, a record holding all of the field's values is what protobuf decoded
+    (a packed repeated field is the concatenation of every record of it, in order).
+    """
+    if not data or data[0] != (field_number << 3 | 2) or field_number > 15:
+        return None
+    length, shift, offset = 0, 0, 1
+    while offset < len(data) and shift < 35:
+        byte = data[offset]
+        length |= (byte & 0x7F) << shift
+        offset += 1
+        if not byte & 0x80:
+            return (offset, length) if offset + length <= len(data) else None
+        shift += 7
+    return None
+
+
 def _check_wire_types(request: Message) -> None:
     for path, message in _messages(request, ""):
         known = message.DESCRIPTOR.fields_by_number

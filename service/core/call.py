@@ -16,11 +16,14 @@ class Call:
         deadline: when the caller stops waiting (`time.monotonic`), None for never.
         metrics: the series of the model version that answers it, once the request named one
             (set by `ModelRepository.resolve`); they record the call.
+        data: the request's bytes as they arrived (b"" when not known), for decoders that read a
+            packed field straight from them rather than through protobuf's container.
     """
 
-    __slots__ = ("deadline", "metrics", "started")
+    __slots__ = ("data", "deadline", "metrics", "started")
 
-    def __init__(self, started: float, deadline: float | None) -> None:
+    def __init__(self, started: float, deadline: float | None, data: bytes = b"") -> None:
         self.started = started
         self.deadline = deadline
         self.metrics: VersionMetrics | None = None
+        self.data = data

@@ -1,12 +1,13 @@
 """The covariate-shift monitor of one served model version: every tapped BN layer, live.
 
 Each model run with the monitor on also fetches the graph's `taps` output (every tap end to end,
-`service.contract.shift`); `observe` folds it and the predicted classes into the running state
-(one multiply-add under a lock), and
-every `check_every` examples the scores are computed against the calibrated thresholds: the
-per-layer statistic, the sentinels and the class-prior signal (`service.core.shift_stats`). The
-alarm is on while any score is above its threshold; the first alarm is remembered with the
-example count and what fired. Metrics and `DescribeModel` read a `snapshot`, computed fresh.
+`service.contract.shift`); `observe` keeps one example's row and class aside (one row copy under a
+lock) and folds what it kept into the running state in one batched multiply-add at the next
+check or snapshot (the same sums as one update per example, to rounding). Every `check_every`
+examples the scores are computed against the calibrated thresholds: the per-layer statistic, the
+sentinels and the class-prior signal (`service.core.shift_stats`). The alarm is on while any
+score is above its threshold; the first alarm is remembered with the example count and what
+fired. Metrics and `DescribeModel` read a `snapshot`, computed fresh.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from service.contract import ModelMetadata, ShiftCalibration
 from service.core.shift_stats import ShiftStatistic, references
-from service.defaults import SHIFT_CHECK_EVERY
+from service.defaults import SHIFT_CHECK_EVERY, SHIFT_PENDING_ROWS
 
 PRIOR = "prior"  # what `first_alarm` names when the class mix fired
 
@@ -121,6 +122,11 @@ class ShiftMonitor:
         self._first_request = 0
         self._first: tuple[str, ...] = ()
         self._lock = threading.Lock()
+        # Examples observed one at a time and not yet folded in (rows allocated on first use).
+        self._capacity = min(self._check_every, SHIFT_PENDING_ROWS)
+        self._rows: np.ndarray | None = None
+        self._labels = np.zeros(self._capacity, np.int64)
+        self._pending = 0
 
     @classmethod
     def of(cls, metadata: ModelMetadata, settings: ShiftSettings) -> ShiftMonitor | None:
@@ -142,11 +148,33 @@ class ShiftMonitor:
         if count == 0:
             return
         with self._lock:
-            self._running.add(taps, labels)
+            if count == 1:
+                self._keep(taps[0], labels[0])
+            else:
+                self._fold()
+                self._running.add(taps, labels)
             self._requests += count
             if self._requests >= self._next_check:
+                self._fold()
                 self._check(self._stat.scores(self._running))
                 self._next_check = self._requests + self._check_every
+            elif self._pending == self._capacity:
+                self._fold()
+
+    def _keep(self, row: np.ndarray, label: int) -> None:
+        rows = self._rows
+        if rows is None or rows.shape[1] != row.shape[0]:
+            self._fold()
+            rows = self._rows = np.empty((self._capacity, row.shape[0]), row.dtype)
+        rows[self._pending] = row
+        self._labels[self._pending] = label
+        self._pending += 1
+
+    def _fold(self) -> None:
+        """Fold the kept examples into the running state, oldest first."""
+        if self._pending:
+            pending, self._pending = self._pending, 0
+            self._running.add(self._rows[:pending], self._labels[:pending])  # type: ignore[index]
 
     def _check(self, scores: np.ndarray) -> np.ndarray:
         np.maximum(self._peaks, scores, out=self._peaks)
@@ -160,6 +188,7 @@ class ShiftMonitor:
     def snapshot(self) -> ShiftSnapshot:
         """The scores now (computed fresh), thresholds, peaks and alarm state."""
         with self._lock:
+            self._fold()
             scores = self._stat.scores(self._running)
             above = self._check(scores) if self._requests else scores > self._thresholds
             peaks, requests = self._peaks.copy(), self._requests

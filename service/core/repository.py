@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.core.batcher import BatchSettings
 from service.core.call import Call
 from service.core.errors import not_found
 from service.core.loading import load_model
@@ -109,6 +110,8 @@ class ModelRepository:
         metrics: the server's metric families.
         keep: how many of the newest valid versions stay loaded (and addressable).
         shift: the shift monitor's settings, for every version.
+        batching: micro-batching of concurrent model runs, for every version (off: None).
+        in_flight: how many calls are in flight now (what `batching` is on above).
     """
 
     def __init__(
@@ -118,9 +121,12 @@ class ModelRepository:
         metrics: Metrics,
         keep: int = 1,
         shift: ShiftSettings | None = None,
+        batching: BatchSettings | None = None,
+        in_flight: Callable[[], int] | None = None,
     ) -> None:
         self.source = Path(source)
         self._shift = shift or ShiftSettings()
+        self._batching = batching, in_flight
         self.name = name
         self._metrics = metrics
         self._keep = keep
@@ -249,7 +255,10 @@ class ModelRepository:
             extra={"model": self.name, "model_version": model.version, "path": model.path},
         )
         return LoadedVersion(
-            model.version, model, ModelRunner(model, metrics, self._shift), candidate.fingerprint
+            model.version,
+            model,
+            ModelRunner(model, metrics, self._shift, *self._batching),
+            candidate.fingerprint,
         )
 
     def _swap(self, wanted: tuple[LoadedVersion, ...], current: dict[str, LoadedVersion]) -> None:

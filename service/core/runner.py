@@ -1,15 +1,20 @@
 """Running one loaded model version for a request: what every model run shares, whichever API
 asked — the deadline check, decode and compute timing, predicted-class counts and the covariate
-shift monitor. It knows no gRPC: times are numbers and failures are `RequestError`s.
+shift monitor. One example runs through the thread's IO binding (`service.core.binding`); with
+batching on and enough calls in flight, through the micro-batcher (`service.core.batcher`). It
+knows no gRPC: times are numbers and failures are `RequestError`s.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
 from service.contract import LOGITS, TAPS
+from service.core.batcher import Batcher, BatchSettings
+from service.core.binding import BoundRuns
 from service.core.call import Call
 from service.core.errors import RequestError, Status, invalid
 from service.core.foreign_shift import input_monitor, input_taps
@@ -27,10 +32,17 @@ class ModelRunner:
         shift: the shift monitor's settings; it runs when on and the model was loaded with its
             taps (`Model.tapped_session`), or (a model foldserve did not train) with the input
             BN's null calibration (`Model.foreign.shift`).
+        batching: micro-batching (`service.core.batcher`); None or off: every call runs alone.
+        in_flight: calls in flight now; batching is on while it is at least `min_in_flight`.
     """
 
     def __init__(
-        self, model: Model, metrics: VersionMetrics, shift: ShiftSettings | None = None
+        self,
+        model: Model,
+        metrics: VersionMetrics,
+        shift: ShiftSettings | None = None,
+        batching: BatchSettings | None = None,
+        in_flight: Callable[[], int] | None = None,
     ) -> None:
         self.model = model
         self.metrics = metrics
@@ -42,6 +54,18 @@ class ModelRunner:
             self.monitor = input_monitor(model.foreign.bn_stats, model.foreign.shift, settings)
         if self.monitor is not None:
             metrics.watch_shift(self.monitor)
+        tapped = self.monitor is not None
+        # A model foldserve did not train maps its outputs (and computes its taps) in `run`.
+        self._bound: BoundRuns | None = None
+        if model.foreign is None:
+            names = (*model.output_names, TAPS) if tapped else model.output_names
+            session = model.tapped_session if tapped else model.session
+            self._bound = BoundRuns(session, model.input.name, model.input.shape, names)
+        self.batcher: Batcher | None = None
+        if batching is not None and batching.enabled and in_flight is not None:
+            self.batcher = Batcher(lambda batch: model.run(batch, taps=tapped), batching.max_batch)
+            self._batching_above = batching.min_in_flight
+            self._in_flight = in_flight
 
     def _start(self, call: Call) -> float:
         """Check the deadline and record the decode time; returns the compute start."""
@@ -97,16 +121,18 @@ class ModelRunner:
             Every model output by name, each float32 of shape [N, classes].
 
         Raises:
-            RequestError: DEADLINE_EXCEEDED when the deadline passed before compute.
+            RequestError: DEADLINE_EXCEEDED when the deadline passed before compute (checked per
+                call, before it joins a shared run).
         """
-        deadline = call.deadline
-        if deadline is not None and time.monotonic() >= deadline:
-            raise RequestError(Status.DEADLINE_EXCEEDED, "deadline exceeded before compute")
+        compute_start = self._start(call)
         metrics = self.metrics
-        compute_start = time.perf_counter()
-        metrics.decode.observe(compute_start - call.started)
-        monitor = self.monitor
-        outputs = self.model.run(batch, taps=monitor is not None)
+        monitor, batcher = self.monitor, self.batcher
+        if batcher is not None and self._in_flight() >= self._batching_above:
+            outputs = batcher.run(batch)  # this call's rows of a run it may share
+        elif batch.shape[0] == 1 and self._bound is not None:
+            outputs = self._bound.run(batch)  # one example: through this thread's binding
+        else:
+            outputs = self.model.run(batch, taps=monitor is not None)
         metrics.compute.observe(time.perf_counter() - compute_start)
         labels = outputs[LOGITS].argmax(axis=1)
         metrics.count_predictions(labels)

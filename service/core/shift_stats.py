@@ -226,10 +226,11 @@ class RunningState:
             steps = self._decay ** np.arange(1, rows.shape[0] + 1, dtype=np.float64)
             gains = self._fresh / (self._scale * steps)
             rows = rows.astype(np.float64)
-            if self._bounds is not None:
-                rows = np.clip(rows, *self._bounds)
+            if self._bounds is not None:  # in place, as above: np.clip costs several times more
+                np.minimum(rows, self._bounds[1], out=rows)
+                np.maximum(rows, self._bounds[0], out=rows)
             self._sums += gains @ rows
-            np.add.at(self._hist, labels, gains)
+            self._hist += np.bincount(labels, weights=gains, minlength=self._hist.shape[0])
             self._scale *= steps[-1]
         if self._scale < RESCALE_BELOW:
             self._sums *= self._scale

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from service.api import inference, predictor
 from service.api.access import AccessLog
 from service.api.calls import CallPolicy, Calls, method_names, service_handler
+from service.core.batcher import BatchSettings
 from service.core.gate import Gate
 from service.core.monitor import ShiftSettings
 from service.core.repository import ModelRepository
@@ -82,8 +83,11 @@ class RunningServer:
             self.metrics_http.shutdown()  # type: ignore[attr-defined]
 
 
-def open_repository(config: ServeConfig, registry: CollectorRegistry) -> ModelRepository:
-    """The served model's repository, its first versions loaded, its metrics on `registry`.
+def open_repository(
+    config: ServeConfig, registry: CollectorRegistry, gate: Gate | None = None
+) -> ModelRepository:
+    """The served model's repository, its first versions loaded, its metrics on `registry`
+    (`gate`: the calls in flight, which micro-batching is on above).
 
     Raises:
         ModelError: nothing in `config.model` can be served.
@@ -95,8 +99,10 @@ def open_repository(config: ServeConfig, registry: CollectorRegistry) -> ModelRe
         config.shift_margin,
         config.shift_prior_margin,
     )
+    batching = BatchSettings(config.batching)
+    in_flight = None if gate is None else (lambda: gate.inside)
     repository = ModelRepository(
-        config.model, config.model_name, metrics, config.keep_versions, shift
+        config.model, config.model_name, metrics, config.keep_versions, shift, batching, in_flight
     )
     repository.start()
     return repository
@@ -137,8 +143,8 @@ def start_server(
         ServeError: a port cannot be bound, or a TLS or token file cannot be used.
     """
     credentials, policy = _security(config)
-    repository = open_repository(config, registry)
     gate = Gate(config.max_concurrent_rpcs)
+    repository = open_repository(config, registry, gate)
     calls = Calls(repository, gate, policy)
     adapters = (predictor.PredictorAdapter(repository), inference.InferenceAdapter(repository))
     handlers = [service_handler(s, a, calls) for s, a in zip(SERVICES, adapters, strict=True)]

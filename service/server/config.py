@@ -138,6 +138,14 @@ SETTINGS = (
     ),
     Setting("access_log", defaults.ACCESS_LOG, on_off, "on|off", "log one line per call"),
     Setting(
+        "batching",
+        defaults.BATCHING,
+        on_off,
+        "on|off",
+        f"with {defaults.BATCH_MIN_IN_FLIGHT} or more calls in flight, run the examples that "
+        "queue while the model runs together in its next run (never waits for company)",
+    ),
+    Setting(
         "shift_monitor",
         defaults.SHIFT_MONITOR,
         on_off,
@@ -206,6 +214,7 @@ class ServeConfig:
     tls_client_ca: str | None = None
     auth_token_file: str | None = None
     access_log: bool = defaults.ACCESS_LOG
+    batching: bool = defaults.BATCHING
     shift_monitor: bool = defaults.SHIFT_MONITOR
     shift_check_every: int = defaults.SHIFT_CHECK_EVERY
     shift_margin: float | None = None

@@ -202,6 +202,13 @@ def test_workers_are_passed_only_above_one() -> None:
         assert command[command.index("--max-concurrent-rpcs") + 1] == "128"
 
 
+def test_the_one_worker_run_is_one_process() -> None:
+    """`serve` defaults to a worker per CPU; the one-worker run, like the baselines, is one."""
+    env = {spec.name: dict(spec.env) for spec in servers.specs("m.onnx", (1, 2), 128)}
+    assert env["foldserve"] == {"FOLDSERVE_WORKERS": "1"}
+    assert env["foldserve-w2"] == {} and env["echo"] == {} and env["bare"] == {}
+
+
 def test_a_server_that_rejects_a_flag_is_reported_not_raised(tmp_path: Path) -> None:
     refuses = servers.ServerSpec(
         "foldserve-w2",

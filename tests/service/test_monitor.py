@@ -176,3 +176,24 @@ def test_a_model_without_taps_has_no_monitor(served):
     shift = stub.DescribeModel(pb.DescribeModelRequest(), timeout=5).shift
     assert not shift.enabled and "no taps" in shift.reason
     assert _sample(served, "foldserve_shift_score", layer="0") is None
+
+
+def test_kept_examples_fold_into_the_same_scores_as_one_update_each(tapped):
+    """The monitor folds single examples in batches; its scores are those of one update per
+    example (to rounding), at every check and every snapshot in between."""
+    settings = ShiftSettings(check_every=5)
+    batched = ShiftMonitor.of(tapped.metadata, settings)
+    reference = batched.statistic.new_state()
+    x = np.random.default_rng(3).normal(MEAN, 2.0, (203, len(MEAN))).astype(np.float32)
+    for i, row in enumerate(x):
+        outputs = tapped.run(row[None, :], taps=True)
+        labels = outputs["logits"].argmax(axis=1)
+        batched.observe(outputs[TAPS], labels)
+        reference.add(outputs[TAPS], labels)
+        if i % 37 == 0 or i == len(x) - 1:
+            shot = batched.snapshot()
+            expected = batched.statistic.scores(reference)
+            np.testing.assert_allclose(
+                [*shot.scores, shot.prior_score], expected, rtol=1e-9, atol=1e-12
+            )
+            assert shot.requests == i + 1

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service._proto.foldserve.v1 import predictor_pb2 as pb
 from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
+from tests.service.model_files import write_tapped_model
 from tests.service.subprocess_server import ServerProcess, server_process
 
 FEATURES = pb.PredictRequest(features=[0.5] * 64)
@@ -219,3 +220,24 @@ def test_a_second_server_with_workers_is_refused_the_port(
         assert result.returncode == 2
         assert "port in use" in result.stderr
         assert first.terminate() == 0
+
+
+def test_shift_series_are_published_by_every_worker(tmp_path: Path) -> None:
+    """With workers the shift collector is never scraped: each worker publishes its monitor's
+    series into multiprocess gauges (livemax), which the supervisor serves."""
+    mean = [0.0, 1.0, 2.0, 3.0]
+    model = write_tapped_model(tmp_path / "tapped.onnx", mean)
+    with server_process(model, tmp_path, WORKERS) as server:
+        url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        assert server.terminate() == 0, server.stderr()
+    shift = {
+        (sample.name, sample.labels.get("layer", "")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("foldserve_shift_")
+    }
+    assert shift[("foldserve_shift_threshold", "1")] == 1.0
+    assert shift[("foldserve_shift_prior_threshold", "")] == 0.3
+    assert shift[("foldserve_shift_alarm", "")] == 0.0
+    assert ("foldserve_shift_score", "0") in shift

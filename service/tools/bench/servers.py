@@ -49,6 +49,7 @@ class ServerSpec:
     name: str
     command: tuple[str, ...]
     workers: int = 1
+    env: tuple[tuple[str, str], ...] = ()  # set for this server only
 
 
 @dataclass
@@ -78,7 +79,8 @@ def specs(model: str, workers: Sequence[int], limit: int) -> list[ServerSpec]:
     `limit` calls at once (`--max-concurrent-rpcs`).
 
     `--workers N` is passed only for N > 1, so a server that predates the flag still serves the
-    one-worker run.
+    one-worker run; that run gets FOLDSERVE_WORKERS=1, since `serve` now defaults to a worker per
+    CPU (`auto`) and the baselines are one process each.
     """
     python = sys.executable
     limits = ("--max-concurrent-rpcs", str(limit))
@@ -90,14 +92,15 @@ def specs(model: str, workers: Sequence[int], limit: int) -> list[ServerSpec]:
     ]
     for count in sorted(set(workers) | {1}):
         extra = ("--workers", str(count)) if count > 1 else ()
-        result.append(ServerSpec(workers_name(count), (*serve, *extra), count))
+        env = () if count > 1 else (("FOLDSERVE_WORKERS", "1"),)
+        result.append(ServerSpec(workers_name(count), (*serve, *extra), count, env))
     return result
 
 
-def _environment() -> dict[str, str]:
+def _environment(spec: ServerSpec) -> dict[str, str]:
     # A FOLDSERVE_* variable of the caller's shell would change what is measured.
     env = {k: v for k, v in os.environ.items() if not k.startswith("FOLDSERVE_")}
-    return {**env, "PYTHONUNBUFFERED": "1"}
+    return {**env, "PYTHONUNBUFFERED": "1", **dict(spec.env)}
 
 
 @dataclass
@@ -151,7 +154,7 @@ def start_all(
             log = Path(tempfile.mkstemp(prefix=f"{spec.name}-", suffix=".log", dir=logs)[1])
             with log.open("w") as sink:
                 process = subprocess.Popen(
-                    spec.command, stdout=sink, stderr=subprocess.STDOUT, env=_environment()
+                    spec.command, stdout=sink, stderr=subprocess.STDOUT, env=_environment(spec)
                 )
             starting.append(_Starting(spec, process, log))
         deadline = time.monotonic() + STARTUP_SECONDS
