@@ -24,17 +24,18 @@ _LITTLE_F32 = np.dtype("<f4")
 
 
 def features_batch(request: pb.PredictRequest, data: bytes, model: Model) -> np.ndarray:
-    """`features` as a [1, *input shape] float32 batch, checked as `features_to_batch` checks.
+    """`features` as a [1, *input shape] batch, checked as `features_to_batch` checks.
 
     When the values arrived as the one packed record that opens the request's bytes (what every
     serializer writes), they are read straight from those bytes: the same float32 values that
     protobuf decoded, without converting each to a Python float and back. Anything else (values
     split over several records, a wrong count, a non-finite value) goes through
-    `features_to_batch`, which decodes or refuses it.
+    `features_to_batch`, which decodes or refuses it (as it does for a model whose input is not
+    float32: one foldserve did not train may take float16 or float64).
     """
     spec = model.input
     count = len(request.features)
-    if count == spec.size:
+    if count == spec.size and spec.dtype == _LITTLE_F32:
         where = leading_record(data, FEATURES)
         if where is not None and where[1] == 4 * count:
             values = np.frombuffer(data, _LITTLE_F32, count, where[0])

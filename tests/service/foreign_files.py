@@ -73,16 +73,19 @@ def write_sequence_model(path: Path) -> Path:
     )
 
 
-def write_logits_model(path: Path, weights: np.ndarray, output: str = "scores") -> Path:
-    """features FP32 [N, F] -> MatMul -> `output` FP32 [N, C]: classifier-shaped, no
+def write_logits_model(
+    path: Path, weights: np.ndarray, output: str = "scores", dtype: type = np.float32
+) -> Path:
+    """features [N, F] -> MatMul -> `output` [N, C], both of `dtype`: classifier-shaped, no
     probabilities output (Predict computes the softmax)."""
     features, classes = weights.shape
+    element = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     return save(
         path,
         [helper.make_node("MatMul", ["features", "W"], [output])],
-        [value("features", TensorProto.FLOAT, ["N", features])],
-        [value(output, TensorProto.FLOAT, ["N", classes])],
-        [numpy_helper.from_array(weights.astype(np.float32), "W")],
+        [value("features", element, ["N", features])],
+        [value(output, element, ["N", classes])],
+        [numpy_helper.from_array(weights.astype(dtype), "W")],
     )
 
 

@@ -306,6 +306,18 @@ def test_predict_on_a_classifier_shaped_model(tmp_path: Path, serve: ServeFactor
     )
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float16])
+def test_predict_on_a_classifier_of_another_float_type(
+    tmp_path: Path, serve: ServeFactory, dtype: type
+) -> None:
+    stub = predictor_stub(serve(write_logits_model(tmp_path / "model.onnx", WEIGHTS, dtype=dtype)))
+    features = np.array([0.5, -1.0, 2.0, 0.0, 1.5], np.float32)
+    reply = stub.Predict(predictor_pb2.PredictRequest(features=features.tolist()), timeout=5)
+    logits = features.astype(np.float64) @ WEIGHTS.astype(dtype).astype(np.float64)
+    assert reply.label == int(logits.argmax())
+    assert len(reply.probabilities) == WEIGHTS.shape[1]
+
+
 def test_predict_refuses_a_wrong_feature_count(tmp_path: Path, serve: ServeFactory) -> None:
     stub = predictor_stub(serve(write_logits_model(tmp_path / "model.onnx", WEIGHTS)))
     with pytest.raises(grpc.RpcError) as caught:
