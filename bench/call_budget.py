@@ -88,8 +88,6 @@ def stages(repository: ModelRepository, calls: Calls) -> dict[str, Callable[[], 
     tapped = runner.monitor is not None
     outputs = model.run(batch, taps=tapped)
     labels = outputs[LOGITS].argmax(axis=1)
-    metrics = runner.metrics
-    method = metrics.method("Predict")
     handlers = {
         name: handler
         for h in (service_handler(s, a, calls) for s, a in _adapters(repository))
@@ -99,29 +97,8 @@ def stages(repository: ModelRepository, calls: Calls) -> dict[str, Callable[[], 
     infer = handlers["/inference.GRPCInferenceService/ModelInfer"].unary_unary
     context = Context()
 
-    def metrics_per_call() -> None:
-        metrics.in_flight.inc()
-        metrics.decode.observe(1e-4)
-        metrics.compute.observe(1e-4)
-        metrics.count_predictions(labels)
-        metrics.in_flight.dec()
-        method.record("OK", 2e-4)
-
-    def encode() -> bytes:
-        label = int(outputs[LOGITS][0].argmax())
-        return pb.PredictResponse(
-            label=label,
-            class_name=model.class_labels[label],
-            probabilities=outputs[PROBABILITIES][0].tolist(),
-            model_name=model.name,
-            model_version=model.version,
-            request_id=request.request_id,
-        ).SerializeToString()
-
-    def encode_infer() -> bytes:
-        response = v2.ModelInferResponse(model_name=model.name, model_version=model.version)
-        encode_infer_outputs(response, outputs, list(model.output_names), False)
-        return response.SerializeToString()
+    metrics_per_call = _metrics_stage(runner, labels)
+    encode, encode_infer = _encoders(model, outputs, request)
 
     found: dict[str, Callable[[], object]] = {
         "Predict: parse (strict)": lambda: parse_predict(predict_bytes),
@@ -148,6 +125,44 @@ def stages(repository: ModelRepository, calls: Calls) -> dict[str, Callable[[], 
     if tapped:
         found["shift monitor observe"] = lambda: runner.monitor.observe(outputs[TAPS], labels)
     return found
+
+
+def _metrics_stage(runner, labels) -> Callable[[], None]:
+    """What a call does to the metrics: in flight, decode and compute times, counts."""
+    metrics = runner.metrics
+    method = metrics.method("Predict")
+
+    def metrics_per_call() -> None:
+        metrics.in_flight.inc()
+        metrics.decode.observe(1e-4)
+        metrics.compute.observe(1e-4)
+        metrics.count_predictions(labels)
+        metrics.in_flight.dec()
+        method.record("OK", 2e-4)
+
+    return metrics_per_call
+
+
+def _encoders(model, outputs, request) -> tuple[Callable[[], bytes], Callable[[], bytes]]:
+    """Encoding a Predict and a typed ModelInfer reply."""
+
+    def encode() -> bytes:
+        label = int(outputs[LOGITS][0].argmax())
+        return pb.PredictResponse(
+            label=label,
+            class_name=model.class_labels[label],
+            probabilities=outputs[PROBABILITIES][0].tolist(),
+            model_name=model.name,
+            model_version=model.version,
+            request_id=request.request_id,
+        ).SerializeToString()
+
+    def encode_infer() -> bytes:
+        response = v2.ModelInferResponse(model_name=model.name, model_version=model.version)
+        encode_infer_outputs(response, outputs, list(model.output_names), False)
+        return response.SerializeToString()
+
+    return encode, encode_infer
 
 
 def _decode_features(request, data: bytes, model) -> Callable[[], object]:

@@ -1,0 +1,60 @@
+"""What a model repository holds on disk: its model files, newest version first, each with a
+fingerprint of the file and its config files, so a change means "load again"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.core.model_config import config_files
+from service.defaults import MODEL_FILE
+
+# (size, mtime_ns) of the file, then of each of its config files (`model_config`): a change means
+# "load again".
+Fingerprint = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model file found in the repository; `version` None: the one its metadata records."""
+
+    version: str | None
+    path: Path
+    fingerprint: Fingerprint
+
+    @property
+    def key(self) -> str:
+        """What names it before it is loaded: its version, or (a single file) its path."""
+        return self.version or str(self.path)
+
+
+def scan(source: Path) -> list[Candidate]:
+    """The model files under `source`, newest version first.
+
+    A file is one model; a directory holds numbered version directories, or (with none) a
+    `model.onnx` of its own.
+    """
+    if source.is_file():
+        return [_candidate(None, source)]
+    versions = sorted(
+        (int(child.name), child / MODEL_FILE)
+        for child in (source.iterdir() if source.is_dir() else ())
+        if child.name.isdigit() and (child / MODEL_FILE).is_file()
+    )
+    if not versions and (source / MODEL_FILE).is_file():
+        return [_candidate(None, source / MODEL_FILE)]
+    return [_candidate(str(number), path) for number, path in reversed(versions)]
+
+
+def _candidate(version: str | None, path: Path) -> Candidate:
+    stamps = [_stamp(path)]
+    stamps += [_stamp(file) for file in config_files(path, in_repository=version is not None)]
+    return Candidate(version, path, tuple(n for stamp in stamps for n in stamp))
+
+
+def _stamp(file: Path) -> tuple[int, int]:
+    try:
+        stat = file.stat()
+    except OSError:  # absent (a config file is optional), or gone between listing and looking
+        return (-1, -1)
+    return (stat.st_size, stat.st_mtime_ns)
