@@ -18,8 +18,8 @@ watched and every `publish_seconds` after (`SHIFT_PUBLISH_SECONDS`, passed in by
 the live workers. Every worker watches only the calls it answered (its own monitor; the kernel
 spreads connections over them), so with N workers a score reads "the most shifted worker's
 traffic", an alarm "some worker's traffic is shifted", a threshold is the model's; values are
-at most `publish_seconds` old, and an unloaded version's series keep their last values until
-its worker exits.
+at most `publish_seconds` old. An unloaded version's series stay in the files with their last
+values; the supervisor leaves them out (`service.server.supervise.LoadedVersionsOnly`).
 """
 
 from __future__ import annotations
