@@ -31,6 +31,7 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's tests/ package
 
+from service.core.loading import session_options
 from service.runtime import ort
 from tests.training.fold_cases import CASES, FoldCase
 from training.onnx_fold import OnnxFoldError, fold_file
@@ -38,13 +39,8 @@ from training.onnx_fold.verify import random_feeds
 
 
 def session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    """A session with the options foldserve serves with."""
+    return ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
 
 
 def one_example(path: Path) -> dict[str, np.ndarray]:

@@ -13,6 +13,7 @@ import numpy as np
 
 from service._proto.inference import grpc_predict_v2_pb2 as v2
 from service.api.datatypes import Datatype, datatype_of, decode_raw, decode_typed, encode
+from service.api.tensors import check_finite
 from service.core.errors import invalid
 from service.core.graph_spec import GraphSpec, GraphTensor
 
@@ -69,7 +70,7 @@ def decode_graph_inputs(
                 f"{place}raw_input_contents"
             )
         if spec.is_float:
-            _check_finite(value, f"{where} values")
+            check_finite(value, f"{where} values", kind="")
         feeds[tensor.name] = value
     missing = [name for name in specs if name not in feeds]
     if missing:
@@ -96,16 +97,6 @@ def _check_tensor(
             f"got {shape}"
         )
     return datatype
-
-
-def _check_finite(values: np.ndarray, field: str) -> None:
-    finite = np.isfinite(values)
-    if not finite.all():
-        index = int(np.argmin(finite.ravel()))
-        raise invalid(
-            f"{field}[{index}]: {values.ravel()[index]} is not finite; expected finite values "
-            "(no NaN or infinity)"
-        )
 
 
 def encode_graph_outputs(

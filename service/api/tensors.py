@@ -40,13 +40,18 @@ def check_request_id(value: str, field: str) -> None:
         raise invalid(f"{field}: {len(value)} characters; at most {MAX_REQUEST_ID_CHARS}")
 
 
-def _check_finite(values: np.ndarray, field: str) -> None:
+def check_finite(values: np.ndarray, field: str, kind: str = "float32 ") -> None:
+    """Raises RequestError (INVALID_ARGUMENT) naming the first NaN or infinity in `values`.
+
+    Args:
+        kind: how the expected values are named ("float32 ": "expected finite float32 values").
+    """
     finite = np.isfinite(values)
     if not finite.all():
         index = int(np.argmin(finite.ravel()))
         raise invalid(
             f"{field}[{index}]: {values.ravel()[index]} is not finite; "
-            "expected finite float32 values (no NaN or infinity)"
+            f"expected finite {kind}values (no NaN or infinity)"
         )
 
 
@@ -65,7 +70,7 @@ def features_to_batch(features: Sequence[float], model: Model) -> np.ndarray:
             f"features: expected {spec.size} float32 values (shape {list(spec.shape)}), got {got}"
         )
     values = np.array(features, dtype=np.float32)
-    _check_finite(values, "features")
+    check_finite(values, "features")
     return values.reshape((1, *spec.shape)).astype(spec.dtype, copy=False)
 
 
@@ -111,7 +116,7 @@ def decode_infer_inputs(request: v2.ModelInferRequest, model: Model) -> tuple[np
             f"inputs[0]: no data; expected {count} FP32 values for shape {list(shape)} in "
             "contents.fp32_contents or raw_input_contents"
         )
-    _check_finite(batch, "inputs[0] values")
+    check_finite(batch, "inputs[0] values")
     return batch, raw
 
 

@@ -27,7 +27,8 @@ from service.defaults import MODEL_NAME
 from service.runtime import ort
 
 
-def _session_options() -> ort.SessionOptions:
+def session_options() -> ort.SessionOptions:
+    """The onnxruntime options every served model runs with."""
     options = ort.SessionOptions()
     # One example at a time is ~10 µs of compute: extra threads only add wake-up latency, and the
     # gRPC thread pool already runs calls in parallel.
@@ -114,7 +115,7 @@ def _foldserve_model(
 
 def _session(data: bytes, where: str) -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(data, _session_options(), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(data, session_options(), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{where} is not a loadable ONNX model: {first_line}") from None

@@ -67,10 +67,22 @@ def run_stream(
                 now = _ratios(stub.DescribeModel(describe, timeout=10).shift, "score")
                 curve.append((count, max(now.values())))
         shift = stub.DescribeModel(describe, timeout=10).shift
+    return _result(stream.name, stream, requests, correct, shift, curve)
+
+
+def _result(
+    name: str,
+    stream: Stream,
+    requests: int,
+    correct: int,
+    shift: pb.ShiftMonitor,
+    curve: list[tuple[int, float]] | None = None,
+) -> StreamResult:
+    """What a stream did to the monitor (its state once the stream is sent), and the accuracy."""
     peaks = _ratios(shift, "peak")
     peak_layer = max(peaks, key=peaks.__getitem__)
     return StreamResult(
-        name=stream.name,
+        name=name,
         clean=stream.clean,
         requests=requests,
         alarm_at=int(shift.first_alarm_example),
@@ -78,7 +90,7 @@ def run_stream(
         peak_ratio=peaks[peak_layer],
         peak_layer=peak_layer,
         accuracy=correct / requests,
-        curve=curve,
+        curve=curve or [],
     )
 
 
@@ -93,18 +105,7 @@ def run_replay(model: Path, stream: Stream, requests: int, seed: int, check_ever
         for index, reply in zip(order, stub.PredictStream(messages, timeout=3600), strict=True):
             correct += int(reply.prediction.label == stream.labels[index])
         shift = stub.DescribeModel(pb.DescribeModelRequest(), timeout=10).shift
-    peaks = _ratios(shift, "peak")
-    peak_layer = max(peaks, key=peaks.__getitem__)
-    return StreamResult(
-        name=f"{stream.name} replay",
-        clean=stream.clean,
-        requests=requests,
-        alarm_at=int(shift.first_alarm_example),
-        fired=list(shift.first_alarm),
-        peak_ratio=peaks[peak_layer],
-        peak_layer=peak_layer,
-        accuracy=correct / requests,
-    )
+    return _result(f"{stream.name} replay", stream, requests, correct, shift)
 
 
 def test_split(model: Path) -> tuple[np.ndarray, np.ndarray]:
