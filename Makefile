@@ -43,7 +43,7 @@ proto: venv
 	$(PY) -m grpc_tools.protoc -I proto --python_out=service/_proto --pyi_out=service/_proto \
 		--grpc_python_out=service/_proto $(PROTOS)
 	# protoc writes imports relative to proto/; make them absolute inside our package.
-	sed -i -E 's/^from (foldserve\.v1|inference) import/from service._proto.\1 import/' $$(find service/_proto -name '*.py' -o -name '*.pyi')
+	sed -i -E 's/^from (foldserve\.v1|inference) import/from foldserve._proto.\1 import/' $$(find service/_proto -name '*.py' -o -name '*.pyi')
 	touch service/_proto/foldserve/__init__.py service/_proto/foldserve/v1/__init__.py service/_proto/inference/__init__.py
 
 proto-check: proto

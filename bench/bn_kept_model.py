@@ -27,10 +27,10 @@ import onnx
 import torch
 from torch import nn
 
-from service.contract import INPUT_NAME, LOGITS, OUTPUT_NAMES
-from service.runtime import ort
-from training.export import FOLD_ATOL, FOLD_RTOL, OPSET, count_batchnorm_nodes
-from training.models import ModelSpec, build_model
+from foldserve.contract import INPUT_NAME, LOGITS, OUTPUT_NAMES
+from foldserve.runtime import ort
+from foldserve.training.export import FOLD_ATOL, FOLD_RTOL, OPSET, count_batchnorm_nodes
+from foldserve.training.models import ModelSpec, build_model
 
 
 class _WithProbabilities(nn.Module):

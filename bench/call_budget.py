@@ -7,7 +7,8 @@ Each stage of foldserve's request path runs on its own in a tight loop, in inter
 thread doing the work, not wall time): parsing the request bytes strictly, resolving the version
 and validating, decoding the features, the onnxruntime run (with the monitor's taps when it is
 on), the metrics a call records, the shift monitor's update, encoding the reply, and the whole
-handler (`Calls` wrapper and adapter, on a stand-in for grpc's context). It prints the median of
+handler (the gRPC wrapper, the adapter and the data plane, on a stand-in for grpc's
+context). It prints the median of
 `--blocks` blocks of `--calls` calls, with the min–max. What gRPC itself costs per call (the
 floor: HTTP/2, the thread pool, grpc's own protobuf decode of nothing) is not here: the echo
 floor's server CPU per call in `foldserve bench` is that. In a server every stage costs more than
@@ -27,23 +28,26 @@ from prometheus_client import CollectorRegistry
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from service._proto.foldserve.v1 import predictor_pb2 as pb
-from service._proto.inference import grpc_predict_v2_pb2 as v2
-from service.api import inference, predictor
-from service.api.calls import CallPolicy, Calls, method_names, service_handler
-from service.api.tensors import decode_infer_inputs, encode_infer_outputs, features_to_batch
-from service.api.wire import parser
-from service.contract import LOGITS, PROBABILITIES, TAPS
-from service.core.call import Call
-from service.core.gate import Gate
-from service.core.repository import ModelRepository
-from service.metrics import Metrics
+from foldserve._proto.foldserve.v1 import predictor_pb2 as pb
+from foldserve._proto.inference import grpc_predict_v2_pb2 as v2
+from foldserve.api import inference, predictor
+from foldserve.api.calls import method_names, service_handler
+from foldserve.api.v2_tensors import decode_request, encode_response
+from foldserve.api.wire import parser
+from foldserve.contract import LOGITS, TAPS
+from foldserve.core import validate
+from foldserve.core.call import Call
+from foldserve.core.dataplane import CallPolicy, DataPlane, ServerInfo
+from foldserve.core.gate import Gate
+from foldserve.core.metrics import Metrics
+from foldserve.core.repository import ModelRepository
+from foldserve.core.types import InferInput, InferRequest
 
 SERVICES = (predictor.SERVICE, inference.SERVICE)
 
 
 class Context:
-    """The few things `Calls` asks of grpc's servicer context."""
+    """The few things the gRPC handlers ask of grpc's servicer context."""
 
     def time_remaining(self) -> None:
         return None
@@ -67,51 +71,56 @@ def _per_call_us(work: Callable[[], object], calls: int) -> float:
 
 def _requests(repository: ModelRepository) -> tuple[bytes, bytes]:
     model = repository.latest.model
+    classifier = model.require_classifier()
     rng = np.random.default_rng(0)
-    values = (rng.random(model.input.size) * 16).astype(np.float32)
+    values = (rng.random(classifier.example_size) * 16).astype(np.float32)
     predict = pb.PredictRequest(features=values.tolist(), request_id="r-1").SerializeToString()
     infer = v2.ModelInferRequest(model_name=model.name, id="r-1")
-    tensor = infer.inputs.add(name=model.input.name, datatype="FP32")
-    tensor.shape.extend([1, *model.input.shape])
+    tensor = infer.inputs.add(name=classifier.input.name, datatype="FP32")
+    tensor.shape.extend([1, *classifier.example_shape])
     tensor.contents.fp32_contents.extend(values.tolist())
     return predict, infer.SerializeToString()
 
 
-def stages(repository: ModelRepository, calls: Calls) -> dict[str, Callable[[], object]]:
+def stages(plane: DataPlane) -> dict[str, Callable[[], object]]:
     """Every stage, ready to run once per call of its loop."""
-    served = repository.latest
+    served = plane.repository.latest
     model, runner = served.model, served.runner
-    predict_bytes, infer_bytes = _requests(repository)
-    parse_predict, parse_infer = parser(pb.PredictRequest), parser(v2.ModelInferRequest)
-    request, infer_request = parse_predict(predict_bytes), parse_infer(infer_bytes)
-    batch = features_to_batch(request.features, model)
+    name = model.require_classifier().input.name
+    predict_bytes, infer_bytes = _requests(plane.repository)
+    parse_infer = parser(v2.ModelInferRequest)
+    request = predictor.parse_predict(predict_bytes)
+    infer_message = parse_infer(infer_bytes)
+    infer_request, _raw = decode_request(infer_message)
+    classify = InferRequest("", "", (InferInput("", request.features, "FP32", "features"),),
+                            classify=True)  # fmt: skip
+    feeds = validate.feeds(model, classify)
+    names = validate.output_names(model, classify)
     tapped = runner.monitor is not None
-    outputs = model.run(batch, taps=tapped)
+    outputs = model.run_classifier(feeds[name], taps=tapped)
     labels = outputs[LOGITS].argmax(axis=1)
-    handlers = {
-        name: handler
-        for h in (service_handler(s, a, calls) for s, a in _adapters(repository))
-        for name, handler in h._handlers.items()
-    }
+    handlers = _handlers(plane)
     predict = handlers["/foldserve.v1.Predictor/Predict"].unary_unary
     infer = handlers["/inference.GRPCInferenceService/ModelInfer"].unary_unary
     context = Context()
-
-    metrics_per_call = _metrics_stage(runner, labels)
-    encode, encode_infer = _encoders(model, outputs, request)
+    call = Call("ModelInfer", "grpc", 0.0)
+    answer = plane.infer(call, infer_request)
+    plane.finish(call, None)
 
     found: dict[str, Callable[[], object]] = {
-        "Predict: parse (strict)": lambda: parse_predict(predict_bytes),
-        "Predict: decode features": _decode_features(request, predict_bytes, model),
+        "Predict: parse (strict) and features": lambda: predictor.parse_predict(predict_bytes),
         "ModelInfer: parse (strict)": lambda: parse_infer(infer_bytes),
-        "ModelInfer: decode inputs": lambda: decode_infer_inputs(infer_request, model),
-        "resolve version": lambda: repository.resolve(Call(0.0, None), "", "", "n", "v"),
-        "admission (gate)": lambda: (calls._gate.enter(), calls._gate.leave()),
-        "onnxruntime run" + (" (taps)" if tapped else ""): lambda: model.run(batch, taps=tapped),
-        "metrics of a call": metrics_per_call,
-        "Predict: encode reply": encode,
-        "ModelInfer: encode reply (typed)": encode_infer,
-        "runner.run (model, metrics, monitor)": lambda: runner.run(batch, Call(0.0, None)),
+        "ModelInfer: decode inputs": lambda: decode_request(infer_message),
+        "validate a Predict example": lambda: validate.feeds(model, classify),
+        "validate ModelInfer inputs": lambda: validate.feeds(model, infer_request),
+        "resolve version": lambda: plane.repository.resolve("", "", "n", "v"),
+        "admission (gate)": lambda: (plane.gate.enter(), plane.gate.leave()),
+        "onnxruntime run" + (" (taps)" if tapped else ""): lambda: model.run_classifier(
+            feeds[name], taps=tapped
+        ),
+        "metrics of a call": _metrics_stage(runner, labels),
+        "ModelInfer: encode reply (typed)": lambda: encode_response(answer, False),
+        "runner.run (model, metrics, monitor)": lambda: runner.run(feeds, names, None),
         "Predict handler, whole": lambda: pb.PredictResponse.SerializeToString(
             predict(predict_bytes, context)
         ),
@@ -121,7 +130,7 @@ def stages(repository: ModelRepository, calls: Calls) -> dict[str, Callable[[], 
     }
     bound = getattr(runner, "_bound", None)  # the per-thread IO binding, where it exists
     if bound is not None:
-        found["onnxruntime run, IO binding"] = lambda: bound.run(batch)
+        found["onnxruntime run, IO binding"] = lambda: bound.run(feeds[name])
     if tapped:
         found["shift monitor observe"] = lambda: runner.monitor.observe(outputs[TAPS], labels)
     return found
@@ -143,41 +152,16 @@ def _metrics_stage(runner, labels) -> Callable[[], None]:
     return metrics_per_call
 
 
-def _encoders(model, outputs, request) -> tuple[Callable[[], bytes], Callable[[], bytes]]:
-    """Encoding a Predict and a typed ModelInfer reply."""
-
-    def encode() -> bytes:
-        label = int(outputs[LOGITS][0].argmax())
-        return pb.PredictResponse(
-            label=label,
-            class_name=model.class_labels[label],
-            probabilities=outputs[PROBABILITIES][0].tolist(),
-            model_name=model.name,
-            model_version=model.version,
-            request_id=request.request_id,
-        ).SerializeToString()
-
-    def encode_infer() -> bytes:
-        response = v2.ModelInferResponse(model_name=model.name, model_version=model.version)
-        encode_infer_outputs(response, outputs, list(model.output_names), False)
-        return response.SerializeToString()
-
-    return encode, encode_infer
-
-
-def _decode_features(request, data: bytes, model) -> Callable[[], object]:
-    fast = getattr(predictor, "features_batch", None)  # the packed-record path, where it exists
-    if fast is None:
-        return lambda: features_to_batch(request.features, model)
-    return lambda: fast(request, data, model)
-
-
-def _adapters(repository: ModelRepository):
-    return zip(
-        SERVICES,
-        (predictor.PredictorAdapter(repository), inference.InferenceAdapter(repository)),
-        strict=True,
-    )
+def _handlers(plane: DataPlane) -> dict:
+    """The gRPC method handlers of both APIs, by full method name."""
+    adapters = (predictor.PredictorAdapter(plane), inference.InferenceAdapter(plane))
+    found = {}
+    for service, adapter in zip(SERVICES, adapters, strict=True):
+        generic = service_handler(service, adapter, plane)
+        for method in service.methods:
+            details = type("Details", (), {"method": f"/{service.full_name}/{method.name}"})
+            found[details.method] = generic.service(details)
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = Metrics(CollectorRegistry(), "foldserve", methods=method_names(SERVICES))
     repository = ModelRepository(args.model, "foldserve", metrics, 1)
     repository.start()
-    calls = Calls(repository, Gate(64), CallPolicy(4 << 20))
-    work = stages(repository, calls)
+    plane = DataPlane(repository, Gate(64), CallPolicy(4 << 20), ServerInfo("foldserve", "0"))
+    work = stages(plane)
     for run in work.values():
         _per_call_us(run, 500)  # warm up
     times: dict[str, list[float]] = {name: [] for name in work}

@@ -31,11 +31,11 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's tests/ package
 
-from service.core.loading import session_options
-from service.runtime import ort
+from foldserve.core.loading import session_options
+from foldserve.runtime import ort
+from foldserve.training.onnx_fold import OnnxFoldError, fold_file
+from foldserve.training.onnx_fold.verify import random_feeds
 from tests.training.fold_cases import CASES, FoldCase
-from training.onnx_fold import OnnxFoldError, fold_file
-from training.onnx_fold.verify import random_feeds
 
 
 def session(path: Path) -> ort.InferenceSession:
@@ -123,10 +123,10 @@ def digits_mlp(model_dir: Path | None, work: Path) -> tuple[Path, Path]:
     with its BNs kept (logits and probabilities, as foldserve's file has)."""
     import torch
 
+    from foldserve.training.models import ModelSpec, build_model
+    from foldserve.training.pipeline import TrainConfig, run_training
+    from foldserve.training.train import FitSettings
     from tests.training.torch_graphs import LEGACY, export
-    from training.models import ModelSpec, build_model
-    from training.pipeline import TrainConfig, run_training
-    from training.train import FitSettings
 
     if model_dir is None:
         model_dir = work / "mlp"

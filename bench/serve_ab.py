@@ -24,23 +24,23 @@ from pathlib import Path
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from service.core.model import load_model
-from service.tools.bench import h2load, servers
-from service.tools.bench.measure import Load, measure, warm_up
-from service.tools.bench.workloads import reply_bytes, stream_workload, unary_workloads
+from foldserve.bench.suite import h2load, servers
+from foldserve.bench.suite.measure import Load, measure, warm_up
+from foldserve.bench.suite.workloads import reply_bytes, stream_workload, unary_workloads
+from foldserve.core.model import load_model
 
 
 def _specs(model: str, variants: dict[str, str], limit: int) -> list[servers.ServerSpec]:
     python = sys.executable
     limits = ("--max-concurrent-rpcs", str(limit))
     local = ("--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--workers", "1")
-    specs = [servers.ServerSpec("echo", (python, "-m", "service.tools.echo", *limits))]
+    specs = [servers.ServerSpec("echo", (python, "-m", "foldserve.bench.baselines.echo", *limits))]
     for name, flags in variants.items():
         words = shlex.split(flags)
         # Leading VAR=VALUE words set the variant's environment (through env(1), which execs).
         env = [w for w in words if "=" in w and not w.startswith("-")]
         words = [w for w in words if w not in env]
-        serve = (python, "-m", "service.cli", "serve", "--model", model, *local, *limits)
+        serve = (python, "-m", "foldserve.cli", "serve", "--model", model, *local, *limits)
         prefix = ("env", *env) if env else ()
         specs.append(servers.ServerSpec(name, (*prefix, *serve, *words)))
     return specs

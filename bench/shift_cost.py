@@ -28,12 +28,12 @@ from prometheus_client import CollectorRegistry
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from service.contract import LOGITS, TAPS
-from service.core.call import Call
-from service.core.loading import load_model
-from service.core.monitor import ShiftSettings
-from service.core.runner import ModelRunner
-from service.metrics import Metrics
+from foldserve.contract import LOGITS, TAPS
+from foldserve.core.call import Call
+from foldserve.core.loading import load_model
+from foldserve.core.metrics import Metrics
+from foldserve.core.runner import ModelRunner
+from foldserve.core.shift.settings import ShiftSettings
 
 
 def _per_call_us(work: Callable[[], object], calls: int) -> float:
@@ -61,7 +61,7 @@ def measure(path: str, calls: int, blocks: int, check_every: int) -> dict[str, f
     if on.monitor is None:
         raise SystemExit(f"{path}: no taps or no calibration; export it again")
     rng = np.random.default_rng(0)
-    batch = (rng.random((1, *plain.input.shape)) * 16).astype(np.float32)
+    batch = (rng.random((1, *plain.require_classifier().example_shape)) * 16).astype(np.float32)
     outputs = tapped.run(batch, taps=True)
     labels = outputs[LOGITS].argmax(axis=1)
     variants = {

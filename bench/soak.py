@@ -32,8 +32,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from service._proto.inference import grpc_predict_v2_pb2 as v2
-from service._proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+from foldserve._proto.inference import grpc_predict_v2_pb2 as v2
+from foldserve._proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 
 WARMUP_CALLS = 20_000
 READY = re.compile(r"grpc_port=(\d+)")
@@ -155,13 +155,13 @@ def _repository(model: Path, workdir: Path) -> Path:
 async def _soak(args: argparse.Namespace, workdir: Path) -> int:
     source = _repository(args.model, workdir) if args.reload_every else args.model
     command = [
-        sys.executable, "-m", "service.cli", "serve", "--model", str(source), "--host",
+        sys.executable, "-m", "foldserve.cli", "serve", "--model", str(source), "--host",
         "127.0.0.1", "--port", "0", "--metrics-port", "0", "--poll-seconds", "1",
     ]  # fmt: skip
     with _server(command, workdir / "server.log") as (port, process):
-        from service.core.loading import load_model
+        from foldserve.core.loading import load_model
 
-        shape = load_model(args.model).input.shape
+        shape = load_model(args.model).require_classifier().example_shape
         rss = {"start": _rss_mb(process.pid)}
         load = Load(
             f"127.0.0.1:{port}", args.calls, args.in_flight, time.monotonic() + args.max_seconds

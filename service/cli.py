@@ -1,12 +1,13 @@
 """The `foldserve` command.
 
-The serving half owns the command. Other installed parts add subcommands through the
-`foldserve.commands` entry-point group (the training half registers `train` and `export` there), so
-this module never imports torch or `training/`, and a serving-only install simply lacks them.
-The serving subcommands (`serve`, `health`, `predict`, `bench`) skip loading those plugins
-altogether, so a plugin that imports torch at module level cannot leak it into a server process.
-Each subcommand imports its implementation lazily: `foldserve health` (a Docker HEALTHCHECK)
-never pays for onnxruntime.
+The serving half owns the command and its serving subcommands (`serve`, `health`, `predict`).
+Every other subcommand is an entry point of the `foldserve.commands` group, one per command name:
+the training half's (`train`, `export`, `fold`, `lab`) and the measuring tools' (`bench`,
+`fuzz`, `shift-eval`). So this module never imports torch, `training` or `bench`, and a
+serving-only install simply lacks them. Running a command loads at most its own entry point (all
+of them only for the top-level help), so a plugin that imports torch at module level cannot leak
+it into a server process. Each subcommand imports its implementation lazily: `foldserve health`
+(a Docker HEALTHCHECK) never pays for onnxruntime.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
-from service import defaults
-from service.defaults import COMMAND, PLUGIN_GROUP
-from service.tools.commands import add_fuzz, add_health, add_predict
+COMMAND = "foldserve"
+# Entry-point group through which installed parts (the training half) add subcommands.
+PLUGIN_GROUP = f"{COMMAND}.commands"
+
 
 Register = Callable[[argparse._SubParsersAction], None]
 
@@ -28,8 +30,11 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
 
-def _register_plugins(subparsers: argparse._SubParsersAction) -> None:
-    for entry in entry_points(group=PLUGIN_GROUP):
+def _register_plugins(subparsers: argparse._SubParsersAction, wanted: str | None) -> None:
+    """Register the plugin named `wanted`, or every plugin when no installed one has that name."""
+    found = entry_points(group=PLUGIN_GROUP)
+    named = [entry for entry in found if entry.name == wanted]
+    for entry in named or found:
         try:
             register: Register = entry.load()
         except ImportError as exc:  # e.g. a serving-only install that lacks torch
@@ -39,26 +44,20 @@ def _register_plugins(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from service.server.config import ConfigError, resolve
+    from foldserve.server.config import ConfigError, resolve
 
     try:
         config = resolve(args)
     except ConfigError as exc:
         print(f"foldserve serve: error: {exc}", file=sys.stderr)
         return 2
-    from service.server.run import serve
+    from foldserve.server.run import serve
 
     return serve(config)
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from service.tools.bench import run_bench
-
-    return run_bench(args)
-
-
 def _add_serve(subparsers: argparse._SubParsersAction) -> None:
-    from service.server.config import add_serve_arguments
+    from foldserve.server.config import add_serve_arguments
 
     serve = subparsers.add_parser(
         "serve",
@@ -70,132 +69,21 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     serve.set_defaults(func=_serve)
 
 
-def _add_bench(subparsers: argparse._SubParsersAction) -> None:
-    bench = subparsers.add_parser("bench", help=BENCH_HELP, description=BENCH_DESCRIPTION)
-    add = bench.add_argument
-    add(
-        "--model", default=f"{defaults.MODEL_DIR}/{defaults.MODEL_FILE}", help="model.onnx to serve"
-    )
-    add(
-        "--bn-kept-model",
-        metavar="PATH",
-        help="the same network exported with its BatchNorms kept (bench/bn_kept_model.py "
-        "makes one), timed against --model in onnxruntime alone",
-    )
-    add("--out", default=defaults.BENCH_OUT, help="directory for the results")
-    add("--short", action="store_true", help="a few seconds of load (what make test runs)")
-    _add_bench_load_flags(bench)
-    bench.set_defaults(func=_bench)
+def _add_health(subparsers: argparse._SubParsersAction) -> None:
+    from foldserve.client.commands import add_health
+
+    add_health(subparsers)
 
 
-def _add_bench_load_flags(bench: argparse.ArgumentParser) -> None:
-    """How much load, in which shapes: each flag's default differs with --short."""
-    from service.tools.bench.plan import int_list, positive_float, positive_int
+def _add_predict(subparsers: argparse._SubParsersAction) -> None:
+    from foldserve.client.commands import add_predict
 
-    full, short = defaults.BENCH_FULL, defaults.BENCH_SHORT
-    add = bench.add_argument
-
-    def preset(name: str) -> str:
-        return f"(default {full[name]}; --short {short[name]})"
-
-    def listed(values) -> str:
-        return ",".join(map(str, values))
-
-    add("--rounds", type=positive_int, help=f"alternating rounds {preset('rounds')}")
-    add("--calls", type=positive_int, help=f"sequential calls per round {preset('calls')}")
-    add("--warmup", type=positive_int, help=f"untimed calls before each {preset('warmup')}")
-    add(
-        "--duration",
-        type=positive_float,
-        help=f"seconds per level of calls in flight {preset('duration')}",
-    )
-    add(
-        "--in-flight",
-        type=int_list,
-        help=f"levels of calls in flight (default {listed(defaults.BENCH_IN_FLIGHT)})",
-    )
-    add(
-        "--connections",
-        type=positive_int,
-        help=f"client connections carrying them (default {defaults.BENCH_CONNECTIONS})",
-    )
-    add(
-        "--stream-messages",
-        type=positive_int,
-        help=f"examples per PredictStream {preset('stream_messages')}",
-    )
-    add(
-        "--streams",
-        type=positive_int,
-        help=f"streams at once, 'several' (default {defaults.BENCH_STREAMS})",
-    )
-    add(
-        "--workers",
-        type=int_list,
-        help="foldserve worker counts to compare, e.g. 1,2 (--workers N is passed for N > 1) "
-        f"(default {listed(full['workers'])}; --short {listed(short['workers'])})",
-    )
-    add("--h2load", metavar="PATH", help="the h2load executable (default: on PATH)")
+    add_predict(subparsers)
 
 
-BENCH_HELP = "the benchmark suite: echo floor, bare model server and foldserve side by side"
-BENCH_DESCRIPTION = (
-    "Start the echo floor (canned replies on foldserve's server stack), a bare model server and "
-    "foldserve (once per --workers count), each in its own process, and load them with h2load "
-    "(nghttp2-client) in alternating rounds: sequential latency, throughput at each level of "
-    "calls in flight, PredictStream, server and client CPU per call; then the folded vs the "
-    "BN-kept model in onnxruntime alone. Writes JSON, a Markdown table of ratios to the echo "
-    "floor and PNG plots (with matplotlib) to --out. Exit 1: something could not be measured "
-    "(the rest was); 2: nothing could."
-)
-
-
-def _shift_eval(args: argparse.Namespace) -> int:
-    from service.tools.shift_eval.run import run_shift_eval
-
-    return run_shift_eval(args)
-
-
-def _add_shift_eval(subparsers: argparse._SubParsersAction) -> None:
-    evaluation = subparsers.add_parser(
-        "shift-eval",
-        help="stream clean and shifted digits through a server; when does its shift monitor alarm",
-        description="Start a server of the model for each stream (the clean digits test split "
-        "and shifted versions: intensity, noise, translation, flip, inversion, classes 0-4, "
-        "heavy and light ink), send it one example per call, and print per stream: requests "
-        "until the shift alarm, what fired, the highest score/threshold and the accuracy.",
-    )
-    evaluation.add_argument("--model", required=True, help="model.onnx (a digits model)")
-    evaluation.add_argument("--requests", type=int, default=1000, help="per shifted stream")
-    evaluation.add_argument("--clean-requests", type=int, default=5000, help="for the clean stream")
-    evaluation.add_argument("--streams", nargs="*", help="only these streams (by name)")
-    evaluation.add_argument(
-        "--replay", type=int, default=0, help="also a long clean replay of N requests (a stream)"
-    )
-    evaluation.add_argument("--seed", type=int, default=0, help="stream order and noise")
-    evaluation.add_argument(
-        "--sample-every", type=int, default=10, help="read the live scores every N requests"
-    )
-    evaluation.add_argument(
-        "--check-every",
-        type=int,
-        default=1,
-        help="the servers' --shift-check-every (1: the exact request of the first alarm)",
-    )
-    evaluation.add_argument("--plot", help="write a PNG of the scores over requests here")
-    evaluation.add_argument("--format", choices=("text", "json"), default="text")
-    evaluation.set_defaults(func=_shift_eval)
-
-
-# The subcommands of the serving half; running one of them loads no plugin.
-SERVING_COMMANDS = {
-    "serve": _add_serve,
-    "health": add_health,
-    "predict": add_predict,
-    "bench": _add_bench,
-    "fuzz": add_fuzz,
-    "shift-eval": _add_shift_eval,
-}
+# The subcommands of the serving half; running one of them loads no plugin, and registers only
+# itself (`foldserve serve` imports nothing of the client).
+SERVING_COMMANDS = {"serve": _add_serve, "health": _add_health, "predict": _add_predict}
 
 
 def _wanted_command(argv: Sequence[str]) -> str | None:
@@ -210,8 +98,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "over gRPC.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    if argv is None or _wanted_command(argv) not in SERVING_COMMANDS:
-        _register_plugins(subparsers)
+    wanted = None if argv is None else _wanted_command(argv)
+    if wanted in SERVING_COMMANDS:
+        SERVING_COMMANDS[wanted](subparsers)
+        return parser
+    _register_plugins(subparsers, wanted)
     for add in SERVING_COMMANDS.values():
         add(subparsers)
     return parser

@@ -14,14 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from service.defaults import (
-    DIGITS,
-    LABEL_COLUMN,
-    MIN_ROWS_PER_CLASS,
-    SPLIT_SEED,
-    TEST_FRACTION,
-    VAL_FRACTION,
-)
+from foldserve.contract.data import DIGITS, LABEL_COLUMN, SPLIT_SEED, TEST_FRACTION, VAL_FRACTION
+
+MIN_ROWS_PER_CLASS = 3  # one each for train, validation and test
+
 
 DIGITS_IMAGE_SHAPE = (1, 8, 8)
 SEMICOLON_HINT = "it looks semicolon-separated; foldserve reads comma-separated CSV"

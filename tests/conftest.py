@@ -10,8 +10,8 @@ import pytest
 @pytest.fixture(scope="session")
 def trained_mlp_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A digits MLP trained for a few epochs: its directory holds model.onnx, card.json, …"""
-    from training.pipeline import TrainConfig, run_training
-    from training.train import FitSettings
+    from foldserve.training.pipeline import TrainConfig, run_training
+    from foldserve.training.train import FitSettings
 
     out = tmp_path_factory.mktemp("trained-mlp")
     run_training(

@@ -1,7 +1,7 @@
 """Calibrating the shift monitor at export: a clean replay of held-out data sets every threshold.
 
 The exported graph runs the held-out examples once (with its taps); the replay then streams them
-one request at a time through the very statistic the server runs (`service.core.shift_stats`),
+one request at a time through the very statistic the server runs (`foldserve.core.shift.stats`),
 scoring after every request. Each threshold is a margin times the highest score of that replay.
 
 A replay of one small held-out set (digits: 270 examples) only measures how the order of those
@@ -16,25 +16,35 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service import defaults
-from service.contract import LOGITS, TAPS, BNStats, LayerCalibration, ShiftCalibration, Tap
-from service.core.shift_stats import SENTINEL_SUFFIX, ShiftStatistic, references
-from service.runtime import ort
+from foldserve.contract import LOGITS, TAPS, BNStats, LayerCalibration, ShiftCalibration, Tap
+from foldserve.core.shift.settings import (
+    SHIFT_CLIP,
+    SHIFT_HALF_LIFE,
+    SHIFT_MARGIN,
+    SHIFT_MIN_VAR_FRACTION,
+    SHIFT_PRIOR_MARGIN,
+    SHIFT_REPLAY,
+    SHIFT_REPLAY_SEED,
+    SHIFT_RESAMPLE_EVERY,
+    SHIFT_VAR_FLOOR,
+)
+from foldserve.core.shift.stats import SENTINEL_SUFFIX, ShiftStatistic, references
+from foldserve.runtime import ort
 
 
 @dataclass(frozen=True)
 class ShiftConfig:
     """The calibration's settings (`foldserve train|export --shift-*`)."""
 
-    half_life: float = defaults.SHIFT_HALF_LIFE
-    margin: float = defaults.SHIFT_MARGIN
-    prior_margin: float = defaults.SHIFT_PRIOR_MARGIN
-    replay: int = defaults.SHIFT_REPLAY
-    seed: int = defaults.SHIFT_REPLAY_SEED
-    min_var_fraction: float = defaults.SHIFT_MIN_VAR_FRACTION
-    var_floor: float = defaults.SHIFT_VAR_FLOOR
-    clip: float = defaults.SHIFT_CLIP
-    resample_every: int = defaults.SHIFT_RESAMPLE_EVERY
+    half_life: float = SHIFT_HALF_LIFE
+    margin: float = SHIFT_MARGIN
+    prior_margin: float = SHIFT_PRIOR_MARGIN
+    replay: int = SHIFT_REPLAY
+    seed: int = SHIFT_REPLAY_SEED
+    min_var_fraction: float = SHIFT_MIN_VAR_FRACTION
+    var_floor: float = SHIFT_VAR_FLOOR
+    clip: float = SHIFT_CLIP
+    resample_every: int = SHIFT_RESAMPLE_EVERY
 
 
 @dataclass(frozen=True)

@@ -10,19 +10,34 @@ import argparse
 import sys
 from pathlib import Path
 
-from service import defaults
-from training.cli_export import add_export, print_export
-from training.cli_shared import add_shift_arguments, import_training, shift_config, widths
+from foldserve.contract.data import DIGITS, LABEL_COLUMN, SPLIT_SEED, TEST_FRACTION, VAL_FRACTION
+from foldserve.contract.layout import MODEL_DIR, MODEL_FILE
+from foldserve.training.cli_export import print_export
+from foldserve.training.cli_shared import add_shift_arguments, import_training, shift_config, widths
+from foldserve.training.defaults import (
+    ARCH,
+    ARCHITECTURES,
+    BATCH_SIZE,
+    CNN_CHANNELS,
+    DEVICE,
+    DEVICES,
+    DROPOUT,
+    EPOCHS,
+    LEARNING_RATE,
+    MLP_HIDDEN,
+    OPTIMIZER,
+    OPTIMIZERS,
+    WEIGHT_DECAY,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the training subcommands to the root parser."""
+    """Add `foldserve train` to the root parser."""
     _add_train(subparsers)
-    add_export(subparsers)
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
-    from service.tools.commands import DefaultsHelpFormatter
+    from foldserve.client.commands import DefaultsHelpFormatter
 
     train = subparsers.add_parser(
         "train",
@@ -31,16 +46,16 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         description="Fit a BatchNorm network, recompute precise BN statistics, fold every BN into "
         "the neighbouring layers, and export a verified ONNX model with metadata. An existing "
         "model.onnx in --out is kept unless --overwrite is given. Under torchrun "
-        "(torchrun --nproc-per-node N -m service.cli train ...) it trains data-parallel: "
+        "(torchrun --nproc-per-node N -m foldserve.cli train ...) it trains data-parallel: "
         "--batch-size is the global batch, BN statistics are global, rank 0 writes the files.",
     )
     add = train.add_argument
-    add("--data", default=defaults.DIGITS, metavar="SOURCE", help="'digits', a .csv or an .npz")
-    add("--label-column", default=defaults.LABEL_COLUMN, metavar="NAME", help="CSV label column")
+    add("--data", default=DIGITS, metavar="SOURCE", help="'digits', a .csv or an .npz")
+    add("--label-column", default=LABEL_COLUMN, metavar="NAME", help="CSV label column")
     _add_model_flags(train)
     _add_fit_flags(train)
     add("--model-version", metavar="V", help="version recorded in the model (default: UTC time)")
-    add("--out", type=Path, default=Path(defaults.MODEL_DIR), metavar="DIR", help="output folder")
+    add("--out", type=Path, default=Path(MODEL_DIR), metavar="DIR", help="output folder")
     add("--overwrite", action="store_true", help="replace an existing model.onnx in --out")
     add("--no-progress", action="store_true", help="no progress bar")
     add("--dry-run", action="store_true", help="one batch per epoch (smoke test)")
@@ -51,8 +66,8 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 def _add_model_flags(train: argparse.ArgumentParser) -> None:
     # These default to None (the model spec's own default applies), so the help names it.
     add = train.add_argument
-    hidden, channels = (",".join(map(str, w)) for w in (defaults.MLP_HIDDEN, defaults.CNN_CHANNELS))
-    add("--arch", choices=defaults.ARCHITECTURES, default=defaults.ARCH, help="network to train")
+    hidden, channels = (",".join(map(str, w)) for w in (MLP_HIDDEN, CNN_CHANNELS))
+    add("--arch", choices=ARCHITECTURES, default=ARCH, help="network to train")
     add("--hidden", type=widths, metavar="W,W", help=f"MLP hidden widths (default: {hidden})")
     add("--channels", type=widths, metavar="C,C", help=f"CNN channels (default: {channels})")
     add("--no-input-bn", action="store_true", help="no BN over the raw inputs")
@@ -60,12 +75,12 @@ def _add_model_flags(train: argparse.ArgumentParser) -> None:
         "--dropout",
         type=float,
         metavar="P",
-        help=f"dropout after each hidden block (default: {defaults.DROPOUT})",
+        help=f"dropout after each hidden block (default: {DROPOUT})",
     )
 
 
 def _add_fit_flags(train: argparse.ArgumentParser) -> None:
-    epochs = ", ".join(f"{n} ({arch})" for arch, n in defaults.EPOCHS.items())
+    epochs = ", ".join(f"{n} ({arch})" for arch, n in EPOCHS.items())
     train.add_argument(
         "--epochs",
         type=int,
@@ -73,20 +88,16 @@ def _add_fit_flags(train: argparse.ArgumentParser) -> None:
         help=f"passes over the training split (default: {epochs})",
     )
     for flag, kind, default, metavar, text in (
-        ("--batch-size", int, defaults.BATCH_SIZE, "N", "examples per training step"),
-        ("--lr", float, defaults.LEARNING_RATE, "RATE", "peak learning rate (one-cycle schedule)"),
-        ("--weight-decay", float, defaults.WEIGHT_DECAY, "W", "the optimizer's weight decay"),
-        ("--seed", int, defaults.SPLIT_SEED, "N", "seed of the data split and of training"),
-        ("--val-fraction", float, defaults.VAL_FRACTION, "F", "share of each class to validate on"),
-        ("--test-fraction", float, defaults.TEST_FRACTION, "F", "share of each class to test on"),
+        ("--batch-size", int, BATCH_SIZE, "N", "examples per training step"),
+        ("--lr", float, LEARNING_RATE, "RATE", "peak learning rate (one-cycle schedule)"),
+        ("--weight-decay", float, WEIGHT_DECAY, "W", "the optimizer's weight decay"),
+        ("--seed", int, SPLIT_SEED, "N", "seed of the data split and of training"),
+        ("--val-fraction", float, VAL_FRACTION, "F", "share of each class to validate on"),
+        ("--test-fraction", float, TEST_FRACTION, "F", "share of each class to test on"),
     ):
         train.add_argument(flag, type=kind, default=default, metavar=metavar, help=text)
-    train.add_argument(
-        "--optimizer", choices=defaults.OPTIMIZERS, default=defaults.OPTIMIZER, help="optimizer"
-    )
-    train.add_argument(
-        "--device", choices=defaults.DEVICES, default=defaults.DEVICE, help="where to train"
-    )
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default=OPTIMIZER, help="optimizer")
+    train.add_argument("--device", choices=DEVICES, default=DEVICE, help="where to train")
     train.add_argument(
         "--moving-average-bn",
         action="store_true",
@@ -96,7 +107,7 @@ def _add_fit_flags(train: argparse.ArgumentParser) -> None:
 
 def _would_overwrite(args: argparse.Namespace) -> bool:
     """True (message on stderr) when --out holds a model.onnx and --overwrite was not given."""
-    existing = args.out / defaults.MODEL_FILE
+    existing = args.out / MODEL_FILE
     if not existing.exists() or args.overwrite:
         return False
     # The default --out is the model `make run` serves: never replace it by accident.
@@ -112,10 +123,10 @@ def _run_train(args: argparse.Namespace) -> int:
     if _would_overwrite(args):
         return 2
     pipeline = import_training()
-    from training.data import DataError
-    from training.export import ExportError
-    from training.fold import FoldError
-    from training.train import FitSettings
+    from foldserve.training.data import DataError
+    from foldserve.training.export import ExportError
+    from foldserve.training.fold import FoldError
+    from foldserve.training.train import FitSettings
 
     overrides = {
         key: value
@@ -127,7 +138,7 @@ def _run_train(args: argparse.Namespace) -> int:
         }.items()
         if value is not None
     }
-    epochs = args.epochs if args.epochs is not None else defaults.EPOCHS[args.arch]
+    epochs = args.epochs if args.epochs is not None else EPOCHS[args.arch]
     config = pipeline.TrainConfig(
         data=args.data,
         label_column=args.label_column,

@@ -8,11 +8,12 @@ import json
 import sys
 from pathlib import Path
 
-from training.cli_shared import add_shift_arguments, import_training, shift_config, widths
+from foldserve.training.cli_shared import add_shift_arguments, import_training, shift_config, widths
 
 
-def add_export(subparsers: argparse._SubParsersAction) -> None:
-    from service.tools.commands import DefaultsHelpFormatter
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `foldserve export` to the root parser."""
+    from foldserve.client.commands import DefaultsHelpFormatter
 
     export = subparsers.add_parser(
         "export",
@@ -71,8 +72,8 @@ def _run_export(args: argparse.Namespace) -> int:
     if args.module is not None or args.checkpoint is None:
         return _run_module_export(args)
     pipeline = import_training()
-    from training.export import ExportError
-    from training.fold import FoldError
+    from foldserve.training.export import ExportError
+    from foldserve.training.fold import FoldError
 
     if not args.checkpoint.is_file():
         print(f"foldserve export: checkpoint {args.checkpoint} does not exist", file=sys.stderr)
@@ -135,9 +136,9 @@ def _run_module_export(args: argparse.Namespace) -> int:
         print("foldserve export: --module needs --out DIR", file=sys.stderr)
         return 2
     import_training()
-    from training import export_module
-    from training.export import ExportError
-    from training.fold import FoldError
+    from foldserve.training import export_module
+    from foldserve.training.export import ExportError
+    from foldserve.training.fold import FoldError
 
     try:
         labels = args.class_labels

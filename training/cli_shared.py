@@ -6,32 +6,37 @@ from __future__ import annotations
 import argparse
 import sys
 
-from service import defaults
+from foldserve.core.shift.settings import (
+    SHIFT_HALF_LIFE,
+    SHIFT_MARGIN,
+    SHIFT_PRIOR_MARGIN,
+    SHIFT_REPLAY,
+)
 
 
 def add_shift_arguments(parser: argparse.ArgumentParser) -> None:
     """The shift monitor's calibration settings, written into the model file."""
     group = parser.add_argument_group("covariate-shift calibration (a clean replay at export)")
     group.add_argument(
-        "--shift-half-life", type=float, default=defaults.SHIFT_HALF_LIFE,
+        "--shift-half-life", type=float, default=SHIFT_HALF_LIFE,
         help="examples after which an observation's weight has halved",
     )  # fmt: skip
     group.add_argument(
-        "--shift-margin", type=float, default=defaults.SHIFT_MARGIN,
+        "--shift-margin", type=float, default=SHIFT_MARGIN,
         help="layer thresholds: this times the clean replay's maximum",
     )  # fmt: skip
     group.add_argument(
-        "--shift-prior-margin", type=float, default=defaults.SHIFT_PRIOR_MARGIN,
+        "--shift-prior-margin", type=float, default=SHIFT_PRIOR_MARGIN,
         help="class-prior threshold: this times its clean maximum",
     )  # fmt: skip
     group.add_argument(
-        "--shift-replay", type=int, default=defaults.SHIFT_REPLAY,
+        "--shift-replay", type=int, default=SHIFT_REPLAY,
         help="requests in the clean replay of the validation split",
     )  # fmt: skip
 
 
 def shift_config(args: argparse.Namespace):
-    from training.calibrate import ShiftConfig
+    from foldserve.training.calibrate import ShiftConfig
 
     return ShiftConfig(
         half_life=args.shift_half_life,
@@ -55,7 +60,7 @@ def widths(text: str) -> tuple[int, ...]:
 
 def import_training():
     try:
-        from training import pipeline
+        from foldserve.training import pipeline
     except ImportError as exc:
         sys.exit(
             "foldserve: training needs the train extra (`make venv`, or "

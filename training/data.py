@@ -1,4 +1,4 @@
-"""Data for training: the shared data sets (see `service.datasets`) as torch loaders."""
+"""Data for training: the shared data sets (see `foldserve.datasets`) as torch loaders."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch.utils.data import (
     TensorDataset,
 )
 
-from service.datasets import DataError, Dataset, Split, load_dataset, split_dataset
+from foldserve.datasets import DataError, Dataset, Split, load_dataset, split_dataset
 
 __all__ = [
     "DataError",

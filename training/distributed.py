@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from training.batchnorm import BN_TYPES
+from foldserve.training.batchnorm import BN_TYPES
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The old TorchScript exporter (`dynamo=False`) is used on purpose: it maps our already-folded graph
 one to one (Gemm/Conv/Relu/MaxPool), needs no onnxscript, and does no BN folding of its own that
 could hide a fold we missed; the zero-BatchNormalization check below is then a real check.
-The metadata is written through the model-file contract (`service.contract`).
+The metadata is written through the model-file contract (`foldserve.contract`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import onnx
 import torch
 from torch import nn
 
-from service import contract
-from service.contract import (
+from foldserve import contract
+from foldserve.contract import (
     INPUT_NAME,
     LOGITS,
     OUTPUT_NAMES,
@@ -31,12 +31,13 @@ from service.contract import (
     ShiftCalibration,
     Tap,
 )
-from service.defaults import CARD_FILE, MODEL_FILE
-from service.runtime import ort
-from service.version import VERSION
-from training.calibrate import HeldOut, ShiftConfig, calibrate
-from training.fold import FoldResult, fold_batchnorm
-from training.taps import WithProbabilities, reference_taps, tapped_module
+from foldserve.contract.layout import MODEL_FILE
+from foldserve.runtime import ort
+from foldserve.training.calibrate import HeldOut, ShiftConfig, calibrate
+from foldserve.training.defaults import CARD_FILE
+from foldserve.training.fold import FoldResult, fold_batchnorm
+from foldserve.training.taps import WithProbabilities, reference_taps, tapped_module
+from foldserve.version import VERSION
 
 OPSET = 17
 # Folded vs unfolded outputs (float32) and one example alone vs inside a batch.

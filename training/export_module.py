@@ -7,7 +7,7 @@ or, in Python, `export_torch_module(module, out_dir, input_shape)`. Either folds
 (`training.fold.fold_batchnorm`), exports ONNX, verifies the file against the unfolded module in
 onnxruntime (within 1e-5, and one example alone against the same example inside a batch) and
 writes the model-file metadata and card.json: the same path and checks as `foldserve train`
-(`training.export.export_model`). The module must take one float32 tensor ``[batch,
+(`foldserve.training.export.export_model`). The module must take one float32 tensor ``[batch,
 *input_shape]`` and return ``[batch, classes]`` logits; the file serves with `foldserve serve`.
 
 A BN that cannot fold exactly (its reasons are in the fold report) stops the export by default,
@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from service import defaults
-from training.export import ExportError, ExportResult, ModelInfo, export_model
-from training.fold import fold_batchnorm
+from foldserve.training.defaults import MODULE_CHECK_EXAMPLES, MODULE_DATASET, ONNX_FOLD_SEED
+from foldserve.training.export import ExportError, ExportResult, ModelInfo, export_model
+from foldserve.training.fold import fold_batchnorm
 
 
 class ModuleError(ValueError):
@@ -47,7 +47,7 @@ def export_torch_module(
     allow_unfolded: bool = False,
     model_version: str | None = None,
     arch: str | None = None,
-    dataset: str = defaults.MODULE_DATASET,
+    dataset: str = MODULE_DATASET,
 ) -> ExportResult:
     """Fold, export and verify ``module`` into ``out_dir/model.onnx`` (and card.json).
 
@@ -58,7 +58,7 @@ def export_torch_module(
         input_shape: one example's shape, without the batch axis.
         class_labels: one per output column; default ``"0"`` … ``"N-1"``.
         check_inputs: examples ``[N, *input_shape]`` to verify on (real data verifies best);
-            default `defaults.MODULE_CHECK_EXAMPLES` standard-normal ones, seeded.
+            default `MODULE_CHECK_EXAMPLES` standard-normal ones, seeded.
         allow_unfolded: export even when some BN cannot fold (kept as BatchNormalization).
         model_version: recorded in the file (default: the UTC time).
         arch: recorded as the model's architecture (default: the module's class name).
@@ -180,8 +180,8 @@ def _check_inputs(inputs: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarr
     if not shape or min(shape) < 1:
         raise ModuleError(f"input shape {list(shape)}: expected positive sizes")
     if inputs is None:
-        rng = np.random.default_rng(defaults.ONNX_FOLD_SEED)
-        inputs = rng.standard_normal((defaults.MODULE_CHECK_EXAMPLES, *shape))
+        rng = np.random.default_rng(ONNX_FOLD_SEED)
+        inputs = rng.standard_normal((MODULE_CHECK_EXAMPLES, *shape))
     inputs = np.ascontiguousarray(inputs, dtype=np.float32)
     if inputs.shape[1:] != shape or len(inputs) < 2:
         raise ModuleError(

@@ -7,7 +7,13 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from service.defaults import ARCHITECTURES, CNN_CHANNELS, CNN_HEAD_WIDTH, DROPOUT, MLP_HIDDEN
+from foldserve.training.defaults import (
+    ARCHITECTURES,
+    CNN_CHANNELS,
+    CNN_HEAD_WIDTH,
+    DROPOUT,
+    MLP_HIDDEN,
+)
 
 
 @dataclass(frozen=True)

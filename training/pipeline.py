@@ -10,15 +10,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from service import defaults
-from training import distributed
-from training.calibrate import HeldOut, ShiftConfig, class_priors
-from training.data import Dataset, load_dataset, make_loader, split_dataset
-from training.distributed import Workers
-from training.export import ExportResult, ModelInfo, export_model
-from training.models import ModelSpec, build_model
-from training.precise_bn import recompute_bn_statistics
-from training.train import FitSettings, evaluate, fit, resolve_device, seed_everything
+from foldserve.contract.data import DIGITS, LABEL_COLUMN, SPLIT_SEED, TEST_FRACTION, VAL_FRACTION
+from foldserve.contract.layout import MODEL_DIR
+from foldserve.training import distributed
+from foldserve.training.calibrate import HeldOut, ShiftConfig, class_priors
+from foldserve.training.data import Dataset, load_dataset, make_loader, split_dataset
+from foldserve.training.defaults import (
+    ARCH,
+    BATCH_SIZE,
+    CHECKPOINT_FILE,
+    DEVICE,
+    EVAL_BATCH_SIZE,
+    HISTORY_FILE,
+)
+from foldserve.training.distributed import Workers
+from foldserve.training.export import ExportResult, ModelInfo, export_model
+from foldserve.training.models import ModelSpec, build_model
+from foldserve.training.precise_bn import recompute_bn_statistics
+from foldserve.training.train import FitSettings, evaluate, fit, resolve_device, seed_everything
 
 # Examples kept in the checkpoint so that `foldserve export` can verify without the data set.
 CHECK_EXAMPLES = 256
@@ -26,15 +35,15 @@ CHECK_EXAMPLES = 256
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str = defaults.DIGITS
-    label_column: str = defaults.LABEL_COLUMN
-    arch: str = defaults.ARCH
-    out: Path = Path(defaults.MODEL_DIR)
-    batch_size: int = defaults.BATCH_SIZE
-    seed: int = defaults.SPLIT_SEED
-    device: str = defaults.DEVICE
-    val_fraction: float = defaults.VAL_FRACTION
-    test_fraction: float = defaults.TEST_FRACTION
+    data: str = DIGITS
+    label_column: str = LABEL_COLUMN
+    arch: str = ARCH
+    out: Path = Path(MODEL_DIR)
+    batch_size: int = BATCH_SIZE
+    seed: int = SPLIT_SEED
+    device: str = DEVICE
+    val_fraction: float = VAL_FRACTION
+    test_fraction: float = TEST_FRACTION
     precise_bn: bool = True
     model_version: str | None = None
     spec_overrides: dict = field(default_factory=dict)
@@ -94,8 +103,8 @@ def _train(config: TrainConfig, workers: Workers, device: torch.device) -> Train
 
     batch, world = config.batch_size, workers.world_size
     train_loader = make_loader(split.train, shape, batch, True, config.seed, world)
-    val_loader = make_loader(split.val, shape, defaults.EVAL_BATCH_SIZE, False)
-    test_loader = make_loader(split.test, shape, defaults.EVAL_BATCH_SIZE, False)
+    val_loader = make_loader(split.val, shape, EVAL_BATCH_SIZE, False)
+    test_loader = make_loader(split.test, shape, EVAL_BATCH_SIZE, False)
     started = time.perf_counter()
     history = fit(model, train_loader, val_loader, config.fit, device, workers)
     metrics: dict = {
@@ -113,13 +122,13 @@ def _train(config: TrainConfig, workers: Workers, device: torch.device) -> Train
         "moving_average_bn": _accuracies(model, val_loader, test_loader, device),
         "precise_bn": config.precise_bn,
     }
-    ordered_train_loader = make_loader(split.train, shape, defaults.EVAL_BATCH_SIZE, False)
+    ordered_train_loader = make_loader(split.train, shape, EVAL_BATCH_SIZE, False)
     final = metrics["moving_average_bn"]
     if config.precise_bn:
         own_part = make_loader(
             split.train,
             shape,
-            defaults.EVAL_BATCH_SIZE,
+            EVAL_BATCH_SIZE,
             False,
             part=workers.share(len(split.train)),
         )
@@ -136,14 +145,14 @@ def _train(config: TrainConfig, workers: Workers, device: torch.device) -> Train
 def _write(config, model, spec, split, shape, dataset, metrics, history) -> TrainResult:
     """Rank 0 only: history, checkpoint, then the folded, verified model.onnx and its card."""
     config.out.mkdir(parents=True, exist_ok=True)
-    (config.out / defaults.HISTORY_FILE).write_text(json.dumps(history.epochs, indent=2) + "\n")
+    (config.out / HISTORY_FILE).write_text(json.dumps(history.epochs, indent=2) + "\n")
     model = model.cpu()
     check_inputs = np.ascontiguousarray(split.train.features[:CHECK_EXAMPLES].reshape((-1, *shape)))
     info = ModelInfo(
         config.arch, dataset.name, shape, dataset.class_labels, metrics, config.model_version
     )
     held_out = _held_out(split, shape)
-    checkpoint = config.out / defaults.CHECKPOINT_FILE
+    checkpoint = config.out / CHECKPOINT_FILE
     save_checkpoint(checkpoint, model, spec, info, check_inputs, held_out)
     export = export_model(model, config.out, info, check_inputs, held_out, config.shift)
     return TrainResult(metrics, export, checkpoint)

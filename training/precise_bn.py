@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from training.batchnorm import BN_TYPES
+from foldserve.training.batchnorm import BN_TYPES
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Folding removes the BN layers, not the tensors they saw: a BN folded backward into its producer
 is the producer's output now, one folded forward into its consumer reads the consumer's input.
 `tapped_module` makes the folded network return, beside its logits, the moments of each of those
-tensors (`service.contract.shift`: `[batch, 2 · channels]`, a conv's averaged over space) and all
+tensors (`foldserve.contract.shift`: `[batch, 2 · channels]`, a conv's averaged over space) and all
 of them end to end, and
 `reference_taps` computes the same from the *unfolded* network's BNs, to check the file against.
 """
@@ -17,8 +17,8 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from service.contract import BACKWARD, BN_INPUT, BN_OUTPUT, BNStats, Tap, tap_name
-from training.fold import FoldResult
+from foldserve.contract import BACKWARD, BN_INPUT, BN_OUTPUT, BNStats, Tap, tap_name
+from foldserve.training.fold import FoldResult
 
 
 def moments(x: torch.Tensor) -> torch.Tensor:

@@ -12,10 +12,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from service import defaults
-from service.defaults import OPTIMIZERS
-from training import distributed
-from training.distributed import Workers
+from foldserve.training import distributed
+from foldserve.training.defaults import (
+    ARCH,
+    EPOCHS,
+    LEARNING_RATE,
+    OPTIMIZER,
+    OPTIMIZERS,
+    WEIGHT_DECAY,
+)
+from foldserve.training.distributed import Workers
 
 # Learning-rate schedules `fit` knows: the one-cycle default, or a constant rate (the lab compares
 # learning speed at fixed rates, as Ioffe & Szegedy did, which a warm-up would blur).
@@ -24,10 +30,10 @@ SCHEDULES = ("one-cycle", "constant")
 
 @dataclass(frozen=True)
 class FitSettings:
-    epochs: int = defaults.EPOCHS[defaults.ARCH]
-    learning_rate: float = defaults.LEARNING_RATE
-    optimizer: str = defaults.OPTIMIZER
-    weight_decay: float = defaults.WEIGHT_DECAY
+    epochs: int = EPOCHS[ARCH]
+    learning_rate: float = LEARNING_RATE
+    optimizer: str = OPTIMIZER
+    weight_decay: float = WEIGHT_DECAY
     progress: bool = True
     dry_run: bool = False  # one batch per epoch: for smoke tests
     schedule: str = "one-cycle"

@@ -1,142 +1,85 @@
-"""`inference.GRPCInferenceService`: the Open Inference Protocol (KServe V2), as Triton has it."""
+"""`inference.GRPCInferenceService`: the Open Inference Protocol (KServe V2), as Triton has it.
+
+Each method decodes its request, calls the data plane and encodes the answer.
+"""
 
 from __future__ import annotations
 
-from service._proto.inference import grpc_predict_v2_pb2 as pb
-from service.api.datatypes import datatype_of
-from service.api.graph_tensors import decode_graph_inputs, encode_graph_outputs, shown_shape
-from service.api.tensors import (
-    FP32,
-    check_request_id,
-    decode_infer_inputs,
-    encode_infer_outputs,
-    requested_outputs,
-)
-from service.core.call import Call
-from service.core.errors import invalid, not_found
-from service.core.model import Model
-from service.core.repository import ModelRepository
-from service.defaults import SERVER_NAME
-from service.version import VERSION
+from foldserve._proto.inference import grpc_predict_v2_pb2 as pb
+from foldserve.api.v2_tensors import decode_request, encode_response
+from foldserve.core.call import Call
+from foldserve.core.dataplane import DataPlane, required
+from foldserve.core.datatypes import datatype_of
+from foldserve.core.model import Model
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 # Triton's platform name for ONNX models, which its clients know.
 PLATFORM = "onnxruntime_onnx"
-# Triton's model states in RepositoryIndex.
-READY = "READY"
-UNAVAILABLE = "UNAVAILABLE"
+NAME_FIELDS = ("name", "version")
+INFER_FIELDS = ("model_name", "model_version")
 
 
 class InferenceAdapter:
-    """Serves the repository's model over the V2 protocol."""
+    """Serves the data plane over the V2 protocol."""
 
-    def __init__(self, repository: ModelRepository) -> None:
-        self._repository = repository
+    def __init__(self, plane: DataPlane) -> None:
+        self._plane = plane
 
     def ServerLive(self, request: pb.ServerLiveRequest, call: Call) -> pb.ServerLiveResponse:
-        return pb.ServerLiveResponse(live=True)
+        return pb.ServerLiveResponse(live=self._plane.server_live(call))
 
     def ServerReady(self, request: pb.ServerReadyRequest, call: Call) -> pb.ServerReadyResponse:
-        # The gate refuses calls while draining, so a call that gets here is ready.
-        return pb.ServerReadyResponse(ready=True)
-
-    def ModelReady(self, request: pb.ModelReadyRequest, call: Call) -> pb.ModelReadyResponse:
-        self._resolve(call, request.name, request.version, "name", "version")
-        return pb.ModelReadyResponse(ready=True)
+        return pb.ServerReadyResponse(ready=self._plane.server_ready(call))
 
     def ServerMetadata(
         self, request: pb.ServerMetadataRequest, call: Call
     ) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name=SERVER_NAME, version=VERSION)
+        info = self._plane.server_metadata(call)
+        return pb.ServerMetadataResponse(
+            name=info.name, version=info.version, extensions=info.extensions
+        )
+
+    def ModelReady(self, request: pb.ModelReadyRequest, call: Call) -> pb.ModelReadyResponse:
+        self._required(request.name, "name")
+        ready = self._plane.model_ready(call, request.name, request.version, NAME_FIELDS)
+        return pb.ModelReadyResponse(ready=ready)
 
     def ModelMetadata(
         self, request: pb.ModelMetadataRequest, call: Call
     ) -> pb.ModelMetadataResponse:
-        served = self._resolve(call, request.name, request.version, "name", "version")
-        versions = [v.version for v in self._repository.versions]
-        return model_metadata(served.model, versions)
+        self._required(request.name, "name")
+        model, versions = self._plane.model_metadata(
+            call, request.name, request.version, NAME_FIELDS
+        )
+        return model_metadata(model, versions)
 
     def ModelInfer(self, request: pb.ModelInferRequest, call: Call) -> pb.ModelInferResponse:
-        served = self._resolve(
-            call, request.model_name, request.model_version, "model_name", "model_version"
-        )
-        model = served.model
-        check_request_id(request.id, "id")
-        if model.foreign is not None:
-            return self._infer_graph(request, served, call)
-        batch, raw = decode_infer_inputs(request, model)
-        names = requested_outputs(request, model)
-        outputs = served.runner.run(batch, call)
-        response = pb.ModelInferResponse(
-            model_name=model.name, model_version=model.version, id=request.id
-        )
-        encode_infer_outputs(response, outputs, names, raw)
-        return response
-
-    def _infer_graph(
-        self, request: pb.ModelInferRequest, served, call: Call
-    ) -> pb.ModelInferResponse:
-        """`ModelInfer` of a model foldserve did not train: any inputs and outputs its graph has."""
-        model = served.model
-        feeds, raw = decode_graph_inputs(request, model.foreign.graph)
-        names = requested_outputs(request, model)
-        outputs = served.runner.run_graph(feeds, names, call)
-        response = pb.ModelInferResponse(
-            model_name=model.name, model_version=model.version, id=request.id
-        )
-        encode_graph_outputs(response, outputs, names, raw)
-        return response
+        self._required(request.model_name, "model_name")
+        decoded, raw = decode_request(request)
+        return encode_response(self._plane.infer(call, decoded), raw)
 
     def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, call: Call
     ) -> pb.RepositoryIndexResponse:
-        if request.repository_name:
-            raise not_found(
-                f"repository_name: unknown repository {request.repository_name!r}; this server "
-                "has one, named ''"
-            )
+        entries = self._plane.repository_index(call, request.repository_name, request.ready)
         index = pb.RepositoryIndexResponse.ModelIndex
-        repository = self._repository
         models = [
-            index(name=repository.name, version=v.version, state=READY) for v in repository.versions
+            index(name=e.name, version=e.version, state=e.state, reason=e.reason) for e in entries
         ]
-        if not request.ready:
-            models += [
-                index(name=repository.name, version=r.version, state=UNAVAILABLE, reason=r.reason)
-                for r in repository.refused
-            ]
         return pb.RepositoryIndexResponse(models=models)
 
-    def _resolve(self, call: Call, name: str, version: str, name_field: str, version_field: str):
-        # The V2 protocol makes the model name required (the Predictor API does not).
-        if not name:
-            raise invalid(
-                f"{name_field}: required by the V2 protocol; this server serves "
-                f"{self._repository.name!r}"
-            )
-        return self._repository.resolve(call, name, version, name_field, version_field)
+    def _required(self, name: str, field: str) -> None:
+        required(name, field, self._plane.repository.name)
 
 
 def model_metadata(model: Model, versions: list[str]) -> pb.ModelMetadataResponse:
-    """`ModelMetadata`'s answer for a model: its tensors, batch dimension first (-1); for a model
-    foldserve did not train, as its graph has them (-1: a dynamic dimension)."""
+    """`ModelMetadata`'s answer for a model: its tensors as its graph has them (-1: a dynamic
+    dimension, the batch dimension first)."""
     tensor = pb.ModelMetadataResponse.TensorMetadata
-    if model.foreign is not None:
-        graph = model.foreign.graph
-        inputs, outputs = (
-            [
-                tensor(name=t.name, datatype=datatype_of(t.dtype).name, shape=shown_shape(t))
-                for t in ts
-            ]
-            for ts in (graph.inputs, graph.outputs)
-        )
-        return pb.ModelMetadataResponse(
-            name=model.name, versions=versions, platform=PLATFORM, inputs=inputs, outputs=outputs
-        )
+    inputs, outputs = (
+        [tensor(name=t.name, datatype=datatype_of(t.dtype).name, shape=t.shown_shape) for t in ts]
+        for ts in (model.inputs, model.outputs)
+    )
     return pb.ModelMetadataResponse(
-        name=model.name,
-        versions=versions,
-        platform=PLATFORM,
-        inputs=[tensor(name=model.input.name, datatype=FP32, shape=[-1, *model.input.shape])],
-        outputs=[tensor(name=o.name, datatype=FP32, shape=[-1, *o.shape]) for o in model.outputs],
+        name=model.name, versions=versions, platform=PLATFORM, inputs=inputs, outputs=outputs
     )

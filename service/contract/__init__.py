@@ -4,15 +4,15 @@ Training writes a model file through `to_properties`, the server reads it back t
 `from_properties`, and the test fixtures build theirs the same way; a fold of someone else's
 ONNX file records just its BN statistics and fold report, through `fold_properties` and
 `read_fold_properties`. No other module spells a metadata key. Everything travels in the ONNX
-file's `metadata_props` under the keys of `service.contract.metadata` (its docstring has the
+file's `metadata_props` under the keys of `foldserve.contract.metadata` (its docstring has the
 table), as typed records:
 
 - `ModelMetadata`: the whole of it, one field per key;
 - `BNStats`: one folded BatchNorm's statistics (the shift monitor's reference);
 - `FoldReport` (`FoldedLayer`, `LeftLayer`): what folded into what, what was left and why;
 - `Tap`, `ShiftCalibration` (`LayerCalibration`): the shift monitor's graph outputs and the
-  thresholds a clean replay set at export (`service.contract.shift` documents both);
-- `ModelConfig`: the optional `config.json` next to a model file (`service.contract.config`:
+  thresholds a clean replay set at export (`foldserve.contract.shift` documents both);
+- `ModelConfig`: the optional `config.json` next to a model file (`foldserve.contract.config`:
   its keys), read with `parse_config`.
 
 Graph names are part of the contract too: the input `input` and the outputs `logits` and
@@ -20,9 +20,9 @@ Graph names are part of the contract too: the input `input` and the outputs `log
 `tap.<layer>` (`tap_name`), each `[batch, 2 · channels]`, and `taps`, all of them end to end.
 """
 
-from service.contract.config import CONFIG_FILE, ModelConfig, parse_config
-from service.contract.fields import ContractError
-from service.contract.metadata import (
+from foldserve.contract.config import CONFIG_FILE, ModelConfig, parse_config
+from foldserve.contract.fields import ContractError
+from foldserve.contract.metadata import (
     FORMAT_VERSION,
     INPUT_DTYPE,
     INPUT_NAME,
@@ -37,7 +37,7 @@ from service.contract.metadata import (
     read_fold_properties,
     to_properties,
 )
-from service.contract.records import (
+from foldserve.contract.records import (
     BACKWARD,
     DIRECTIONS,
     FORWARD,
@@ -46,7 +46,7 @@ from service.contract.records import (
     FoldReport,
     LeftLayer,
 )
-from service.contract.shift import (
+from foldserve.contract.shift import (
     BN_INPUT,
     BN_OUTPUT,
     TAP_PREFIX,

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from service.contract.fields import ContractError
+from foldserve.contract.fields import ContractError
 
 CONFIG_FILE = "config.json"
 NAME = "name"

@@ -37,9 +37,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.contract.fields import ContractError
-from service.contract.records import BNStats, FoldReport
-from service.contract.shift import ShiftCalibration, Tap
+from foldserve.contract.fields import ContractError
+from foldserve.contract.records import BNStats, FoldReport
+from foldserve.contract.shift import ShiftCalibration, Tap
 
 FORMAT_VERSION = "1"
 INPUT_NAME = "input"

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.contract import fields
+from foldserve.contract import fields
 
 BACKWARD = "backward"  # the BN followed its producer and folded into it
 FORWARD = "forward"  # the BN preceded its consumer and folded into it

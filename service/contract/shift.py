@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from service.contract import fields
+from foldserve.contract import fields
 
 TAP_PREFIX = "tap."
 TAPS = "taps"  # every tap, end to end

@@ -14,23 +14,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
-from service.defaults import BATCH_MAX_EXAMPLES, BATCH_MIN_IN_FLIGHT
-
 Outputs = dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class BatchSettings:
-    """`foldserve serve --batching`: off, or on for `min_in_flight` calls in flight and more,
-    at most `max_batch` examples per run."""
-
-    enabled: bool = False
-    min_in_flight: int = BATCH_MIN_IN_FLIGHT
-    max_batch: int = BATCH_MAX_EXAMPLES
 
 
 class _Waiting:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from service.runtime import ort
+from foldserve.runtime import ort
 
 
 class BoundRuns:

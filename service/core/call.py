@@ -1,29 +1,69 @@
-"""What the core knows of one call: plain numbers and the series of the version that answers it."""
+"""One call as the data plane sees it: plain values from the adapter that received it, and what
+the data plane learns while answering it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from service.metrics import VersionMetrics
+    from foldserve.core.metrics import VersionMetrics
+
+NO_HEADERS: tuple[tuple[str, Any], ...] = ()
 
 
 class Call:
-    """One call as the core sees it.
+    """One call (or one message of a stream).
 
-    Attributes:
-        started: when the call's handler started (`time.perf_counter`).
+    Given by the adapter:
+        method: the protocol operation ("ModelInfer", "Predict", ...), the metrics' label.
+        protocol: "grpc" or "http".
+        started: when the adapter started handling it (`time.perf_counter`).
         deadline: when the caller stops waiting (`time.monotonic`), None for never.
-        metrics: the series of the model version that answers it, once the request named one
-            (set by `ModelRepository.resolve`); they record the call.
-        data: the request's bytes as they arrived (b"" when not known), for decoders that read a
-            packed field straight from them rather than through protobuf's container.
+        headers: reads the call's headers (gRPC metadata, HTTP headers) as (lower-case name,
+            value) pairs; called only when something needs them (the token, the access log).
+        peer: reads the caller's address, for the access log.
+        in_stream: a message of a stream already admitted (`DataPlane.open_stream`).
+
+    Kept by the data plane (`core.dataplane`), never by anything it calls:
+        admitted: the call holds a slot of the admission gate.
+        decode_started: when admission ended and decoding began (`time.perf_counter`).
+        series: the metric series of the version that answers it, once it named one.
+        request_id: the caller's id for it (the request's, or the `x-request-id` header).
     """
 
-    __slots__ = ("data", "deadline", "metrics", "started")
+    __slots__ = (
+        "admitted",
+        "deadline",
+        "decode_started",
+        "headers",
+        "in_stream",
+        "method",
+        "peer",
+        "protocol",
+        "request_id",
+        "series",
+        "started",
+    )
 
-    def __init__(self, started: float, deadline: float | None, data: bytes = b"") -> None:
+    def __init__(
+        self,
+        method: str,
+        protocol: str,
+        started: float,
+        deadline: float | None = None,
+        headers: Callable[[], Iterable[tuple[str, Any]]] = lambda: NO_HEADERS,
+        peer: Callable[[], str] = str,
+        in_stream: bool = False,
+    ) -> None:
+        self.method = method
+        self.protocol = protocol
         self.started = started
         self.deadline = deadline
-        self.metrics: VersionMetrics | None = None
-        self.data = data
+        self.headers = headers
+        self.peer = peer
+        self.in_stream = in_stream
+        self.admitted = False
+        self.decode_started = started
+        self.series: VersionMetrics | None = None
+        self.request_id = ""

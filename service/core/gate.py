@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 
-from service.core.errors import RequestError, Status
+from foldserve.core.errors import RequestError, Status
 
 DRAINING = "server is shutting down (draining); retry on another replica"
 

@@ -1,11 +1,11 @@
 """Load one model file, check everything about it up front, and return a `Model`.
 
-Every check of a file happens at load time, so a model that loads can be served. A file with
-foldserve metadata is checked against it (`model_checks`): the metadata against the contract
-(`service.contract`), the graph against the metadata, one real run, the input BatchNorm's
-statistics against the input shape, and the shift monitor's taps and calibration against the
-graph and the BN statistics. A file without (a model foldserve did not train) is read from its
-graph (`foreign`). Either may have a `config.json` beside it (`model_config`).
+One path for every file. The graph gives the inputs and outputs; foldserve's metadata, when the
+file has it, adds the class labels, the training record, the BN statistics and the shift
+monitor's taps and calibration, and is checked against the graph (`model_checks`); a file without
+it (a model foldserve did not train) may still record a fold (`foldserve fold`) and be
+classifier-shaped (`graph.classifier_of`). Either may have a `config.json` beside it
+(`model_config`). Every check happens here, so a model that loads can be served.
 """
 
 from __future__ import annotations
@@ -14,24 +14,42 @@ import hashlib
 import os
 from pathlib import Path
 
-from service import contract
-from service.contract import TAP_PREFIX, TAPS, ContractError, ModelConfig
-from service.core.errors import ModelError
-from service.core.foreign import read_foreign
-from service.core.model import Model
-from service.core.model_checks import check_foldserve_model
-from service.core.model_config import config_for
-from service.core.onnx_opset import default_opset
-from service.core.onnx_prune import without_outputs
-from service.defaults import MODEL_NAME
-from service.runtime import ort
+from foldserve import contract
+from foldserve.contract import (
+    LOGITS,
+    PROBABILITIES,
+    TAP_PREFIX,
+    TAPS,
+    ContractError,
+    FoldReport,
+    ModelConfig,
+    ModelMetadata,
+)
+from foldserve.contract.layout import MODEL_NAME
+from foldserve.core.errors import ModelError
+from foldserve.core.graph import Classifier, TensorSpec, check_run, classifier_of, read_tensors
+from foldserve.core.model import Model
+from foldserve.core.model_checks import check_against_metadata, check_metadata_graph
+from foldserve.core.model_config import config_for
+from foldserve.core.onnx_opset import default_opset
+from foldserve.core.shift.input_tap import input_bn_tap, null_calibration
+from foldserve.core.shift.prune import without_outputs
+from foldserve.core.shift.source import ShiftSource
+from foldserve.runtime import ort
+
+FOREIGN_VERSION = "1"  # the version of a single file that names none and has no metadata
+MONITOR_OFF = "the server runs with --shift-monitor off"
+NO_INPUT_BN = (
+    "foldserve did not export the model file: the monitor needs a BN over the model input, "
+    "recorded by `foldserve fold`, on a classifier's vector input"
+)
 
 
 def session_options() -> ort.SessionOptions:
     """The onnxruntime options every served model runs with."""
     options = ort.SessionOptions()
     # One example at a time is ~10 µs of compute: extra threads only add wake-up latency, and the
-    # gRPC thread pool already runs calls in parallel.
+    # server already runs calls in parallel.
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -55,8 +73,7 @@ def load_model(
         version: the version it is served as (a model repository's version directory); None
             for a single file: the config's version, else the one its metadata records ("1" for
             a file without foldserve metadata).
-        monitor: load the tapped graph for a shift monitor, when the file has taps and a
-            calibration.
+        monitor: load what the shift monitor runs on, when the file allows one.
 
     Raises:
         ModelError: missing or unreadable file, not ONNX, bad foldserve metadata, a graph that
@@ -67,50 +84,143 @@ def load_model(
     file = Path(path)
     data = _read(file, where)
     config = config_for(file, in_repository=version is not None)
-    session = _session(data, where)
-    properties = session.get_modelmeta().custom_metadata_map
-    common = {
-        "name": name or config.name or MODEL_NAME,
-        "path": str(file.resolve()),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "opset": default_opset(data),
-    }
+    full = _session(data, where)
+    properties = full.get_modelmeta().custom_metadata_map
+    metadata = _metadata(properties, where)
+    session = full
+    if any(_is_tap(o.name) for o in full.get_outputs()):
+        session = _session(without_outputs(data, _is_tap), where)
+    inputs, outputs = read_tensors(session, where)
+    if metadata is not None:
+        check_metadata_graph(where, metadata, inputs, outputs)
+    classifier, reason = _classifier(metadata, inputs, outputs)
+    bn_stats, report, written_by = _fold_record(metadata, properties, where)
+    served = version or config.version or (metadata.model_version if metadata else FOREIGN_VERSION)
+    model = Model(
+        name=name or config.name or MODEL_NAME,
+        version=served,
+        path=str(file.resolve()),
+        sha256=hashlib.sha256(data).hexdigest(),
+        opset=default_opset(data),
+        session=session,
+        inputs=inputs,
+        outputs=outputs,
+        classifier=classifier,
+        class_labels=_class_labels(metadata, classifier, reason, config, where),
+        not_classifier=reason,
+        bn_stats=bn_stats,
+        fold_report=report,
+        foldserve_version=written_by,
+        training=metadata,
+        **_shift(metadata, bn_stats, classifier, full, monitor),
+    )
+    if metadata is not None:
+        check_against_metadata(where, model)
+    else:
+        check_run(session, inputs, where)
+    return model
+
+
+def _is_tap(name: str) -> bool:
+    return name == TAPS or name.startswith(TAP_PREFIX)
+
+
+def _metadata(properties: dict[str, str], where: str) -> ModelMetadata | None:
     if not contract.has_metadata(properties):
-        foreign = read_foreign(session, properties, config, where)
-        served = version or config.version or FOREIGN_VERSION
-        return Model(**common, version=served, metadata=None, session=session, foreign=foreign)
-    return _foldserve_model(data, session, properties, config, where, common, version, monitor)
-
-
-FOREIGN_VERSION = "1"  # the version of a single file that names none
-
-
-def _foldserve_model(
-    data: bytes,
-    session: ort.InferenceSession,
-    properties: dict[str, str],
-    config: ModelConfig,
-    where: str,
-    common: dict,
-    version: str | None,
-    monitor: bool,
-) -> Model:
+        return None
     try:
-        metadata = contract.from_properties(properties)
+        return contract.from_properties(properties)
     except ContractError as exc:
         raise ModelError(f"{where}: {exc}") from None
-    tapped = None
-    if metadata.taps:
-        if monitor and metadata.shift_calibration is not None:
-            tapped = session
-        pruned = without_outputs(data, lambda n: n == TAPS or n.startswith(TAP_PREFIX))
-        session = _session(pruned, where)
-    served = version or config.version or metadata.model_version
-    model = Model(
-        **common, version=served, metadata=metadata, session=session, tapped_session=tapped
-    )
-    check_foldserve_model(where, model, config)
-    return model
+
+
+def _classifier(
+    metadata: ModelMetadata | None,
+    inputs: tuple[TensorSpec, ...],
+    outputs: tuple[TensorSpec, ...],
+) -> tuple[Classifier | None, str]:
+    """The classifier the metadata declares, or the one the graph's shape makes (or why not)."""
+    if metadata is not None:
+        spec = next(t for t in inputs if t.name == metadata.input_name)
+        classes = len(metadata.class_labels)
+        return Classifier(spec, metadata.input_shape, LOGITS, PROBABILITIES, classes), ""
+    found = classifier_of(inputs, outputs)
+    return (found, "") if isinstance(found, Classifier) else (None, found)
+
+
+def _class_labels(
+    metadata: ModelMetadata | None,
+    classifier: Classifier | None,
+    reason: str,
+    config: ModelConfig,
+    where: str,
+) -> tuple[str, ...]:
+    """The file's labels, else the config's, else "0".."C-1" (none for a non-classifier)."""
+    given = config.class_labels
+    if metadata is not None:
+        if given is not None and given != metadata.class_labels:
+            raise ModelError(
+                f"{where}: config.json class_labels {list(given)} differ from the file's "
+                f"{contract.KEYS['class_labels']} {list(metadata.class_labels)}; leave them out "
+                "of config.json, or give the same"
+            )
+        return metadata.class_labels
+    if given is None:
+        return tuple(str(i) for i in range(classifier.classes)) if classifier else ()
+    if classifier is None:
+        raise ModelError(
+            f"{where}: config.json class_labels: the model is not classifier-shaped ({reason})"
+        )
+    if len(given) != classifier.classes:
+        raise ModelError(
+            f"{where}: config.json class_labels: {len(given)} labels, but output "
+            f"{classifier.logits!r} has {classifier.classes} classes"
+        )
+    return given
+
+
+def _fold_record(
+    metadata: ModelMetadata | None, properties: dict[str, str], where: str
+) -> tuple[tuple, FoldReport, str]:
+    """(BN statistics, fold report, the foldserve that wrote them) of the file."""
+    if metadata is not None:
+        return metadata.bn_stats, metadata.fold_report, metadata.foldserve_version
+    try:
+        fold = contract.read_fold_properties(properties)
+    except ContractError as exc:
+        raise ModelError(f"{where}: {exc}") from None
+    if fold is None:
+        return (), FoldReport(), ""
+    return fold[0], fold[1], properties.get(contract.KEYS["foldserve_version"], "")
+
+
+def _shift(
+    metadata: ModelMetadata | None,
+    bn_stats: tuple,
+    classifier: Classifier | None,
+    full: ort.InferenceSession,
+    monitor: bool,
+) -> dict[str, object]:
+    """The `shift` and `shift_off` fields: the graph's taps, or the input BN's (see
+    `shift.source`), or why the monitor cannot run."""
+    if metadata is not None:
+        if not metadata.taps:
+            return {"shift_off": "the model file has no taps (export it again with this foldserve)"}
+        if metadata.shift_calibration is None:
+            return {
+                "shift_off": "the model file has taps but no calibration (no held-out data at "
+                "export)"
+            }
+        if not monitor:
+            return {"shift_off": MONITOR_OFF}
+        return {"shift": ShiftSource(metadata.taps, metadata.shift_calibration, full)}
+    found = input_bn_tap(bn_stats, classifier)
+    if found is None or classifier is None:
+        return {"shift_off": NO_INPUT_BN}
+    if not monitor:
+        return {"shift_off": MONITOR_OFF}
+    tap, stats = found
+    return {"shift": ShiftSource((tap,), null_calibration(stats, tap, classifier.classes))}
 
 
 def _session(data: bytes, where: str) -> ort.InferenceSession:

@@ -8,58 +8,67 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service import contract
-from service.contract import TAPS, ModelConfig
-from service.core.errors import ModelError
-from service.core.monitor import build_statistic
+from foldserve import contract
+from foldserve.contract import TAPS, ModelMetadata
+from foldserve.core.errors import ModelError
+from foldserve.core.graph import TensorSpec
+from foldserve.core.shift.monitor import build_statistic
 
 if TYPE_CHECKING:
-    from service.core.model import Model
+    from foldserve.core.model import Model
 
 
-def check_foldserve_model(where: str, model: Model, config: ModelConfig) -> None:
-    """Every check of a loaded foldserve model file, and its config file against it.
+def check_metadata_graph(
+    where: str,
+    metadata: ModelMetadata,
+    inputs: tuple[TensorSpec, ...],
+    outputs: tuple[TensorSpec, ...],
+) -> None:
+    """The graph has the input and outputs the metadata names, of the right type.
 
     Raises:
-        ModelError: the first check that fails, naming what is wrong.
+        ModelError: naming the key and what the graph has instead.
     """
-    _check_graph(where, model)
-    _check_input_bn(where, model)
-    _check_taps(where, model)
-    labels = config.class_labels
-    if labels is not None and labels != model.class_labels:
+    found = {t.name: t for t in inputs}
+    name = metadata.input_name
+    if name not in found:
         raise ModelError(
-            f"{where}: config.json class_labels {list(labels)} differ from the file's "
-            f"{contract.KEYS['class_labels']} {list(model.class_labels)}; leave them out of "
-            "config.json, or give the same"
+            f"{where}: the graph has no input {name!r} ({contract.KEYS['input_name']}); "
+            f"its inputs are {sorted(found)}"
         )
-
-
-def _check_graph(where: str, model: Model) -> None:
-    spec = model.input
-    inputs = {i.name: i for i in model.session.get_inputs()}
-    if spec.name not in inputs:
-        raise ModelError(
-            f"{where}: the graph has no input {spec.name!r} ({contract.KEYS['input_name']}); "
-            f"its inputs are {sorted(inputs)}"
-        )
-    if inputs[spec.name].type != "tensor(float)":
-        raise ModelError(
-            f"{where}: input {spec.name!r} is {inputs[spec.name].type}, expected tensor(float)"
-        )
-    graph_outputs = {o.name for o in model.session.get_outputs()}
-    wanted = set(model.output_names) | set(contract.OUTPUT_NAMES)
+    if found[name].dtype != np.float32:
+        raise ModelError(f"{where}: input {name!r} is {found[name].dtype}, expected float32")
+    graph_outputs = {o.name for o in outputs}
+    wanted = set(metadata.output_names) | set(contract.OUTPUT_NAMES)
     if not wanted <= graph_outputs:
         raise ModelError(
             f"{where}: the graph must have outputs {sorted(wanted)}, has {sorted(graph_outputs)}"
         )
-    # One real run proves the declared shape fits the graph and the classes match the outputs.
+
+
+def check_against_metadata(where: str, model: Model) -> None:
+    """One real run fits the metadata; so do the input BN's statistics and the taps.
+
+    Raises:
+        ModelError: the first check that fails, naming what is wrong.
+    """
+    _check_run(where, model)
+    _check_input_bn(where, model)
+    _check_taps(where, model)
+
+
+def _example(model: Model) -> dict[str, np.ndarray]:
+    classifier = model.require_classifier()
+    return {classifier.input.name: np.zeros((1, *classifier.example_shape), np.float32)}
+
+
+def _check_run(where: str, model: Model) -> None:
+    """One real run proves the declared shape fits the graph and the classes match the outputs."""
+    shape = list(model.require_classifier().example_shape)
     try:
-        outputs = model.run(np.zeros((1, *spec.shape), dtype=np.float32))
+        outputs = model.run(_example(model), contract.OUTPUT_NAMES)
     except Exception as exc:
-        raise ModelError(
-            f"{where}: running one example of shape {list(spec.shape)} failed: {exc}"
-        ) from None
+        raise ModelError(f"{where}: running one example of shape {shape} failed: {exc}") from None
     expected = (1, len(model.class_labels))
     shapes = {name: list(value.shape) for name, value in outputs.items()}
     if any(value.shape != expected for value in outputs.values()):
@@ -72,11 +81,12 @@ def _check_graph(where: str, model: Model) -> None:
 def _check_input_bn(where: str, model: Model) -> None:
     """The input BN's statistics are per channel: one example's first axis holds the channels
     (features for a vector, colour channels for an image)."""
-    stats = model.metadata.input_bn
+    metadata = model.training
+    stats = metadata.input_bn if metadata else None
     if stats is None:
         return
-    index = model.metadata.bn_stats.index(stats)
-    shape = model.input.shape
+    index = model.bn_stats.index(stats)
+    shape = model.require_classifier().example_shape
     if shape[0] != stats.num_features:
         raise ModelError(
             f"{where}: {contract.KEYS['bn_stats']}[{index}] (layer {stats.layer!r}, over the "
@@ -87,14 +97,17 @@ def _check_input_bn(where: str, model: Model) -> None:
 
 def _check_taps(where: str, model: Model) -> None:
     """The monitor's statistic fits the metadata, and the graph's `taps` output fits it."""
-    if model.tapped_session is None:
+    shift = model.shift
+    if shift is None or shift.tapped_session is None:
         return
     try:
-        width = build_statistic(model.metadata).width
+        width = build_statistic(
+            model.bn_stats, shift.taps, shift.calibration, len(model.class_labels)
+        ).width
     except ValueError as exc:
         raise ModelError(f"{where}: {contract.KEYS['shift_calibration']}: {exc}") from None
     try:
-        taps = model.run(np.zeros((1, *model.input.shape), dtype=np.float32), taps=True)[TAPS]
+        taps = model.run(_example(model), [TAPS], tapped=True)[TAPS]
     except Exception as exc:
         raise ModelError(f"{where}: running one example with its taps failed: {exc}") from None
     if taps.shape != (1, width):

@@ -1,4 +1,4 @@
-"""Finding and reading the optional `config.json` next to a model file (`service.contract.config`).
+"""Finding and reading the optional `config.json` next to a model file (`contract.config`).
 
 A single model file reads the `config.json` in its own directory. A version of a model repository
 (`<dir>/<version>/model.onnx`) reads `<dir>/config.json`, shared by every version, and its own
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.contract import CONFIG_FILE, ContractError, ModelConfig, parse_config
-from service.contract.config import NAME, VERSION
-from service.core.errors import ModelError
-from service.defaults import MODEL_FILE
+from foldserve.contract import CONFIG_FILE, ContractError, ModelConfig, parse_config
+from foldserve.contract.config import NAME, VERSION
+from foldserve.contract.layout import MODEL_FILE
+from foldserve.core.errors import ModelError
 
 
 def read_config(file: Path) -> ModelConfig:

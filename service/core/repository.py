@@ -18,16 +18,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.core.batcher import BatchSettings
-from service.core.call import Call
-from service.core.errors import not_found
-from service.core.loading import load_model
-from service.core.model import Model, ModelError
-from service.core.monitor import ShiftSettings
-from service.core.repository_scan import Candidate, Fingerprint, scan
-from service.core.runner import ModelRunner
-from service.defaults import MODEL_FILE
-from service.metrics import Metrics
+from foldserve.contract.layout import MODEL_FILE
+from foldserve.core.batch_settings import BatchSettings
+from foldserve.core.errors import not_found
+from foldserve.core.loading import load_model
+from foldserve.core.metrics import Metrics
+from foldserve.core.model import Model, ModelError
+from foldserve.core.repository_scan import Candidate, Fingerprint, scan
+from foldserve.core.runner import ModelRunner
+from foldserve.core.shift.settings import ShiftSettings
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +127,9 @@ class ModelRepository:
             )
 
     def resolve(
-        self, call: Call, name: str, version: str, name_field: str, version_field: str
+        self, name: str, version: str, name_field: str, version_field: str
     ) -> LoadedVersion:
-        """The version a request names (empty name/version: the served model, its newest); its
-        series become `call.metrics`.
+        """The version a request names (empty name/version: the served model, its newest).
 
         Raises:
             RequestError: NOT_FOUND naming `name_field` or `version_field`.
@@ -148,7 +146,6 @@ class ModelRepository:
                 f"{version_field}: unknown version {version!r} of model {self.name!r}; "
                 f"the loaded versions are {loaded}"
             )
-        call.metrics = served.runner.metrics
         return served
 
     def refresh(self) -> None:

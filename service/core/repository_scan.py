@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.core.model_config import config_files
-from service.defaults import MODEL_FILE
+from foldserve.contract.layout import MODEL_FILE
+from foldserve.core.model_config import config_files
 
 # (size, mtime_ns) of the file, then of each of its config files (`model_config`): a change means
 # "load again".

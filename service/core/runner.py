@@ -1,26 +1,30 @@
-"""Running one loaded model version for a request: what every model run shares, whichever API
-asked — the deadline check, decode and compute timing, predicted-class counts and the covariate
-shift monitor. One example runs through the thread's IO binding (`service.core.binding`); with
-batching on and enough calls in flight, through the micro-batcher (`service.core.batcher`). It
-knows no gRPC: times are numbers and failures are `RequestError`s.
+"""Running one loaded model version for a request, the same way whichever protocol asked: the
+deadline check, compute timing, predicted-class counts and the covariate shift monitor.
+
+A run fetches what the caller asked for, plus what the server itself reads: a classifier's logits
+(the predicted classes it counts) and, when the monitor watches the graph's taps, the `taps`
+output. One example of a single-input float32 model runs through the thread's IO binding
+(`core.binding`); with batching on and enough calls in flight, through the micro-batcher
+(`core.batcher`). It knows no protocol: times are numbers and failures are `RequestError`s.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from service.contract import LOGITS, TAPS
-from service.core.batcher import Batcher, BatchSettings
-from service.core.binding import BoundRuns
-from service.core.call import Call
-from service.core.errors import RequestError, Status, invalid
-from service.core.foreign_shift import input_monitor, input_taps
-from service.core.model import Model
-from service.core.monitor import ShiftMonitor, ShiftSettings
-from service.metrics import VersionMetrics
+from foldserve.core.batch_settings import BatchSettings
+from foldserve.core.batcher import Batcher
+from foldserve.core.binding import BoundRuns
+from foldserve.core.errors import RequestError, Status, invalid
+from foldserve.core.metrics import VersionMetrics
+from foldserve.core.model import Model
+from foldserve.core.shift.monitor import ShiftMonitor
+from foldserve.core.shift.settings import ShiftSettings
+
+Outputs = dict[str, np.ndarray]
 
 
 class ModelRunner:
@@ -29,10 +33,8 @@ class ModelRunner:
     Args:
         model: the loaded, checked model.
         metrics: the series of this version.
-        shift: the shift monitor's settings; it runs when on and the model was loaded with its
-            taps (`Model.tapped_session`), or (a model foldserve did not train) with the input
-            BN's null calibration (`Model.foreign.shift`).
-        batching: micro-batching (`service.core.batcher`); None or off: every call runs alone.
+        shift: the shift monitor's settings; it runs when on and the model has a `shift` source.
+        batching: micro-batching (`core.batcher`); None or off: every call runs alone.
         in_flight: calls in flight now; batching is on while it is at least `min_in_flight`.
     """
 
@@ -46,96 +48,99 @@ class ModelRunner:
     ) -> None:
         self.model = model
         self.metrics = metrics
-        self.monitor: ShiftMonitor | None = None
-        settings = shift or ShiftSettings()
-        if model.tapped_session is not None:
-            self.monitor = ShiftMonitor.of(model.metadata, settings)
-        elif model.foreign is not None and model.foreign.shift is not None:
-            self.monitor = input_monitor(model.foreign.bn_stats, model.foreign.shift, settings)
+        self.monitor = monitor_for(model, shift or ShiftSettings())
         if self.monitor is not None:
             metrics.watch_shift(self.monitor)
-        tapped = self.monitor is not None
-        # A model foldserve did not train maps its outputs (and computes its taps) in `run`.
-        self._bound: BoundRuns | None = None
-        if model.foreign is None:
-            names = (*model.output_names, TAPS) if tapped else model.output_names
-            session = model.tapped_session if tapped else model.session
-            self._bound = BoundRuns(session, model.input.name, model.input.shape, names)
+        self._tapped = self.monitor is not None and model.shift.tapped_session is not None  # type: ignore[union-attr]
+        extra = model.shift.extra_outputs if self.monitor is not None else ()  # type: ignore[union-attr]
+        self._all = (*model.output_names, *extra)
+        classifier = model.classifier
+        self._logits = classifier.logits if classifier is not None else None
+        self._single = classifier if len(model.inputs) == 1 else None
+        self._bound = _bound_runs(model, self._all, self._tapped)
         self.batcher: Batcher | None = None
-        if batching is not None and batching.enabled and in_flight is not None:
-            self.batcher = Batcher(lambda batch: model.run(batch, taps=tapped), batching.max_batch)
+        if batching is not None and batching.enabled and in_flight and self._single:
+            name = self._single.input.name
+            self.batcher = Batcher(
+                lambda batch: model.run({name: batch}, self._all, self._tapped),
+                batching.max_batch,
+            )
             self._batching_above = batching.min_in_flight
             self._in_flight = in_flight
 
-    def _start(self, call: Call) -> float:
-        """Check the deadline and record the decode time; returns the compute start."""
-        deadline = call.deadline
-        if deadline is not None and time.monotonic() >= deadline:
-            raise RequestError(Status.DEADLINE_EXCEEDED, "deadline exceeded before compute")
-        compute_start = time.perf_counter()
-        self.metrics.decode.observe(compute_start - call.started)
-        return compute_start
-
-    def run_graph(
-        self, feeds: dict[str, np.ndarray], names: list[str], call: Call
-    ) -> dict[str, np.ndarray]:
-        """Run a validated request of a model foldserve did not train (`Model.foreign`).
+    def run(
+        self, feeds: dict[str, np.ndarray], names: Sequence[str], deadline: float | None
+    ) -> Outputs:
+        """Run a validated request.
 
         Args:
-            feeds: every graph input by name, checked against the graph.
+            feeds: every input by name, checked against the model.
             names: the outputs to return.
-            call: the call, for its start time and deadline.
+            deadline: when the caller stops waiting (`time.monotonic`), None for never.
 
         Returns:
-            The named outputs. A classifier-shaped model's predicted classes are counted when
-            its logits are among them.
-
-        Raises:
-            RequestError: DEADLINE_EXCEEDED when the deadline passed before compute;
-                INVALID_ARGUMENT when onnxruntime refuses the inputs (a dynamic size the graph
-                cannot take).
-        """
-        compute_start = self._start(call)
-        try:
-            outputs = self.model.run_graph(feeds, names)
-        except Exception as exc:  # onnxruntime's errors for shapes the graph cannot take
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise invalid(f"inputs: the model cannot run on these inputs: {message}") from None
-        self.metrics.compute.observe(time.perf_counter() - compute_start)
-        classifier = self.model.foreign.classifier  # type: ignore[union-attr]
-        if classifier is not None and classifier.logits in outputs:
-            labels = outputs[classifier.logits].argmax(axis=1)
-            self.metrics.count_predictions(labels)
-            if self.monitor is not None:
-                self.monitor.observe(input_taps(feeds[classifier.input.name]), labels)
-        return outputs
-
-    def run(self, batch: np.ndarray, call: Call) -> dict[str, np.ndarray]:
-        """Run a validated batch for `call`.
-
-        Args:
-            batch: float32, [N, *input shape].
-            call: the call, for its start time and deadline.
-
-        Returns:
-            Every model output by name, each float32 of shape [N, classes].
+            The named outputs, by name.
 
         Raises:
             RequestError: DEADLINE_EXCEEDED when the deadline passed before compute (checked per
-                call, before it joins a shared run).
+                call, before it joins a shared run); INVALID_ARGUMENT when onnxruntime refuses
+                the inputs (a dynamic size the graph cannot take).
         """
-        compute_start = self._start(call)
+        if deadline is not None and time.monotonic() >= deadline:
+            raise RequestError(Status.DEADLINE_EXCEEDED, "deadline exceeded before compute")
+        compute_start = time.perf_counter()
+        outputs = self._compute(feeds, names)
         metrics = self.metrics
-        monitor, batcher = self.monitor, self.batcher
-        if batcher is not None and self._in_flight() >= self._batching_above:
-            outputs = batcher.run(batch)  # this call's rows of a run it may share
-        elif batch.shape[0] == 1 and self._bound is not None:
-            outputs = self._bound.run(batch)  # one example: through this thread's binding
-        else:
-            outputs = self.model.run(batch, taps=monitor is not None)
         metrics.compute.observe(time.perf_counter() - compute_start)
-        labels = outputs[LOGITS].argmax(axis=1)
-        metrics.count_predictions(labels)
-        if monitor is not None:
-            monitor.observe(outputs.pop(TAPS), labels)
-        return outputs
+        if self._logits is not None and self._logits in outputs:
+            labels = outputs[self._logits].argmax(axis=1)
+            metrics.count_predictions(labels)
+            monitor = self.monitor
+            if monitor is not None:
+                model_input = feeds[self._single.input.name] if self._single else None
+                monitor.observe(self.model.shift.rows(model_input, outputs), labels)  # type: ignore[union-attr,arg-type]
+        return {name: outputs[name] for name in names}
+
+    def _compute(self, feeds: dict[str, np.ndarray], names: Sequence[str]) -> Outputs:
+        batcher, single = self.batcher, self._single
+        if batcher is not None and self._in_flight() >= self._batching_above:
+            return batcher.run(feeds[single.input.name])  # type: ignore[union-attr]
+        if self._bound is not None:
+            batch = feeds[single.input.name]  # type: ignore[union-attr]
+            if batch.shape[0] == 1 and batch.dtype == np.float32:
+                return self._bound.run(batch)  # one example: through this thread's binding
+        wanted = self._fetched(names)
+        try:
+            return self.model.run(feeds, wanted, self._tapped)
+        except Exception as exc:  # onnxruntime's errors for shapes the graph cannot take
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise invalid(f"inputs: the model cannot run on these inputs: {message}") from None
+
+    def _fetched(self, names: Sequence[str]) -> tuple[str, ...]:
+        """What a plain run fetches: the names asked for, the logits and the monitor's taps."""
+        if self.monitor is None and (self._logits is None or self._logits in names):
+            return tuple(names)
+        extra = [n for n in (self._logits, *self._all[len(self.model.outputs) :]) if n]
+        return tuple(dict.fromkeys((*names, *extra)))
+
+
+def monitor_for(model: Model, settings: ShiftSettings) -> ShiftMonitor | None:
+    """The shift monitor of a model, None when it has none or the settings turn it off."""
+    source = model.shift
+    if source is None or not settings.enabled:
+        return None
+    return ShiftMonitor.of(
+        model.bn_stats, source.taps, source.calibration, len(model.class_labels), settings
+    )
+
+
+def _bound_runs(model: Model, names: tuple[str, ...], tapped: bool) -> BoundRuns | None:
+    """One-example runs through IO bindings, for a single float32 input and float32 outputs
+    whose shape past the batch axis is fixed (a binding's buffers are allocated once)."""
+    classifier = model.classifier
+    if classifier is None or len(model.inputs) != 1 or classifier.input.dtype != np.float32:
+        return None
+    if any(None in o.shape[1:] or o.dtype != np.float32 for o in model.outputs):
+        return None
+    session = model.shift.tapped_session if tapped else model.session  # type: ignore[union-attr]
+    return BoundRuns(session, classifier.input.name, classifier.example_shape, names)

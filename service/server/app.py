@@ -14,20 +14,30 @@ import grpc
 from grpc_health.v1 import health, health_pb2
 from prometheus_client import CollectorRegistry
 
-from service.api import inference, predictor
-from service.api.access import AccessLog
-from service.api.calls import CallPolicy, Calls, method_names, service_handler
-from service.core.batcher import BatchSettings
-from service.core.gate import Gate
-from service.core.monitor import ShiftSettings
-from service.core.repository import ModelRepository
-from service.defaults import DRAIN_QUIET_SECONDS, LIVENESS_SERVICE
-from service.metrics import Metrics, serve_metrics
-from service.server import grpc_server
-from service.server.config import ServeConfig
-from service.server.ports import ServeError, address
-from service.server.reload import Reloader
-from service.server.security import SecurityError, server_credentials, token_check
+from foldserve.api import inference, predictor
+from foldserve.api.calls import method_names, service_handler
+from foldserve.core.access import AccessLog
+from foldserve.core.batch_settings import BatchSettings
+from foldserve.core.dataplane import CallPolicy, DataPlane, ServerInfo
+from foldserve.core.gate import Gate
+from foldserve.core.metrics import Metrics, serve_metrics
+from foldserve.core.repository import ModelRepository
+from foldserve.core.shift.settings import ShiftSettings
+from foldserve.server import grpc_server
+from foldserve.server.config import ServeConfig
+from foldserve.server.ports import ServeError, address
+from foldserve.server.reload import Reloader
+from foldserve.server.security import SecurityError, server_credentials, token_check
+from foldserve.version import VERSION
+
+# A health service name that stays SERVING while the server drains, for liveness probes: readiness
+# ("" and each API) turns NOT_SERVING at SIGTERM, and a draining server must not be restarted.
+LIVENESS_SERVICE = "liveness"
+# While draining, stop only once no call has been refused for this long (seconds).
+DRAIN_QUIET_SECONDS = 0.25
+# The name `ServerMetadata` answers with (the V2 protocol's server name).
+SERVER_NAME = "foldserve"
+
 
 log = logging.getLogger(__name__)
 
@@ -145,13 +155,12 @@ def start_server(
     credentials, policy = _security(config)
     gate = Gate(config.max_concurrent_rpcs)
     repository = open_repository(config, registry, gate)
-    calls = Calls(repository, gate, policy)
-    adapters = (predictor.PredictorAdapter(repository), inference.InferenceAdapter(repository))
-    handlers = [service_handler(s, a, calls) for s, a in zip(SERVICES, adapters, strict=True)]
+    plane = DataPlane(repository, gate, policy, ServerInfo(SERVER_NAME, VERSION))
+    adapters = (predictor.PredictorAdapter(plane), inference.InferenceAdapter(plane))
+    handlers = [service_handler(s, a, plane) for s, a in zip(SERVICES, adapters, strict=True)]
     server = grpc_server.build(config, handlers, share_port)
-    grpc_server.count_grpc_refusals(server, handlers, calls)
     health_servicer = grpc_server.add_standard_services(server, config, SERVICE_NAMES)
-    server.add_generic_rpc_handlers((grpc_server.UnknownMethods(calls, SERVICE_NAMES),))
+    server.add_generic_rpc_handlers((grpc_server.UnknownMethods(plane, SERVICE_NAMES),))
     port = grpc_server.bind(server, config.host, config.port, credentials, share_port)
     metrics_http, metrics_port = None, None
     if serve_metrics_http:

@@ -1,24 +1,28 @@
-"""Server settings: each has a `--flag` and a `FOLDSERVE_*` environment variable; flags win."""
+"""The settings of `foldserve serve`, each declared once, as a field of `ServeConfig`.
+
+Every setting has a `--flag` and a `FOLDSERVE_*` environment variable (flags win), a line in
+`foldserve serve --help` and a row in docs/reference/settings.md (`settings_markdown`; a test
+keeps that file in step), all derived from its declaration.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from service import defaults
-from service.core.model_config import configured_name
-from service.server.setting_types import (
-    choice,
-    non_negative_float,
-    on_off,
-    port,
-    positive_float,
-    positive_int,
-    workers,
-)
+from foldserve.contract.layout import MODEL_NAME
+from foldserve.core.access import AUTH_TOKEN_ENV
+from foldserve.core.batch_settings import BATCH_MIN_IN_FLIGHT
+from foldserve.core.model_config import configured_name
+from foldserve.core.shift.settings import SHIFT_CHECK_EVERY, SHIFT_MONITOR
+from foldserve.server import setting_types as kind
+from foldserve.server.setting_types import available_cpus, declared, markdown_table, setting
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -26,203 +30,139 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class Setting:
-    """One setting: its attribute name, default, parser, placeholder and help text."""
+class ServeConfig:
+    """The settings of `foldserve serve` (a field without `setting` is not a flag)."""
 
-    name: str
-    default: Any
-    parse: Callable[[str], Any]
-    metavar: str
-    help: str
-
-    @property
-    def env(self) -> str:
-        return "FOLDSERVE_" + self.name.upper()
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def shown_default(self) -> str:
-        if isinstance(self.default, bool):
-            return "on" if self.default else "off"
-        return str(self.default)
-
-
-SETTINGS = (
-    Setting(
-        "model",
+    model: str = setting(
         None,
         str,
         "PATH",
         "the model.onnx file to serve, or a model repository: a directory of numbered versions, "
         "DIR/<version>/model.onnx (required)",
-    ),
-    Setting(
-        "model_name",
-        defaults.MODEL_NAME,
+    )
+    model_name: str = setting(
+        MODEL_NAME,
         str,
         "NAME",
         "name the model is served under (default: the name in the model's config.json, if any)",
-    ),
-    Setting("host", defaults.HOST, str, "HOST", "address the gRPC server binds"),
-    Setting("port", defaults.PORT, port, "PORT", "gRPC port (0: pick a free one, logged)"),
-    Setting("metrics_port", defaults.METRICS_PORT, port, "PORT", "Prometheus /metrics HTTP port"),
-    Setting(
-        "max_message_bytes",
-        defaults.MAX_MESSAGE_BYTES,
-        positive_int,
-        "BYTES",
-        "largest request (and response) accepted",
-    ),
-    Setting(
-        "max_concurrent_rpcs",
-        defaults.MAX_CONCURRENT_RPCS,
-        positive_int,
+    )
+    host: str = setting("0.0.0.0", str, "HOST", "address the gRPC server binds")
+    port: int = setting(50051, kind.port, "PORT", "gRPC port (0: pick a free one, logged)")
+    metrics_port: int = setting(9100, kind.port, "PORT", "Prometheus /metrics HTTP port")
+    max_message_bytes: int = setting(
+        4 * 1024 * 1024, kind.positive_int, "BYTES", "largest request (and response) accepted"
+    )
+    max_concurrent_rpcs: int = setting(
+        64,
+        kind.positive_int,
         "N",
         "calls (and open streams) served at once; more get RESOURCE_EXHAUSTED",
-    ),
-    Setting(
-        "log_level",
-        defaults.LOG_LEVEL,
-        choice(defaults.LOG_LEVELS, str.upper),
-        "LEVEL",
-        ", ".join(defaults.LOG_LEVELS),
-    ),
-    Setting(
-        "log_format",
-        defaults.LOG_FORMAT,
-        choice(defaults.LOG_FORMATS, str.lower),
-        "FORMAT",
-        "text, or json (one object per line)",
-    ),
-    Setting("reflection", defaults.REFLECTION, on_off, "on|off", "gRPC server reflection"),
-    Setting(
-        "workers",
-        defaults.WORKERS,
-        workers,
+    )
+    log_level: str = setting(
+        "INFO", kind.choice(LOG_LEVELS, str.upper), "LEVEL", ", ".join(LOG_LEVELS)
+    )
+    log_format: str = setting(
+        "text", kind.choice(LOG_FORMATS, str.lower), "FORMAT", "text, or json (one object per line)"
+    )
+    reflection: bool = setting(True, kind.on_off, "on|off", "gRPC server reflection")
+    workers: int | str = setting(
+        "auto",
+        kind.workers,
         "N|auto",
         "server processes sharing the port (auto: the CPUs this process may use)",
-    ),
-    Setting(
-        "keep_versions",
-        defaults.KEEP_VERSIONS,
-        positive_int,
+    )
+    keep_versions: int = setting(
+        2,
+        kind.positive_int,
         "N",
         "how many of the newest valid versions stay loaded (clients may name one)",
-    ),
-    Setting(
-        "poll_seconds",
-        defaults.POLL_SECONDS,
-        non_negative_float,
+    )
+    poll_seconds: float = setting(
+        10.0,
+        kind.non_negative_float,
         "SECONDS",
         "how often to look for new model versions (0: only on SIGHUP)",
-    ),
-    Setting("tls_cert", None, str, "PATH", "server certificate chain (PEM): serve TLS"),
-    Setting("tls_key", None, str, "PATH", "private key of --tls-cert (PEM)"),
-    Setting(
-        "tls_client_ca",
+    )
+    tls_cert: str | None = setting(None, str, "PATH", "server certificate chain (PEM): serve TLS")
+    tls_key: str | None = setting(None, str, "PATH", "private key of --tls-cert (PEM)")
+    tls_client_ca: str | None = setting(
         None,
         str,
         "PATH",
         "CA certificates (PEM): require client certificates signed by them (mutual TLS)",
-    ),
-    Setting(
-        "auth_token_file",
+    )
+    auth_token_file: str | None = setting(
         None,
         str,
         "PATH",
         "a file holding the bearer token the prediction APIs require (or set "
-        f"{defaults.AUTH_TOKEN_ENV}); health stays open",
-    ),
-    Setting("access_log", defaults.ACCESS_LOG, on_off, "on|off", "log one line per call"),
-    Setting(
-        "batching",
-        defaults.BATCHING,
-        on_off,
+        f"{AUTH_TOKEN_ENV}); health stays open",
+    )
+    access_log: bool = setting(False, kind.on_off, "on|off", "log one line per call")
+    batching: bool = setting(
+        False,
+        kind.on_off,
         "on|off",
-        f"with {defaults.BATCH_MIN_IN_FLIGHT} or more calls in flight, run the examples that "
-        "queue while the model runs together in its next run (never waits for company)",
-    ),
-    Setting(
-        "shift_monitor",
-        defaults.SHIFT_MONITOR,
-        on_off,
+        f"with {BATCH_MIN_IN_FLIGHT} or more calls in flight, run the examples that queue while "
+        "the model runs together in its next run (never waits for company)",
+    )
+    shift_monitor: bool = setting(
+        SHIFT_MONITOR,
+        kind.on_off,
         "on|off",
         "the covariate-shift monitor (models exported with taps and a calibration); off: "
         "predictions run the graph without its taps",
-    ),
-    Setting(
-        "shift_check_every",
-        defaults.SHIFT_CHECK_EVERY,
-        positive_int,
+    )
+    shift_check_every: int = setting(
+        SHIFT_CHECK_EVERY,
+        kind.positive_int,
         "N",
         "examples between two scorings of the monitor's state against its thresholds",
-    ),
-    Setting(
-        "shift_margin",
+    )
+    shift_margin: float | None = setting(
         None,
-        positive_float,
+        kind.positive_float,
         "X",
         "layer thresholds are X times the clean replay's maximum (default: the model file's)",
-    ),
-    Setting(
-        "shift_prior_margin",
+    )
+    shift_prior_margin: float | None = setting(
         None,
-        positive_float,
+        kind.positive_float,
         "X",
         "the class-prior threshold is X times its clean maximum (default: the model file's)",
-    ),
-    Setting(
-        "grace_seconds",
-        defaults.GRACE_SECONDS,
-        non_negative_float,
+    )
+    grace_seconds: float = setting(
+        10.0,
+        kind.non_negative_float,
         "SECONDS",
         "on SIGTERM/SIGINT, how long calls in flight may take to finish",
-    ),
-    Setting(
-        "drain_delay_seconds",
-        defaults.DRAIN_DELAY_SECONDS,
-        non_negative_float,
+    )
+    drain_delay_seconds: float = setting(
+        0.0,
+        kind.non_negative_float,
         "SECONDS",
         "on SIGTERM/SIGINT, keep serving this long with health NOT_SERVING before refusing new "
         "calls, so balancers stop sending first",
-    ),
-)
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """Resolved settings of `foldserve serve`."""
-
-    model: str
-    model_name: str = defaults.MODEL_NAME
-    host: str = defaults.HOST
-    port: int = defaults.PORT
-    metrics_port: int = defaults.METRICS_PORT
-    max_message_bytes: int = defaults.MAX_MESSAGE_BYTES
-    max_concurrent_rpcs: int = defaults.MAX_CONCURRENT_RPCS
-    log_level: str = defaults.LOG_LEVEL
-    log_format: str = defaults.LOG_FORMAT
-    reflection: bool = defaults.REFLECTION
-    workers: int = 1
-    keep_versions: int = defaults.KEEP_VERSIONS
-    poll_seconds: float = defaults.POLL_SECONDS
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    tls_client_ca: str | None = None
-    auth_token_file: str | None = None
-    access_log: bool = defaults.ACCESS_LOG
-    batching: bool = defaults.BATCHING
-    shift_monitor: bool = defaults.SHIFT_MONITOR
-    shift_check_every: int = defaults.SHIFT_CHECK_EVERY
-    shift_margin: float | None = None
-    shift_prior_margin: float | None = None
-    grace_seconds: float = defaults.GRACE_SECONDS
-    drain_delay_seconds: float = defaults.DRAIN_DELAY_SECONDS
+    )
     # From the environment only (FOLDSERVE_AUTH_TOKEN); never shown.
     auth_token: str | None = field(default=None, repr=False)
+
+    @property
+    def worker_count(self) -> int:
+        """How many server processes: `workers`, with "auto" read as the CPUs available."""
+        return available_cpus() if self.workers == "auto" else int(self.workers)
+
+
+SETTINGS = declared(ServeConfig, "serve")
+# What other parts take as the server's defaults.
+PORT = ServeConfig.port
+MAX_MESSAGE_BYTES = ServeConfig.max_message_bytes
+MAX_CONCURRENT_RPCS = ServeConfig.max_concurrent_rpcs
+
+
+def settings_markdown() -> str:
+    """The reference table of every `foldserve serve` setting (docs/reference/settings.md)."""
+    return markdown_table(SETTINGS)
 
 
 def add_serve_arguments(
@@ -233,21 +173,21 @@ def add_serve_arguments(
     `--model` is required unless FOLDSERVE_MODEL is set.
     """
     environ = os.environ if environ is None else environ
-    for setting in SETTINGS:
-        if setting.name == "model":
-            shown = "required unless set" if not environ.get(setting.env) else "set"
-            suffix = f"[env {setting.env}: {shown}]"
-        elif setting.default is None:
-            suffix = f"[env {setting.env}, default none]"
+    for item in SETTINGS:
+        if item.name == "model":
+            shown = "required unless set" if not environ.get(item.env) else "set"
+            suffix = f"[env {item.env}: {shown}]"
+        elif item.default is None:
+            suffix = f"[env {item.env}, default none]"
         else:
-            suffix = f"[env {setting.env}, default {setting.shown_default}]"
+            suffix = f"[env {item.env}, default {item.shown_default}]"
         parser.add_argument(
-            setting.flag,
-            dest=setting.name,
+            item.flag,
+            dest=item.name,
             default=None,
-            metavar=setting.metavar,
-            required=setting.name == "model" and not environ.get(setting.env),
-            help=f"{setting.help} {suffix}",
+            metavar=item.metavar,
+            required=item.name == "model" and not environ.get(item.env),
+            help=f"{item.help} {suffix}",
         )
 
 
@@ -260,19 +200,19 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
     """
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    for setting in SETTINGS:
-        raw = getattr(args, setting.name, None)
-        source = setting.flag
+    for item in SETTINGS:
+        raw = getattr(args, item.name, None)
+        source = item.flag
         if raw is None:
-            raw = environ.get(setting.env)
-            source = setting.env
+            raw = environ.get(item.env)
+            source = item.env
         if raw is None or raw == "":
-            raw = setting.default
-            if not isinstance(raw, str) or setting.name in ("model",):
-                values[setting.name] = raw
+            raw = item.default
+            if not isinstance(raw, str) or item.name in ("model",):
+                values[item.name] = raw
                 continue
         try:
-            values[setting.name] = setting.parse(str(raw))
+            values[item.name] = item.parse(str(raw))
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from None
     if not values["model"]:
@@ -285,5 +225,5 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         raise ConfigError("--tls-cert and --tls-key go together: give both, or neither")
     if values["tls_client_ca"] and not values["tls_cert"]:
         raise ConfigError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
-    values["auth_token"] = environ.get(defaults.AUTH_TOKEN_ENV) or None
+    values["auth_token"] = environ.get(AUTH_TOKEN_ENV) or None
     return ServeConfig(**values)

@@ -11,11 +11,17 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from service.api.calls import ApiHandler, Calls
-from service.core.errors import Status
-from service.defaults import MESSAGE_SIZE_HEADROOM, RPC_HEADROOM
-from service.server.config import ServeConfig
-from service.server.ports import ServeError, address, probe
+from foldserve.core.dataplane import DataPlane
+from foldserve.core.errors import Status
+from foldserve.server.config import ServeConfig
+from foldserve.server.ports import ServeError, address, probe
+
+# gRPC's own bounds sit above ours, so that what we refuse is answered (and counted) by us: room
+# for health checks and reflection beside a full house, and messages up to this many times our
+# size limit reach our code to be refused there.
+RPC_HEADROOM = 32
+MESSAGE_SIZE_HEADROOM = 2
+
 
 # The method label of calls to a method no service here has (counted, never one series each).
 UNKNOWN_METHOD = "unknown"
@@ -24,18 +30,19 @@ UNKNOWN_METHOD = "unknown"
 def build(
     config: ServeConfig, handlers: Sequence[grpc.GenericRpcHandler], share_port: bool = False
 ) -> grpc.Server:
-    """A sync thread-pool server (measured fastest for one-example calls; see the README's
-    Performance section) with our handlers. `share_port`: bind with SO_REUSEPORT, beside the
-    other workers of `--workers N`.
+    """A sync thread-pool server with our handlers. `share_port`: bind with SO_REUSEPORT,
+    beside the other workers of `--workers N`.
 
-    gRPC's own bounds sit above ours (`RPC_HEADROOM` more calls, `MESSAGE_SIZE_HEADROOM` times
-    the message size), so what we refuse is refused by our code, with our message, and counted.
+    The bound on calls in flight is ours (the data plane's admission), so every call over it is
+    refused by our code, with our message, and counted; the pool has `RPC_HEADROOM` threads more
+    for health checks and reflection beside a full house, and calls beyond the pool wait for a
+    thread. Messages up to `MESSAGE_SIZE_HEADROOM` times our size limit reach our code to be
+    refused there.
     """
     workers = config.max_concurrent_rpcs + RPC_HEADROOM
     largest = config.max_message_bytes * MESSAGE_SIZE_HEADROOM
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="foldserve-rpc"),
-        maximum_concurrent_rpcs=workers,
         options=[
             ("grpc.max_receive_message_length", largest),
             ("grpc.max_send_message_length", largest),
@@ -72,8 +79,8 @@ class UnknownMethods(grpc.GenericRpcHandler):
     Added after every other handler: gRPC asks it only when none of them serves the method.
     """
 
-    def __init__(self, calls: Calls, served: Sequence[str]) -> None:
-        self._calls = calls
+    def __init__(self, plane: DataPlane, served: Sequence[str]) -> None:
+        self._plane = plane
         self._served = ", ".join(served)
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
@@ -81,31 +88,11 @@ class UnknownMethods(grpc.GenericRpcHandler):
         message = f"method {method!r} is not served here; the services are {self._served}"
 
         def refuse(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
-            self._calls.count_refusal(UNKNOWN_METHOD, Status.UNIMPLEMENTED)
+            self._plane.count_refusal(UNKNOWN_METHOD, Status.UNIMPLEMENTED)
             context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
             yield from ()
 
         return grpc.stream_stream_rpc_method_handler(refuse)
-
-
-def count_grpc_refusals(server: grpc.Server, handlers: Sequence[ApiHandler], calls: Calls) -> None:
-    """Count, as RESOURCE_EXHAUSTED of their method, the calls gRPC refuses for its concurrency
-    bound (which sits `RPC_HEADROOM` above ours, so only a flood reaches it).
-
-    gRPC looks the handler up under its server lock right before it compares its count of
-    active calls with the bound, so reading that count in the lookup tells exactly which calls
-    it is about to refuse. The count is grpcio's (pinned) internal state: the test of a flood
-    fails if an upgrade changes it.
-    """
-    state = server._state
-
-    def on_lookup(method: str) -> None:
-        bound = state.maximum_concurrent_rpcs
-        if bound is not None and state.active_rpc_count >= bound:
-            calls.count_refusal(method, Status.RESOURCE_EXHAUSTED)
-
-    for handler in handlers:
-        handler.on_lookup = on_lookup
 
 
 def bind(

@@ -8,8 +8,8 @@ import logging
 import signal
 import threading
 
-from service.server.app import RunningServer, address
-from service.server.config import ServeConfig
+from foldserve.server.app import RunningServer, address
+from foldserve.server.config import ServeConfig
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +26,13 @@ def log_serving(
         version,
         config.model,
         address(config.host, port),
-        config.workers,
+        config.worker_count,
         port,
         metrics_port,
         extra={
             "model": config.model_name,
             "model_version": version,
-            "workers": config.workers,
+            "workers": config.worker_count,
             "grpc_port": port,
             "metrics_port": metrics_port,
         },

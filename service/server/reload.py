@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from service.core.repository import ModelRepository
+from foldserve.core.repository import ModelRepository
 
 log = logging.getLogger(__name__)
 

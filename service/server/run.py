@@ -8,11 +8,11 @@ import sys
 
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
-from service.core.model import ModelError
-from service.server.app import ServeError, start_server
-from service.server.config import ServeConfig
-from service.server.lifecycle import log_serving, serve_until_signalled
-from service.server.logs import setup_logging
+from foldserve.core.model import ModelError
+from foldserve.server.app import ServeError, start_server
+from foldserve.server.config import ServeConfig
+from foldserve.server.lifecycle import log_serving, serve_until_signalled
+from foldserve.server.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,8 @@ def serve(config: ServeConfig) -> int:
     # A `_created` twin of every counter and histogram doubles the series for nothing a
     # dashboard or alert here reads.
     disable_created_metrics()
-    if config.workers > 1:
-        from service.server.supervise import serve_workers
+    if config.worker_count > 1:
+        from foldserve.server.supervise import serve_workers
 
         return serve_workers(config)
     try:

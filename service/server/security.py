@@ -10,9 +10,8 @@ from pathlib import Path
 
 import grpc
 
-from service.api.access import TokenCheck
-from service.defaults import AUTH_TOKEN_ENV
-from service.server.config import ServeConfig
+from foldserve.core.access import AUTH_TOKEN_ENV, TokenCheck
+from foldserve.server.config import ServeConfig
 
 
 class SecurityError(Exception):

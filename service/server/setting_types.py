@@ -1,12 +1,75 @@
-"""The value types of the server settings: each parses a flag's or a variable's text, or raises
-ValueError saying what was expected."""
+"""How a setting is declared, and the value types of the server settings.
+
+A setting is declared once, as a field of its command's settings dataclass: `setting(default,
+parse, metavar, help)`. Its flag (`--name`), its environment variable (`FOLDSERVE_NAME`), its
+`--help` line and its row in the docs' reference are all derived from that field (`declared`).
+Each value type parses a flag's or a variable's text, or raises ValueError saying what was
+expected.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "FOLDSERVE_"
+_DECLARED = "foldserve.setting"
+
+
+def setting(default: Any, parse: Callable[[str], Any], metavar: str, help: str) -> Any:
+    """Declare a settings dataclass field: its default, how its text parses, its placeholder in
+    `--help`, and what it does (`help`). A string default is parsed like any given value."""
+    return dataclasses.field(default=default, metadata={_DECLARED: (parse, metavar, help)})
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One declared setting, as the command line, the environment and the docs see it."""
+
+    name: str
+    default: Any
+    parse: Callable[[str], Any]
+    metavar: str
+    help: str
+    command: str
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def shown_default(self) -> str:
+        if isinstance(self.default, bool):
+            return "on" if self.default else "off"
+        return "none" if self.default is None else str(self.default)
+
+
+def declared(settings_type: type, command: str) -> tuple[Setting, ...]:
+    """The settings a dataclass declares with `setting`, in field order."""
+    return tuple(
+        Setting(f.name, f.default, *f.metadata[_DECLARED], command)
+        for f in dataclasses.fields(settings_type)
+        if _DECLARED in f.metadata
+    )
+
+
+def markdown_table(settings: tuple[Setting, ...]) -> str:
+    """The settings as a Markdown table: flag, variable, default, what it does."""
+    rows = ["| flag | environment variable | default | what it does |", "| --- | --- | --- | --- |"]
+    for item in settings:
+        value = f"{item.flag} {item.metavar}"
+        help_text = item.help.replace("|", "\\|")
+        rows.append(f"| `{value}` | `{item.env}` | {item.shown_default} | {help_text} |")
+    return "\n".join(rows) + "\n"
 
 
 def integer(text: str) -> int:

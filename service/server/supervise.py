@@ -12,10 +12,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from service.metrics import INFO_METRIC, serve_metrics
-from service.server.config import ServeConfig
-from service.server.lifecycle import log_serving
-from service.server.workers import (
+from foldserve.core.metrics import INFO_METRIC, serve_metrics
+from foldserve.server.config import ServeConfig
+from foldserve.server.lifecycle import log_serving
+from foldserve.server.workers import (
     Supervisor,
     WorkerError,
     reserved_port,
@@ -36,7 +36,7 @@ def serve_workers(config: ServeConfig) -> int:
     """
     try:
         with reserved_port(config.host, config.port) as port, shared_metrics_dir() as folder:
-            supervisor = Supervisor(worker_config(config, port), config.workers)
+            supervisor = Supervisor(worker_config(config, port), config.worker_count)
             supervisor.start()
             return _supervise(config, port, folder, supervisor)
     except WorkerError as exc:
@@ -110,7 +110,7 @@ def _supervise(config: ServeConfig, port: int, folder: str, supervisor: Supervis
     healthy = True
     while healthy and not stop.wait(WATCH_SECONDS):
         healthy = supervisor.watch()
-    log.info("draining %d workers (grace %.1f s)", config.workers, config.grace_seconds)
+    log.info("draining %d workers (grace %.1f s)", config.worker_count, config.grace_seconds)
     clean = supervisor.stop(config.grace_seconds)
     metrics_http.shutdown()  # type: ignore[attr-defined]
     log.info("stopped")

@@ -1,5 +1,5 @@
 """One worker of `foldserve serve --workers N`: a whole server on the shared port, started by the
-supervisor (`service.server.workers`) in a spawned process."""
+supervisor (`foldserve.server.workers`) in a spawned process."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from multiprocessing.queues import Queue
 
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
-from service.core.model import ModelError
-from service.server.app import ServeError, start_server
-from service.server.config import ServeConfig
-from service.server.lifecycle import serve_until_signalled
-from service.server.logs import setup_logging
+from foldserve.core.model import ModelError
+from foldserve.server.app import ServeError, start_server
+from foldserve.server.config import ServeConfig
+from foldserve.server.lifecycle import serve_until_signalled
+from foldserve.server.logs import setup_logging
 
 
 def run_worker(config: ServeConfig, events: Queue) -> None:

@@ -25,9 +25,12 @@ from dataclasses import replace
 from multiprocessing.process import BaseProcess
 from queue import Empty
 
-from service.defaults import WORKER_RESTARTS, WORKER_START_SECONDS
-from service.server.config import ServeConfig
-from service.server.ports import ServeError, probe
+from foldserve.server.config import ServeConfig
+from foldserve.server.ports import ServeError, probe
+
+WORKER_START_SECONDS = 120.0  # a worker that has not started by then stops the server
+WORKER_RESTARTS = 5  # more deaths than this in a minute stop the server
+
 
 log = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -102,7 +105,7 @@ class Supervisor:
             raise WorkerError(f"workers did not start in {WORKER_START_SECONDS:.0f} s") from None
 
     def _spawn(self, index: int) -> BaseProcess:
-        from service.server.worker import run_worker
+        from foldserve.server.worker import run_worker
 
         process = self._context.Process(
             target=run_worker,

@@ -9,9 +9,9 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service._proto.foldserve.v1 import predictor_pb2, predictor_pb2_grpc
-from service._proto.inference import grpc_predict_v2_pb2 as v2
-from service._proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+from foldserve._proto.foldserve.v1 import predictor_pb2, predictor_pb2_grpc
+from foldserve._proto.inference import grpc_predict_v2_pb2 as v2
+from foldserve._proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 
 
 def digits_examples(count: int) -> np.ndarray:

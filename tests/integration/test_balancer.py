@@ -24,7 +24,7 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service._proto.foldserve.v1 import predictor_pb2, predictor_pb2_grpc
+from foldserve._proto.foldserve.v1 import predictor_pb2, predictor_pb2_grpc
 from tests.integration.deploy_balancer import Balancer, balancer_config_for, run_haproxy
 from tests.integration.deploy_tools import COMPOSE_FILE, require_programs, wait_for
 from tests.service.model_files import write_tiny_model

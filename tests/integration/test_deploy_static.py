@@ -217,7 +217,7 @@ def test_compose_services_and_their_wiring():
 
 
 def test_server_settings_match_the_service_settings():
-    from service.server.config import SETTINGS
+    from foldserve.server.config import SETTINGS
 
     known = {setting.env for setting in SETTINGS}
     server_env = set(compose()["services"]["server"]["environment"])

@@ -13,8 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from service.defaults import LIVENESS_SERVICE
-from service.server.config import SETTINGS
+from foldserve.server.app import LIVENESS_SERVICE
+from foldserve.server.config import SETTINGS
 from tests.integration.deploy_tools import DEPLOY
 from tests.integration.k8s_schemas import KUBERNETES_VERSION, SCHEMAS, validate_custom
 

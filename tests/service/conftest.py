@@ -13,10 +13,10 @@ import onnx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.core.loading import load_model
-from service.core.model import Model
-from service.server.app import RunningServer, start_server
-from service.server.config import ServeConfig
+from foldserve.core.loading import load_model
+from foldserve.core.model import Model
+from foldserve.server.app import RunningServer, start_server
+from foldserve.server.config import ServeConfig
 from tests.service.model_files import DEFAULT_SPLIT, linear_model, metadata, write_tiny_model
 
 
@@ -121,8 +121,8 @@ def digits_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Stands in for the training half's `trained_mlp_dir` so the end-to-end checks run without
     torch; card.json's `test_accuracy` is computed with onnxruntime like the training report's.
     """
-    from service.datasets import load_dataset, split_dataset
-    from service.runtime import ort
+    from foldserve.datasets import load_dataset, split_dataset
+    from foldserve.runtime import ort
 
     split = split_dataset(load_dataset("digits"), **DEFAULT_SPLIT)
     weights, bias = _softmax_regression(split.train.features, split.train.labels, 10)

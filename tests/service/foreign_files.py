@@ -104,8 +104,8 @@ def write_every_datatype_model(path: Path, names: list[str] | None = None) -> Pa
 def write_folded_classifier(path: Path, weights: np.ndarray, mean, var) -> Path:
     """`write_logits_model` with the record `foldserve fold` leaves: a BN over the model input
     (statistics `mean`, `var`) folded into the MatMul."""
-    from service import contract
-    from service.version import VERSION
+    from foldserve import contract
+    from foldserve.version import VERSION
 
     write_logits_model(path, weights)
     model = onnx.load(str(path))

@@ -1,7 +1,7 @@
 """Contract-conforming ONNX model files for the service tests, built with `onnx.helper`.
 
 input `input` [N, *shape] float32 -> (Flatten) -> Gemm -> `logits`, Softmax -> `probabilities`,
-with metadata written through the model-file contract (`service.contract`).
+with metadata written through the model-file contract (`foldserve.contract`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from service import contract
-from service.contract import BNStats, ModelMetadata
-from service.defaults import SPLIT_SEED, TEST_FRACTION, VAL_FRACTION
+from foldserve import contract
+from foldserve.contract import BNStats, ModelMetadata
+from foldserve.contract.data import SPLIT_SEED, TEST_FRACTION, VAL_FRACTION
 
 DEFAULT_SPLIT = {"seed": SPLIT_SEED, "val_fraction": VAL_FRACTION, "test_fraction": TEST_FRACTION}
 KEYS = contract.KEYS

@@ -39,7 +39,7 @@ class ServerProcess:
 
 
 def foldserve_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "service.cli", *args]
+    return [sys.executable, "-m", "foldserve.cli", *args]
 
 
 def env(**extra: str) -> dict[str, str]:

@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service._proto.foldserve.v1 import predictor_pb2 as pb
-from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
-from service.core.batcher import Batcher, BatchSettings
-from service.core.call import Call
-from service.core.errors import RequestError, Status
-from service.core.runner import ModelRunner
-from service.metrics import Metrics
+from foldserve._proto.foldserve.v1 import predictor_pb2 as pb
+from foldserve._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
+from foldserve.core.batch_settings import BatchSettings
+from foldserve.core.batcher import Batcher
+from foldserve.core.errors import RequestError, Status
+from foldserve.core.metrics import Metrics
+from foldserve.core.runner import ModelRunner
 
 CALLS = 64
+OUTPUTS = ("logits", "probabilities")
 
 
 def _slow(run, seconds: float = 2e-3):
@@ -42,19 +43,19 @@ def _in_threads(work, items, threads: int = 16) -> list:
 
 
 def test_an_answer_does_not_depend_on_its_batch_mates(tiny_model) -> None:
-    batcher = Batcher(_slow(tiny_model.run), max_batch=64)
+    batcher = Batcher(_slow(tiny_model.run_classifier), max_batch=64)
     x = _examples(CALLS)
     got = _in_threads(lambda row: batcher.run(row[None, :]), x)
     assert batcher.runs < CALLS  # runs were shared
     for row, outputs in zip(x, got, strict=True):
-        alone = tiny_model.run(row[None, :])
+        alone = tiny_model.run_classifier(row[None, :])
         for name, value in alone.items():
             assert outputs[name].shape == (1, 10)
             np.testing.assert_allclose(outputs[name], value, rtol=1e-6, atol=1e-6)
 
 
 def test_a_lone_call_runs_at_once_and_alone(tiny_model) -> None:
-    batcher = Batcher(tiny_model.run, max_batch=64)
+    batcher = Batcher(tiny_model.run_classifier, max_batch=64)
     for row in _examples(5):
         assert batcher.run(row[None, :])["logits"].shape == (1, 10)
     assert batcher.runs == 5
@@ -65,7 +66,7 @@ def test_runs_hold_at_most_max_batch_examples(tiny_model) -> None:
 
     def run(batch: np.ndarray):
         sizes.append(len(batch))
-        return _slow(tiny_model.run)(batch)
+        return _slow(tiny_model.run_classifier)(batch)
 
     batcher = Batcher(run, max_batch=8)
     _in_threads(lambda row: batcher.run(row[None, :]), _examples(CALLS))
@@ -79,7 +80,7 @@ def test_a_failed_run_fails_its_calls_only(tiny_model) -> None:
         time.sleep(2e-3)
         if failing.is_set():
             raise RuntimeError("the model failed")
-        return tiny_model.run(batch)
+        return tiny_model.run_classifier(batch)
 
     batcher = Batcher(run, max_batch=64)
     failing.set()
@@ -115,7 +116,7 @@ def test_metrics_and_deadlines_stay_per_call(tiny_model) -> None:
     def call(i: int):
         deadline = past if i % 8 == 0 else None  # every 8th call's deadline has passed
         try:
-            return runner.run(x[i : i + 1], Call(time.perf_counter(), deadline))["logits"]
+            return runner.run({"input": x[i : i + 1]}, OUTPUTS, deadline)["logits"]
         except RequestError as exc:
             return exc.status
 
@@ -137,7 +138,7 @@ def test_metrics_and_deadlines_stay_per_call(tiny_model) -> None:
 def test_below_min_in_flight_calls_run_alone(tiny_model) -> None:
     runner, _ = _runner(tiny_model, min_in_flight=100)
     for row in _examples(3):
-        runner.run(row[None, :], Call(time.perf_counter(), None))
+        runner.run({"input": row[None, :]}, OUTPUTS, None)
     assert runner.batcher.runs == 0
 
 
@@ -152,7 +153,7 @@ def test_concurrent_predicts_over_grpc(serve, tiny_model, batching: bool) -> Non
         threads=CALLS,
     )
     for i, reply in enumerate(replies):
-        alone = tiny_model.run(x[i : i + 1])["probabilities"][0]
+        alone = tiny_model.run_classifier(x[i : i + 1])["probabilities"][0]
         assert reply.request_id == str(i)
         np.testing.assert_allclose(reply.probabilities, alone, rtol=1e-6, atol=1e-6)
     assert served.sample("foldserve_requests_total", method="Predict", code="OK") == CALLS

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from service.core.binding import BoundRuns
+from foldserve.core.binding import BoundRuns
 
 
 def _rows(n: int) -> np.ndarray:
@@ -19,7 +19,7 @@ def test_bound_runs_answer_as_the_session_does(tiny_model) -> None:
     rows = _rows(8)
     answers = [bound.run(row) for row in rows]  # kept across runs: nothing aliases a buffer
     for row, got in zip(rows, answers, strict=True):
-        expected = tiny_model.run(row)
+        expected = tiny_model.run_classifier(row)
         assert list(got) == list(expected)
         for name, value in expected.items():
             np.testing.assert_array_equal(got[name], value)
@@ -31,4 +31,4 @@ def test_threads_get_their_own_bindings(tiny_model) -> None:
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(bound.run, rows))
     for row, got in zip(rows, answers, strict=True):
-        np.testing.assert_array_equal(got["logits"], tiny_model.run(row)["logits"])
+        np.testing.assert_array_equal(got["logits"], tiny_model.run_classifier(row)["logits"])

@@ -6,8 +6,10 @@ import re
 
 import pytest
 
-from service import defaults
-from service.cli import main
+from foldserve.bench.suite.plan import BENCH_FULL, BENCH_SHORT
+from foldserve.cli import main
+from foldserve.client.commands import HEALTH_TIMEOUT_SECONDS, PREDICT_TIMEOUT_SECONDS, TARGET
+from foldserve.contract.data import DIGITS, LABEL_COLUMN
 
 
 def help_text(command: str, capsys: pytest.CaptureFixture) -> str:
@@ -21,11 +23,11 @@ def help_text(command: str, capsys: pytest.CaptureFixture) -> str:
 def test_predict_help_shows_defaults_and_the_label_rule(capsys: pytest.CaptureFixture) -> None:
     text = help_text("predict", capsys)
     for flag, default in [
-        ("--target HOST:PORT", defaults.TARGET),
-        ("--data SOURCE", defaults.DIGITS),
-        ("--label-column NAME", defaults.LABEL_COLUMN),
+        ("--target HOST:PORT", TARGET),
+        ("--data SOURCE", DIGITS),
+        ("--label-column NAME", LABEL_COLUMN),
         ("--format {text,json}", "text"),
-        ("--timeout SECONDS", defaults.PREDICT_TIMEOUT_SECONDS),
+        ("--timeout SECONDS", PREDICT_TIMEOUT_SECONDS),
     ]:
         entry = text.split(f" {flag} ", 1)[1].split(" --", 1)[0]  # the flag's help
         assert entry.endswith(f"(default: {default})"), (flag, entry)
@@ -36,11 +38,11 @@ def test_predict_help_shows_defaults_and_the_label_rule(capsys: pytest.CaptureFi
 def test_health_and_bench_help_describe_and_show_defaults(capsys: pytest.CaptureFixture) -> None:
     health = help_text("health", capsys)
     assert "exit 0 when it answers SERVING" in health
-    assert f"(default: {defaults.HEALTH_TIMEOUT_SECONDS})" in health
-    assert f"(default: {defaults.TARGET})" in health
+    assert f"(default: {HEALTH_TIMEOUT_SECONDS})" in health
+    assert f"(default: {TARGET})" in health
     bench = help_text("bench", capsys)
     assert "Start the echo floor" in bench
-    full, short = defaults.BENCH_FULL, defaults.BENCH_SHORT
+    full, short = BENCH_FULL, BENCH_SHORT
     assert f"(default {full['calls']}; --short {short['calls']})" in bench
 
 

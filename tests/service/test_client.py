@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.core.loading import load_model
-from service.tools.client import run_predict
+from foldserve.client.client import run_predict
+from foldserve.core.loading import load_model
 from tests.service.conftest import Served
 
 
@@ -41,7 +41,7 @@ def test_json_list_on_stdin(shared_server: Served) -> None:
     code, out = predict(shared_server, json.dumps(rows.tolist()), data="-")
     assert code == 0
     lines = [json.loads(line) for line in out.splitlines()]
-    logits = shared_server.model.run(rows)["logits"]
+    logits = shared_server.model.run_classifier(rows)["logits"]
     assert [line["label"] for line in lines] == logits.argmax(axis=1).tolist()
     assert [line["index"] for line in lines] == [0, 1, 2]
     assert all(line["class"] == f"class_{line['label']}" for line in lines)
@@ -49,7 +49,7 @@ def test_json_list_on_stdin(shared_server: Served) -> None:
 
 def test_json_lines_with_labels_and_summary(shared_server: Served) -> None:
     rows = np.random.default_rng(1).normal(size=(4, 64)).astype(np.float32)
-    logits = shared_server.model.run(rows)["logits"]
+    logits = shared_server.model.run_classifier(rows)["logits"]
     truth = logits.argmax(axis=1).tolist()
     truth[0] = (truth[0] + 1) % 10  # one wrong
     stdin = "\n".join(
@@ -89,7 +89,7 @@ def test_unreadable_stdin(shared_server: Served, capsys: pytest.CaptureFixture) 
 
 
 def test_csv_and_npz_files(digits_served: Served, tmp_path: Path) -> None:
-    from service.datasets import load_dataset
+    from foldserve.datasets import load_dataset
 
     digits = load_dataset("digits")
     rows, labels = digits.features[:30], digits.labels[:30]
@@ -100,7 +100,7 @@ def test_csv_and_npz_files(digits_served: Served, tmp_path: Path) -> None:
         for row, label in zip(rows, labels, strict=True)
     ]
     csv.write_text("\n".join([header, *lines]) + "\n")
-    logits = digits_served.model.run(rows)["logits"]
+    logits = digits_served.model.run_classifier(rows)["logits"]
     expected = int(np.sum(logits.argmax(axis=1) == labels))
     code, out = predict(digits_served, data=str(csv), label_column="digit", summary=True,
                         format="json")  # fmt: skip

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.core.loading import load_model
-from service.tools.client import run_predict
-from service.tools.health_probe import check
+from foldserve.client.client import run_predict
+from foldserve.client.health_probe import check
+from foldserve.core.loading import load_model
 from tests.service.conftest import Served
 from tests.service.model_files import metadata, write_tiny_model
 from tests.service.test_client import args, predict
@@ -47,7 +47,9 @@ def test_number_and_text_labels_mean_the_same_class(serve, numbered_model_path: 
     """`"label": 2` and `"label": "2"` both name the class labelled "2" (not index 2)."""
     served = serve(load_model(numbered_model_path))
     row = np.random.default_rng(2).normal(size=64).astype(np.float32)
-    predicted = served.model.class_labels[int(served.model.run(row[None])["logits"].argmax())]
+    predicted = served.model.class_labels[
+        int(served.model.run_classifier(row[None])["logits"].argmax())
+    ]
     stdin = "\n".join(
         json.dumps({"features": row.tolist(), "label": label})
         for label in (int(predicted), predicted)

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from service.server.config import ConfigError, ServeConfig, add_serve_arguments, resolve
+from foldserve.server.config import ConfigError, ServeConfig, add_serve_arguments, resolve
 
 
 def parse(*argv: str, environ: dict | None = None) -> argparse.Namespace:
@@ -16,7 +16,7 @@ def parse(*argv: str, environ: dict | None = None) -> argparse.Namespace:
 
 
 def test_defaults() -> None:
-    from service.server.setting_types import available_cpus
+    from foldserve.server.setting_types import available_cpus
 
     config = resolve(parse("--model", "m.onnx"), environ={})
     assert config == ServeConfig(model="m.onnx", workers=available_cpus())

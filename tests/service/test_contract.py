@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from service import contract
-from service.contract import (
+from foldserve import contract
+from foldserve.contract import (
     KEYS,
     BNStats,
     ContractError,

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service._proto.foldserve.v1 import predictor_pb2 as pb
-from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
-from service.core.loading import load_model
-from service.datasets import load_dataset, split_dataset
-from service.runtime import ort
+from foldserve._proto.foldserve.v1 import predictor_pb2 as pb
+from foldserve._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
+from foldserve.core.loading import load_model
+from foldserve.datasets import load_dataset, split_dataset
+from foldserve.runtime import ort
 from tests.service.subprocess_server import REPO, env, foldserve_command
 
 MODEL_DIRS = [
@@ -35,7 +35,7 @@ def model_dir(request: pytest.FixtureRequest) -> Path:
 def test_grpc_equals_offline_and_accuracy_matches_the_card(serve, model_dir: Path) -> None:
     model = load_model(model_dir / "model.onnx")
     served = serve(model)
-    split = model.metadata.training_metrics["split"]
+    split = model.training.training_metrics["split"]
     test = split_dataset(
         load_dataset("digits"),
         seed=int(split["seed"]),
@@ -46,10 +46,10 @@ def test_grpc_equals_offline_and_accuracy_matches_the_card(serve, model_dir: Pat
         str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"]
     )
     stub = pb_grpc.PredictorStub(served.channel)
-    shape = (1, *model.input.shape)
+    shape = (1, *model.classifier.example_shape)
     for i, row in enumerate(test.features):
         logits, probabilities = offline.run(
-            ["logits", "probabilities"], {model.input.name: row.reshape(shape)}
+            ["logits", "probabilities"], {model.classifier.input.name: row.reshape(shape)}
         )
         reply = stub.Predict(pb.PredictRequest(features=row.tolist()), timeout=5)
         assert reply.label == int(logits[0].argmax()), i
@@ -66,7 +66,7 @@ def test_grpc_equals_offline_and_accuracy_matches_the_card(serve, model_dir: Pat
     assert summary["count"] == len(test)
     assert summary["accuracy"] == pytest.approx(card["test_accuracy"], abs=1e-12)
     # The clean test split, twice over by now: the trained model's monitor sees no shift.
-    tapped = model.metadata.shift_calibration is not None
+    tapped = model.training.shift_calibration is not None
     assert summary["shift"]["enabled"] is tapped
     assert not tapped or (summary["shift"]["alarm"] is False and summary["shift"]["examples"] > 0)
     text = subprocess.run(

@@ -10,10 +10,10 @@ import grpc
 import numpy as np
 import pytest
 
-from service._proto.foldserve.v1 import predictor_pb2, predictor_pb2_grpc
-from service._proto.inference import grpc_predict_v2_pb2 as pb
-from service._proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
-from service.core.loading import load_model
+from foldserve._proto.foldserve.v1 import predictor_pb2, predictor_pb2_grpc
+from foldserve._proto.inference import grpc_predict_v2_pb2 as pb
+from foldserve._proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from foldserve.core.loading import load_model
 from tests.service.conftest import ServeFactory
 from tests.service.foreign_files import (
     ELEMENT_TYPES,
@@ -326,10 +326,14 @@ def test_predict_refuses_a_wrong_feature_count(tmp_path: Path, serve: ServeFacto
     assert "features: expected 5 float32 values (shape [5]), got 4" in caught.value.details()
 
 
-def test_a_probabilities_output_is_used_as_is(tmp_path: Path) -> None:
+def test_a_probabilities_output_is_used_as_is(tmp_path: Path, serve: ServeFactory) -> None:
     """An [N, C] output whose name holds "prob" is the probabilities; no softmax of it."""
     model = load_model(write_logits_model(tmp_path / "model.onnx", WEIGHTS, "class_probs"))
-    classifier = model.foreign.classifier
+    classifier = model.classifier
     assert (classifier.logits, classifier.probabilities) == ("class_probs", "class_probs")
-    outputs = model.run(np.ones((1, 5), np.float32))
-    np.testing.assert_array_equal(outputs["probabilities"], outputs["logits"])
+    features = np.ones((1, 5), np.float32)
+    outputs = model.run_classifier(features)
+    assert list(outputs) == ["class_probs"]
+    stub = predictor_pb2_grpc.PredictorStub(serve(model).channel)
+    reply = stub.Predict(predictor_pb2.PredictRequest(features=features[0].tolist()), timeout=5)
+    np.testing.assert_array_equal(reply.probabilities, outputs["class_probs"][0])

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from service._proto.foldserve.v1 import predictor_pb2 as pb
-from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
-from service.core.loading import load_model
+from foldserve._proto.foldserve.v1 import predictor_pb2 as pb
+from foldserve._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
+from foldserve.core.loading import load_model
 from tests.service.conftest import ServeFactory
 from tests.service.foreign_files import write_folded_classifier, write_logits_model
 
@@ -57,7 +57,7 @@ def test_no_input_bn_no_monitor(tmp_path: Path, serve: ServeFactory) -> None:
 
 def test_the_monitor_can_be_off(tmp_path: Path, serve: ServeFactory) -> None:
     path = write_folded_classifier(tmp_path / "model.onnx", WEIGHTS, MEAN, VAR)
-    assert load_model(path).foreign.shift is not None
+    assert load_model(path).shift is not None
     served = serve(path, shift_monitor=False)
     assert served.running.repository.latest.runner.monitor is None
     description = pb_grpc.PredictorStub(served.channel).DescribeModel(pb.DescribeModelRequest())

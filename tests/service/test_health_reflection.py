@@ -14,8 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from service.defaults import LIVENESS_SERVICE
-from service.server.app import SERVICE_NAMES
+from foldserve.server.app import LIVENESS_SERVICE, SERVICE_NAMES
 from tests.integration.deploy_tools import skip_or_fail
 from tests.service.conftest import Served
 from tests.service.subprocess_server import REPO, env, foldserve_command

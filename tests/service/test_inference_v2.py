@@ -11,8 +11,8 @@ import grpc
 import numpy as np
 import pytest
 
-from service._proto.inference import grpc_predict_v2_pb2 as pb
-from service._proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from foldserve._proto.inference import grpc_predict_v2_pb2 as pb
+from foldserve._proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from tests.service.conftest import Served
 from tests.service.subprocess_server import REPO, env
 
@@ -83,7 +83,7 @@ def test_infer_raw_answers_raw(
     stub: pb_grpc.GRPCInferenceServiceStub, shared_server: Served
 ) -> None:
     reply = stub.ModelInfer(raw_request(id="abc"), timeout=5)
-    outputs = shared_server.model.run(BATCH)
+    outputs = shared_server.model.run_classifier(BATCH)
     logits, probabilities = outputs["logits"], outputs["probabilities"]
     assert reply.id == "abc"
     assert (reply.model_name, reply.model_version) == ("foldserve", shared_server.model.version)
@@ -104,7 +104,7 @@ def test_infer_typed_answers_typed(
     reply = stub.ModelInfer(typed_request(one, outputs=[Requested(name="probabilities")]))
     assert [o.name for o in reply.outputs] == ["probabilities"]
     assert not reply.raw_output_contents
-    probabilities = shared_server.model.run(one)["probabilities"]
+    probabilities = shared_server.model.run_classifier(one)["probabilities"]
     got = np.array(reply.outputs[0].contents.fp32_contents, np.float32).reshape(1, 10)
     np.testing.assert_array_equal(got, probabilities)
 
@@ -124,27 +124,38 @@ def _with(request: pb.ModelInferRequest, change) -> pb.ModelInferRequest:
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 BAD_INFERS = [
     ("no inputs", pb.ModelInferRequest(model_name="foldserve"), INVALID,
-     "inputs: expected 1 input tensor ('input'), got 0"),
-    ("two inputs", _with(raw_request(), lambda r: r.inputs.append(r.inputs[0])), INVALID,
-     "inputs: expected 1 input tensor"),
+     "inputs: input(s) ['input'] missing; the model's inputs are ['input']"),
+    ("two inputs", _with(raw_request(), lambda r: (r.inputs.append(r.inputs[0]),
+                                                   r.raw_input_contents.append(BATCH.tobytes()))),
+     INVALID, "inputs[1].name: input 'input' given twice"),
     ("input name", _with(raw_request(), lambda r: setattr(r.inputs[0], "name", "x")), INVALID,
-     "inputs[0].name: unknown input 'x'; expected 'input'"),
-    ("datatype", _with(raw_request(), lambda r: setattr(r.inputs[0], "datatype", "INT64")),
-     INVALID, "inputs[0].datatype: expected FP32, got 'INT64'"),
+     "inputs[0].name: unknown input 'x'; the model's inputs are ['input']"),
+    ("datatype", _with(raw_request(), lambda r: (setattr(r.inputs[0], "datatype", "INT32"))),
+     INVALID, "inputs[0].datatype: input 'input' is FP32, got 'INT32'"),
+    ("unknown datatype", _with(raw_request(), lambda r: setattr(r.inputs[0], "datatype", "F32")),
+     INVALID, "inputs[0].datatype: unknown datatype 'F32'; expected one of BOOL, INT8"),
     ("shape rank", raw_request(BATCH.reshape(-1)), INVALID,
-     "inputs[0].shape: expected [N, 64] with N >= 1, got [256]"),
+     "inputs[0].shape: input 'input' has shape [dynamic, 64] (dynamic: any size >= 1), "
+     "got [256]"),
     ("feature count", raw_request(BATCH[:, :63].copy()), INVALID,
-     "inputs[0].shape: expected [N, 64] with N >= 1, got [4, 63]"),
+     "inputs[0].shape: input 'input' has shape [dynamic, 64] (dynamic: any size >= 1), "
+     "got [4, 63]"),
     ("empty batch", raw_request(BATCH[:0]), INVALID,
-     "inputs[0].shape: expected [N, 64] with N >= 1, got [0, 64]"),
+     "inputs[0].shape: input 'input' has shape [dynamic, 64] (dynamic: any size >= 1), "
+     "got [0, 64]"),
+    ("negative dimension", _with(raw_request(), lambda r: r.inputs[0].shape.__setitem__(0, -4)),
+     INVALID, "inputs[0].shape: [-4, 64] has a negative dimension"),
     ("no data", _with(raw_request(), lambda r: r.ClearField("raw_input_contents")), INVALID,
-     "inputs[0]: no data; expected 256 FP32 values"),
+     "inputs[0]: no data for input 'input'; expected 256 FP32 values for shape [4, 64] in "
+     "contents.fp32_contents or raw_input_contents"),
     ("raw not multiple of 4",
      _with(raw_request(), lambda r: r.raw_input_contents.__setitem__(0, b"\0" * 1023)), INVALID,
-     "raw_input_contents[0]: 1023 bytes is not a multiple of 4"),
+     "raw_input_contents[0]: expected 1024 bytes (256 FP32 values of 4 byte(s) for shape [4, 64]), "
+     "got 1023"),
     ("raw size vs shape",
      _with(raw_request(), lambda r: r.raw_input_contents.__setitem__(0, b"\0" * 1020)), INVALID,
-     "raw_input_contents[0]: expected 1024 bytes (256 FP32 values for shape [4, 64]), got 1020"),
+     "raw_input_contents[0]: expected 1024 bytes (256 FP32 values of 4 byte(s) for shape [4, 64]), "
+     "got 1020"),
     ("typed count", _with(typed_request(), lambda r: r.inputs[0].contents.fp32_contents.pop()),
      INVALID, "inputs[0].contents.fp32_contents: expected 256 values for shape [4, 64], got 255"),
     ("typed wrong field",
@@ -153,7 +164,7 @@ BAD_INFERS = [
      INVALID, "inputs[0].contents: FP32 data belongs in fp32_contents, got int_contents"),
     ("both raw and typed",
      _with(typed_request(), lambda r: r.raw_input_contents.append(BATCH.tobytes())), INVALID,
-     "data given in both contents and raw_input_contents"),
+     "inputs[0].contents: data given in both contents and raw_input_contents"),
     ("nan", raw_request(np.where(np.arange(256).reshape(4, 64) == 70, np.nan, BATCH)
                         .astype(np.float32)), INVALID, "inputs[0] values[70]: nan is not finite"),
     ("infinity", typed_request(np.full((1, 64), -np.inf, np.float32)), INVALID,
@@ -271,5 +282,5 @@ def test_tritonclient_talks_to_foldserve(shared_server: Served) -> None:
     ]
     assert reply["logits"] is None  # not requested, not sent
     assert reply["id"] == "t1"
-    probabilities = shared_server.model.run(BATCH[:3])["probabilities"]
+    probabilities = shared_server.model.run_classifier(BATCH[:3])["probabilities"]
     np.testing.assert_array_equal(np.array(reply["probabilities"], np.float32), probabilities)

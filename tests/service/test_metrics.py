@@ -10,13 +10,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from service._proto.foldserve.v1 import predictor_pb2 as pb
-from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
-from service._proto.inference import grpc_predict_v2_pb2 as v2
-from service._proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
-from service.api.calls import method_names
-from service.metrics import LATENCY_BUCKETS, Metrics, VersionMetrics
-from service.server.app import SERVICES
+from foldserve._proto.foldserve.v1 import predictor_pb2 as pb
+from foldserve._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
+from foldserve._proto.inference import grpc_predict_v2_pb2 as v2
+from foldserve._proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+from foldserve.api.calls import method_names
+from foldserve.core.metrics import LATENCY_BUCKETS, Metrics, VersionMetrics
+from foldserve.server.app import SERVICES
 from tests.service.conftest import Served
 
 GOOD = pb.PredictRequest(features=[0.5] * 64)

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.core.loading import load_model
-from service.core.model import ModelError
-from service.core.onnx_opset import default_opset
+from foldserve.core.loading import load_model
+from foldserve.core.model import ModelError
+from foldserve.core.onnx_opset import default_opset
 from tests.service.model_files import KEYS, input_bn, metadata, write_tiny_model
 
 
@@ -18,17 +18,17 @@ def test_loads_metadata(tiny_model_path: Path) -> None:
     model = load_model(tiny_model_path, name="digits")
     assert model.name == "digits"
     assert model.version == "20250101T000000Z"
-    assert model.input.shape == (64,)
-    assert model.input.size == 64
+    assert model.classifier.example_shape == (64,)
+    assert model.classifier.example_size == 64
     assert model.class_labels == tuple(f"class_{i}" for i in range(10))
     assert model.opset == 17
     assert len(model.sha256) == 64
-    assert model.metadata.training_metrics["split"]["seed"] == 0
+    assert model.training.training_metrics["split"]["seed"] == 0
 
 
 def test_run_returns_logits_and_probabilities(tiny_model_path: Path) -> None:
     model = load_model(tiny_model_path)
-    outputs = model.run(np.ones((3, 64), np.float32))
+    outputs = model.run_classifier(np.ones((3, 64), np.float32))
     logits, probabilities = outputs["logits"], outputs["probabilities"]
     assert logits.shape == probabilities.shape == (3, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
@@ -37,8 +37,8 @@ def test_run_returns_logits_and_probabilities(tiny_model_path: Path) -> None:
 def test_image_shaped_input(tmp_path: Path) -> None:
     path = write_tiny_model(tmp_path / "cnn.onnx", input_shape=(1, 8, 8))
     model = load_model(path)
-    assert model.input.shape == (1, 8, 8)
-    assert model.input.size == 64
+    assert model.classifier.example_shape == (1, 8, 8)
+    assert model.classifier.example_size == 64
 
 
 def test_default_opset_reads_only_the_header(tiny_model_path: Path) -> None:
@@ -68,7 +68,7 @@ def test_no_foldserve_metadata_is_read_from_the_graph(tmp_path: Path) -> None:
     """A file without foldserve metadata is a model foldserve did not train: served from its
     graph (tests/service/test_foreign_model.py has the rest)."""
     model = load_model(write_tiny_model(tmp_path / "plain.onnx", meta={}))
-    assert model.metadata is None and model.foreign is not None
+    assert model.training is None and model.classifier is not None
     assert (model.name, model.version) == ("foldserve", "1")
     assert model.class_labels == tuple(str(i) for i in range(10))
     assert model.output_names == ("logits", "probabilities")
@@ -141,6 +141,11 @@ def test_typed_fields(tmp_path: Path) -> None:
     stats = input_bn([0.0, 1.0, 2.0, 3.0], [1.0] * 4)
     meta = metadata((4,), ["a", "b"], bn_stats=(stats,))
     model = load_model(write_tiny_model(tmp_path / "m.onnx", features=4, classes=2, meta=meta))
-    assert model.metadata.input_bn == stats
-    assert model.input.name == "input" and model.input.shape == (4,) and model.input.size == 4
-    assert [(o.name, o.shape) for o in model.outputs] == [("logits", (2,)), ("probabilities", (2,))]
+    assert model.training.input_bn == stats and model.bn_stats == (stats,)
+    assert (
+        model.classifier.input.name == "input"
+        and model.classifier.example_shape == (4,)
+        and model.classifier.example_size == 4
+    )
+    shapes = [(o.name, o.shown_shape) for o in model.outputs]
+    assert shapes == [("logits", [-1, 2]), ("probabilities", [-1, 2])]

@@ -12,11 +12,11 @@ import grpc
 import numpy as np
 import pytest
 
-from service._proto.foldserve.v1 import predictor_pb2 as pb
-from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
-from service.core.loading import load_model
-from service.core.model import ModelError
-from service.server.config import add_serve_arguments, resolve
+from foldserve._proto.foldserve.v1 import predictor_pb2 as pb
+from foldserve._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
+from foldserve.core.loading import load_model
+from foldserve.core.model import ModelError
+from foldserve.server.config import add_serve_arguments, resolve
 from tests.service.conftest import ServeFactory
 from tests.service.foreign_files import write_logits_model, write_masked_model
 from tests.service.model_files import write_tiny_model

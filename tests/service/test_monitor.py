@@ -11,14 +11,16 @@ import numpy as np
 import onnx
 import pytest
 
-from service import contract
-from service._proto.foldserve.v1 import predictor_pb2 as pb
-from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
-from service.contract import TAPS
-from service.core.loading import load_model
-from service.core.model import ModelError
-from service.core.monitor import ShiftMonitor, ShiftSettings
-from service.tools.client import run_predict
+from foldserve import contract
+from foldserve._proto.foldserve.v1 import predictor_pb2 as pb
+from foldserve._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
+from foldserve.client.client import run_predict
+from foldserve.contract import TAPS
+from foldserve.core.loading import load_model
+from foldserve.core.model import ModelError
+from foldserve.core.runner import monitor_for
+from foldserve.core.shift.monitor import ShiftMonitor
+from foldserve.core.shift.settings import ShiftSettings
 from tests.service.model_files import write_tapped_model
 
 MEAN = [0.0, 1.0, 2.0, 3.0]
@@ -36,7 +38,7 @@ def tapped(tapped_path):
 
 def _feed(monitor: ShiftMonitor, model, x: np.ndarray) -> None:
     for row in x:
-        outputs = model.run(row[None, :].astype(np.float32), taps=True)
+        outputs = model.run_classifier(row[None, :].astype(np.float32), taps=True)
         monitor.observe(outputs[TAPS], outputs["logits"].argmax(axis=1))
 
 
@@ -47,14 +49,15 @@ def _clean(n: int, seed: int = 0) -> np.ndarray:
 def test_the_plain_session_has_no_taps_and_answers_alike(tapped):
     plain = [o.name for o in tapped.session.get_outputs()]
     assert plain == ["logits", "probabilities"]
-    assert TAPS in [o.name for o in tapped.tapped_session.get_outputs()]
+    assert TAPS in [o.name for o in tapped.shift.tapped_session.get_outputs()]
     x = _clean(5).astype(np.float32)
-    np.testing.assert_array_equal(tapped.run(x)["logits"], tapped.run(x, taps=True)["logits"])
-    assert load_model(tapped.path, monitor=False).tapped_session is None
+    plain, with_taps = tapped.run_classifier(x), tapped.run_classifier(x, taps=True)
+    np.testing.assert_array_equal(plain["logits"], with_taps["logits"])
+    assert load_model(tapped.path, monitor=False).shift is None
 
 
 def test_clean_traffic_stays_below_the_thresholds(tapped):
-    monitor = ShiftMonitor.of(tapped.metadata, ShiftSettings())
+    monitor = monitor_for(tapped, ShiftSettings())
     _feed(monitor, tapped, _clean(300))
     shot = monitor.snapshot()
     assert shot.names == ("0", "1") and shot.requests == 300
@@ -63,7 +66,7 @@ def test_clean_traffic_stays_below_the_thresholds(tapped):
 
 
 def test_a_shift_alarms_and_the_first_alarm_is_remembered(tapped):
-    monitor = ShiftMonitor.of(tapped.metadata, ShiftSettings(check_every=1))
+    monitor = monitor_for(tapped, ShiftSettings(check_every=1))
     _feed(monitor, tapped, _clean(50))
     _feed(monitor, tapped, _clean(50, seed=1) + 3.0)  # every input 3 stds up
     shot = monitor.snapshot()
@@ -77,17 +80,17 @@ def test_a_shift_alarms_and_the_first_alarm_is_remembered(tapped):
 
 def test_checks_every_n_examples_and_margins_are_settings(tapped):
     settings = ShiftSettings(check_every=16, margin=3.0, prior_margin=4.0)
-    monitor = ShiftMonitor.of(tapped.metadata, settings)
+    monitor = monitor_for(tapped, settings)
     assert monitor.snapshot().thresholds == pytest.approx((2.0, 2.0))  # 3 x clean max 2/3
     assert monitor.snapshot().prior_threshold == pytest.approx(0.6)
     _feed(monitor, tapped, _clean(20) + 5.0)
     assert monitor.snapshot().first_alarm_request == 16  # found at the first check
-    assert ShiftMonitor.of(tapped.metadata, ShiftSettings(enabled=False)) is None
+    assert monitor_for(tapped, ShiftSettings(enabled=False)) is None
 
 
 def test_concurrent_observers_lose_no_examples(tapped):
-    monitor = ShiftMonitor.of(tapped.metadata, ShiftSettings())
-    outputs = tapped.run(_clean(1).astype(np.float32), taps=True)
+    monitor = monitor_for(tapped, ShiftSettings())
+    outputs = tapped.run_classifier(_clean(1).astype(np.float32), taps=True)
     row, label = outputs[TAPS], outputs["logits"].argmax(axis=1)
 
     def work():
@@ -114,7 +117,7 @@ def test_a_calibration_that_does_not_fit_the_taps_refuses_the_file(tmp_path):
     onnx.save(proto, path)
     with pytest.raises(ModelError, match="3 class priors for 2 classes"):
         load_model(path)
-    assert load_model(path, monitor=False).tapped_session is None  # the monitor off: it serves
+    assert load_model(path, monitor=False).shift is None  # the monitor off: it serves
 
 
 def _sample(served, name, **labels):
@@ -168,7 +171,7 @@ def test_monitor_off_serves_without_taps_or_series(serve, tapped_path):
     assert _sample(served, "foldserve_shift_alarm") is None
     shift = stub.DescribeModel(pb.DescribeModelRequest(), timeout=5).shift
     assert not shift.enabled and "--shift-monitor off" in shift.reason
-    assert served.running.repository.latest.model.tapped_session is None
+    assert served.running.repository.latest.model.shift is None
 
 
 def test_a_model_without_taps_has_no_monitor(served):
@@ -182,11 +185,11 @@ def test_kept_examples_fold_into_the_same_scores_as_one_update_each(tapped):
     """The monitor folds single examples in batches; its scores are those of one update per
     example (to rounding), at every check and every snapshot in between."""
     settings = ShiftSettings(check_every=5)
-    batched = ShiftMonitor.of(tapped.metadata, settings)
+    batched = monitor_for(tapped, settings)
     reference = batched.statistic.new_state()
     x = np.random.default_rng(3).normal(MEAN, 2.0, (203, len(MEAN))).astype(np.float32)
     for i, row in enumerate(x):
-        outputs = tapped.run(row[None, :], taps=True)
+        outputs = tapped.run_classifier(row[None, :], taps=True)
         labels = outputs["logits"].argmax(axis=1)
         batched.observe(outputs[TAPS], labels)
         reference.add(outputs[TAPS], labels)

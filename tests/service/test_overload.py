@@ -12,8 +12,8 @@ import grpc
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from service._proto.inference import grpc_predict_v2_pb2 as v2
-from service._proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+from foldserve._proto.inference import grpc_predict_v2_pb2 as v2
+from foldserve._proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from tests.service.subprocess_server import server_process
 
 ROUNDS, CONCURRENT = 12, 300

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from google.protobuf import json_format
 
-from service._proto.foldserve.v1 import predictor_pb2 as pb
-from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
+from foldserve._proto.foldserve.v1 import predictor_pb2 as pb
+from foldserve._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
 from tests.service.conftest import Served
+
+OUTPUTS = ("logits", "probabilities")
 
 FEATURES = np.linspace(-1, 1, 64, dtype=np.float32)
 
@@ -22,7 +24,7 @@ def stub(shared_server: Served) -> pb_grpc.PredictorStub:
 
 
 def expected(served: Served, features: np.ndarray) -> tuple[int, np.ndarray]:
-    outputs = served.model.run(features.reshape(1, 64))
+    outputs = served.model.run_classifier(features.reshape(1, 64))
     return int(outputs["logits"][0].argmax()), outputs["probabilities"][0]
 
 
@@ -156,10 +158,9 @@ def test_core_skips_compute_after_the_deadline(tiny_model) -> None:
 
     from prometheus_client import CollectorRegistry
 
-    from service.core.call import Call
-    from service.core.errors import RequestError, Status
-    from service.core.runner import ModelRunner
-    from service.metrics import Metrics
+    from foldserve.core.errors import RequestError, Status
+    from foldserve.core.metrics import Metrics
+    from foldserve.core.runner import ModelRunner
 
     registry = CollectorRegistry()
     model = tiny_model
@@ -170,16 +171,16 @@ def test_core_skips_compute_after_the_deadline(tiny_model) -> None:
     runner = ModelRunner(model, metrics)
     batch = FEATURES.reshape(1, 64)
     with pytest.raises(RequestError) as caught:
-        runner.run(batch, Call(time.perf_counter(), deadline=time.monotonic() - 1e-3))
+        runner.run({"input": batch}, OUTPUTS, time.monotonic() - 1e-3)
     assert caught.value.status is Status.DEADLINE_EXCEEDED
     labels = {"model": model.name, "version": model.version}
     assert registry.get_sample_value("foldserve_model_compute_duration_seconds_count", labels) == 0
-    assert "logits" in runner.run(batch, Call(time.perf_counter(), time.monotonic() + 5))
-    assert runner.run(batch, Call(time.perf_counter(), None))["logits"].shape == (1, 10)
+    assert "logits" in runner.run({"input": batch}, OUTPUTS, time.monotonic() + 5)
+    assert runner.run({"input": batch}, OUTPUTS, None)["logits"].shape == (1, 10)
 
 
 def test_image_shaped_model_takes_flat_features(serve, tmp_path) -> None:
-    from service.core.loading import load_model
+    from foldserve.core.loading import load_model
     from tests.service.model_files import write_tiny_model
 
     model = load_model(write_tiny_model(tmp_path / "cnn.onnx", input_shape=(1, 8, 8)))

@@ -14,9 +14,9 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service._proto.foldserve.v1 import predictor_pb2 as pb
-from service.tools.fuzz.oracle import METHODS, REFUSALS, Served, is_valid
-from service.tools.fuzz.run import describe, verdict
+from foldserve._proto.foldserve.v1 import predictor_pb2 as pb
+from foldserve.bench.fuzz.oracle import METHODS, REFUSALS, Served, is_valid
+from foldserve.bench.fuzz.run import describe, verdict
 from tests.service.conftest import Served as Running
 
 # Values that land near the edges of validity, per field name, beside arbitrary ones.

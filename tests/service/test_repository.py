@@ -12,10 +12,10 @@ import grpc
 import numpy as np
 import pytest
 
-from service._proto.foldserve.v1 import predictor_pb2 as pb
-from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
-from service._proto.inference import grpc_predict_v2_pb2 as v2
-from service._proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+from foldserve._proto.foldserve.v1 import predictor_pb2 as pb
+from foldserve._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
+from foldserve._proto.inference import grpc_predict_v2_pb2 as v2
+from foldserve._proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from tests.service.conftest import Served, ServeFactory
 from tests.service.model_files import write_tiny_model
 
@@ -197,7 +197,7 @@ def test_predictions_of_each_version_come_from_its_own_file(
     stub = pb_grpc.PredictorStub(served.channel)
     for loaded in served.running.repository.versions:
         x = np.linspace(-2, 2, 64, dtype=np.float32)
-        expected = loaded.model.run(x.reshape(1, 64))["probabilities"][0]
+        expected = loaded.model.run_classifier(x.reshape(1, 64))["probabilities"][0]
         reply = stub.Predict(
             pb.PredictRequest(features=x.tolist(), model_version=loaded.version), timeout=5
         )

@@ -8,8 +8,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service._proto.foldserve.v1 import predictor_pb2 as pb
-from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
+from foldserve._proto.foldserve.v1 import predictor_pb2 as pb
+from foldserve._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
 from tests.service.certs import Pem, issue, make_ca
 from tests.service.conftest import Served, ServeFactory
 
@@ -91,10 +91,10 @@ def test_bearer_token(serve: ServeFactory, tiny_model, tmp_path: Path, caplog) -
         assert predict(channel(), TOKEN) == grpc.StatusCode.OK
     assert served.sample("foldserve_requests_total", method="Predict", code="UNAUTHENTICATED") == 3
     assert TOKEN not in caplog.text
-    assert caplog.text.count("Predict UNAUTHENTICATED") == 3
+    assert caplog.text.count("Predict grpc UNAUTHENTICATED") == 3
     with pytest.raises(grpc.RpcError) as caught:
         pb_grpc.PredictorStub(channel()).Predict(FEATURES, timeout=5)
-    assert "authorization: missing; send the metadata 'authorization: Bearer <token>'" in (
+    assert "authorization: missing; send the header 'authorization: Bearer <token>'" in (
         caught.value.details()
     )
     # Health stays open, for probes.

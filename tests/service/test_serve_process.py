@@ -12,8 +12,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from service._proto.foldserve.v1 import predictor_pb2 as pb
-from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
+from foldserve._proto.foldserve.v1 import predictor_pb2 as pb
+from foldserve._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
 from tests.service.model_files import write_tiny_model
 from tests.service.subprocess_server import REPO, env, foldserve_command, server_process
 
@@ -77,7 +77,7 @@ def test_no_torch_in_a_running_server(tmp_path: Path, tiny_model_path: Path) -> 
     script = tmp_path / "probe.py"
     script.write_text(
         "import os, signal, sys, threading, time\n"
-        "from service.cli import main\n"
+        "from foldserve.cli import main\n"
         "def probe():\n"
         "    import grpc\n"
         "    from grpc_health.v1 import health_pb2, health_pb2_grpc\n"
@@ -205,7 +205,7 @@ def test_drain_delay_serves_while_health_says_not_serving(
     SERVING, and calls are still answered OK until the delay is over; then refusals, exit 0."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from service.defaults import LIVENESS_SERVICE
+    from foldserve.server.app import LIVENESS_SERVICE
 
     delay = 4.0
     args = ["--drain-delay-seconds", str(delay), "--grace-seconds", "5"]

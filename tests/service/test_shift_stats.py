@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from service.contract import BN_INPUT, BN_OUTPUT, BNStats, Tap
-from service.core.shift_stats import ShiftStatistic, js_bits, references, unit_reference
+from foldserve.contract import BN_INPUT, BN_OUTPUT, BNStats, Tap
+from foldserve.core.shift.stats import ShiftStatistic, js_bits, references, unit_reference
 
 UNITS = 200
 HALF_LIFE = 100.0

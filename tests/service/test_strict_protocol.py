@@ -6,8 +6,8 @@ import grpc
 import numpy as np
 import pytest
 
-from service._proto.foldserve.v1 import predictor_pb2 as pb
-from service._proto.inference import grpc_predict_v2_pb2 as v2
+from foldserve._proto.foldserve.v1 import predictor_pb2 as pb
+from foldserve._proto.inference import grpc_predict_v2_pb2 as v2
 from tests.service.conftest import Served
 
 PREDICT = "/foldserve.v1.Predictor/Predict"
@@ -118,7 +118,7 @@ def test_a_cancelled_stream_frees_its_slot(serve, tiny_model) -> None:
     import queue
     import time
 
-    from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
+    from foldserve._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
 
     served = serve(tiny_model, max_concurrent_rpcs=1)
     stub = pb_grpc.PredictorStub(served.channel)

@@ -14,9 +14,9 @@ from pathlib import Path
 import onnx
 import torch
 
+from foldserve.training.models import build_cnn, build_mlp
 from tests.training import onnx_graphs, torch_graphs
 from tests.training.torch_graphs import DYNAMO, DYNAMO_OPTIMIZED, LEGACY
-from training.models import build_cnn, build_mlp
 
 
 @dataclass(frozen=True)

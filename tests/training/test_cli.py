@@ -8,7 +8,19 @@ import sys
 import onnx
 import pytest
 
-FOLDSERVE = [sys.executable, "-m", "service.cli"]
+from foldserve.contract.data import SPLIT_SEED, VAL_FRACTION
+from foldserve.contract.layout import MODEL_DIR
+from foldserve.training.defaults import (
+    ARCH,
+    BATCH_SIZE,
+    DEVICE,
+    DROPOUT,
+    LEARNING_RATE,
+    OPTIMIZER,
+    WEIGHT_DECAY,
+)
+
+FOLDSERVE = [sys.executable, "-m", "foldserve.cli"]
 
 
 def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -184,7 +196,7 @@ def test_train_refuses_to_overwrite_a_model_without_the_flag(tmp_path):
 
 
 def _help(command, capsys):
-    from service.cli import main
+    from foldserve.cli import main
 
     with pytest.raises(SystemExit) as exited:
         main([command, "--help"])
@@ -193,24 +205,23 @@ def _help(command, capsys):
 
 
 def test_train_and_export_help_show_every_default(capsys):
-    from service import defaults
 
     text = _help("train", capsys)
     for expected in [
-        f"--out DIR output folder (default: {defaults.MODEL_DIR})",
+        f"--out DIR output folder (default: {MODEL_DIR})",
         "--overwrite replace an existing model.onnx in --out",
-        f"--lr RATE peak learning rate (one-cycle schedule) (default: {defaults.LEARNING_RATE})",
-        f"--batch-size N examples per training step (default: {defaults.BATCH_SIZE})",
+        f"--lr RATE peak learning rate (one-cycle schedule) (default: {LEARNING_RATE})",
+        f"--batch-size N examples per training step (default: {BATCH_SIZE})",
         "(default: 40 (mlp), 30 (cnn))",
         "(default: 512,256)",
         "(default: 32,64)",
-        f"(default: {defaults.DROPOUT})",
-        f"--seed N seed of the data split and of training (default: {defaults.SPLIT_SEED})",
-        f"(default: {defaults.VAL_FRACTION})",
-        f"(default: {defaults.WEIGHT_DECAY})",
-        f"(default: {defaults.DEVICE})",
-        f"(default: {defaults.OPTIMIZER})",
-        f"(default: {defaults.ARCH})",
+        f"(default: {DROPOUT})",
+        f"--seed N seed of the data split and of training (default: {SPLIT_SEED})",
+        f"(default: {VAL_FRACTION})",
+        f"(default: {WEIGHT_DECAY})",
+        f"(default: {DEVICE})",
+        f"(default: {OPTIMIZER})",
+        f"(default: {ARCH})",
     ]:
         assert expected in text, expected
     assert "(default: None)" not in text and "(default: False)" not in text

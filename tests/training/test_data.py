@@ -3,7 +3,7 @@ import re
 import numpy as np
 import pytest
 
-from training.data import DataError, Dataset, load_dataset, make_loader, split_dataset
+from foldserve.training.data import DataError, Dataset, load_dataset, make_loader, split_dataset
 
 
 def test_digits_is_embedded_and_split_stratified_and_reproducible():

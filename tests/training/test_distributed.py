@@ -37,12 +37,12 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from service.datasets import load_dataset, split_dataset
+from foldserve.datasets import load_dataset, split_dataset
+from foldserve.training.distributed import ONE_WORKER, Workers
+from foldserve.training.models import build_mlp
+from foldserve.training.precise_bn import recompute_bn_statistics
+from foldserve.training.train import FitSettings, fit
 from tests.integration.deploy_tools import free_port
-from training.distributed import ONE_WORKER, Workers
-from training.models import build_mlp
-from training.precise_bn import recompute_bn_statistics
-from training.train import FitSettings, fit
 
 pytestmark = pytest.mark.slow
 
@@ -186,7 +186,7 @@ def test_foldserve_train_under_torchrun_exports_global_statistics(tmp_path: Path
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
         "--nproc-per-node", str(WORLD), "--master-addr", "127.0.0.1", "--master-port", str(port),
-        "-m", "service.cli", "train", "--epochs", "2", "--no-progress", "--out", str(out),
+        "-m", "foldserve.cli", "train", "--epochs", "2", "--no-progress", "--out", str(out),
         "--model-version", "ddp-test",
     ]  # fmt: skip
     env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", ORT_DISABLE_TELEMETRY="1", OMP_NUM_THREADS="1")
@@ -199,7 +199,7 @@ def test_foldserve_train_under_torchrun_exports_global_statistics(tmp_path: Path
         "card.json", "checkpoint.pt", "history.json", "model.onnx"
     ]  # fmt: skip
 
-    from training.models import ModelSpec, build_model
+    from foldserve.training.models import ModelSpec, build_model
 
     saved = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert saved["info"]["training_metrics"]["workers"] == WORLD

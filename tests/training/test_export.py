@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from service import contract
-from service.contract import KEYS
-from service.runtime import ort
-from training.export import ExportError, ModelInfo, export_model
+from foldserve import contract
+from foldserve.contract import KEYS
+from foldserve.runtime import ort
+from foldserve.training.export import ExportError, ModelInfo, export_model
 
 
 def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -93,7 +93,7 @@ def test_onnxruntime_matches_unfolded_torch_for_any_batch_size(tmp_path):
 
 
 def test_cnn_exports_without_batchnorm(tmp_path):
-    from training.models import ModelSpec, build_model
+    from foldserve.training.models import ModelSpec, build_model
 
     model = _randomize_bn(build_model(ModelSpec("cnn", (1, 8, 8), 10)))
     inputs = np.random.default_rng(2).uniform(0, 16, size=(80, 1, 8, 8)).astype(np.float32)

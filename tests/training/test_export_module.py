@@ -15,13 +15,13 @@ import pytest
 import torch
 from torch import nn
 
-from service import contract
-from service.core.loading import load_model
+from foldserve import contract
+from foldserve.core.loading import load_model
+from foldserve.training.export import ExportError
+from foldserve.training.export_module import ModuleError, export_torch_module, load_module
+from foldserve.training.onnx_fold.graph import count_batch_norms
 from tests.service.subprocess_server import REPO, env, foldserve_command, server_process
 from tests.training.torch_graphs import randomize_bn
-from training.export import ExportError
-from training.export_module import ModuleError, export_torch_module, load_module
-from training.onnx_fold.graph import count_batch_norms
 
 # A user's own file, as they would write it: nothing of foldserve in it.
 USER_MODULE = """
@@ -169,7 +169,7 @@ def test_the_command_exports_a_module_that_answers_tritonclient(user_dir: Path) 
 
 
 def test_the_command_needs_a_checkpoint_or_a_module(tmp_path: Path) -> None:
-    from service.cli import main
+    from foldserve.cli import main
 
     assert main(["export", "--out", str(tmp_path)]) == 2
     assert main(["export", "--module", "x:y", "--input-shape", "3"]) == 2  # no --out

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from training.fold import (
+from foldserve.training.fold import (
     BNStats,
     FoldError,
     FoldReport,

@@ -10,14 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from training.lab.claims import beyond_noise, fmt
-from training.lab.experiments import smoothness
-from training.lab.experiments.common import inputs_of, log_log_fit, modules_of
-from training.lab.experiments.nets import ShiftNoise, figure1_mlp
-from training.lab.experiments.testtime import own_batch_accuracy
-from training.lab.plots import FIGURES
+from foldserve.training.lab.claims import beyond_noise, fmt
+from foldserve.training.lab.experiments import smoothness
+from foldserve.training.lab.experiments.common import inputs_of, log_log_fit, modules_of
+from foldserve.training.lab.experiments.nets import ShiftNoise, figure1_mlp
+from foldserve.training.lab.experiments.testtime import own_batch_accuracy
+from foldserve.training.lab.plots import FIGURES
 
-FOLDSERVE = [sys.executable, "-m", "service.cli"]
+FOLDSERVE = [sys.executable, "-m", "foldserve.cli"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -70,13 +70,13 @@ def test_probes_leave_the_model_as_they_found_it():
 
 def test_one_example_normalized_alone_gives_one_answer_for_every_input():
     torch.manual_seed(0)
-    from training.lab.experiments.nets import production_mlp
+    from foldserve.training.lab.experiments.nets import production_mlp
 
     model = production_mlp(hidden_bn=True, dropout=0.0, input_bn=True).eval()
     with torch.no_grad():
         model[0].running_var.fill_(30.0)  # any statistics: they are not used
     accuracy = own_batch_accuracy(model, batch_size=1, seed=0)
-    from training.lab.experiments.common import digits_split
+    from foldserve.training.lab.experiments.common import digits_split
 
     counts = np.bincount(digits_split().test.labels) / len(digits_split().test)
     assert any(np.isclose(accuracy, share) for share in counts)

@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from training.fold import fold_batchnorm
-from training.models import ModelSpec, build_model
+from foldserve.training.fold import fold_batchnorm
+from foldserve.training.models import ModelSpec, build_model
 
 
 @pytest.mark.parametrize(

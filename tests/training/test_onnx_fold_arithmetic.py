@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.fold import arithmetic as torch_arithmetic
-from training.onnx_fold import arithmetic
+from foldserve.training.fold import arithmetic as torch_arithmetic
+from foldserve.training.onnx_fold import arithmetic
 
 SETTINGS = settings(max_examples=60, deadline=None)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import onnx
 import pytest
 
-from service.cli import main
-from service.contract import KEYS
+from foldserve.cli import main
+from foldserve.contract import KEYS
 from tests.service.subprocess_server import REPO, env
 from tests.training import onnx_graphs
 
@@ -30,7 +30,7 @@ def test_fold_prints_the_report_and_never_imports_torch(dense: Path, tmp_path: P
     target = tmp_path / "folded.onnx"
     code = (
         "import sys\n"
-        "from service.cli import main\n"
+        "from foldserve.cli import main\n"
         f"code = main(['fold', {str(dense)!r}, {str(target)!r}])\n"
         "print('torch imported:', 'torch' in sys.modules)\n"
         "sys.exit(code)\n"

@@ -11,11 +11,11 @@ import onnx
 import pytest
 import torch
 
-from service import contract
+from foldserve import contract
+from foldserve.training.onnx_fold import OnnxFoldError, fold_file
+from foldserve.training.onnx_fold.graph import count_batch_norms
 from tests.training import torch_graphs
 from tests.training.fold_cases import CASES, FoldCase
-from training.onnx_fold import OnnxFoldError, fold_file
-from training.onnx_fold.graph import count_batch_norms
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if not c.bench_only], ids=lambda c: c.label)

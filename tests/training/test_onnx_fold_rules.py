@@ -8,9 +8,9 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from service.contract import BACKWARD, FORWARD
+from foldserve.contract import BACKWARD, FORWARD
+from foldserve.training.onnx_fold import FoldResult, fold_model, verify
 from tests.training.onnx_graphs import Builder, tensor
-from training.onnx_fold import FoldResult, fold_model, verify
 
 
 def _folded(model: onnx.ModelProto, folds: int) -> FoldResult:

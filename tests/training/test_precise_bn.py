@@ -2,7 +2,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from training.precise_bn import recompute_bn_statistics
+from foldserve.training.precise_bn import recompute_bn_statistics
 
 
 def _model() -> nn.Sequential:

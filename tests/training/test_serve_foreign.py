@@ -15,9 +15,9 @@ import pytest
 import torch
 from torch import nn
 
-from service._proto.foldserve.v1 import predictor_pb2 as pb
-from service._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
-from service.cli import main
+from foldserve._proto.foldserve.v1 import predictor_pb2 as pb
+from foldserve._proto.foldserve.v1 import predictor_pb2_grpc as pb_grpc
+from foldserve.cli import main
 from tests.service.subprocess_server import REPO, env, server_process
 
 LABELS = ["low", "mid", "high"]

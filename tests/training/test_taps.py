@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from service.contract import BN_INPUT, BN_OUTPUT, TAPS
-from service.core.loading import load_model
-from training.calibrate import HeldOut, ShiftConfig
-from training.export import ModelInfo, export_model
-from training.models import build_cnn, build_mlp
+from foldserve.contract import BN_INPUT, BN_OUTPUT, TAPS
+from foldserve.core.loading import load_model
+from foldserve.training.calibrate import HeldOut, ShiftConfig
+from foldserve.training.export import ModelInfo, export_model
+from foldserve.training.models import build_cnn, build_mlp
 
 ATOL = 1e-5  # the tolerance, in the pre-activation's own units
 
@@ -68,13 +68,15 @@ def exported(request, tmp_path_factory):
 def test_taps_equal_the_unfolded_networks_bn_tensors(exported):
     arch, model, result, inputs = exported
     served = load_model(result.model_path)
-    taps = served.metadata.taps
+    taps = served.training.taps
     assert [t.side for t in taps] == [BN_INPUT] + [BN_OUTPUT] * (len(taps) - 1)
     assert [t.spatial for t in taps] == (
         [True, True, True, False] if arch == "cnn" else [False] * 3
     )
     names = [t.name for t in taps]
-    values = dict(zip(names, served.tapped_session.run(names, {"input": inputs}), strict=True))
+    values = dict(
+        zip(names, served.shift.tapped_session.run(names, {"input": inputs}), strict=True)
+    )
     expected = _bn_tensors(model, inputs)
     for tap in taps:
         bn_input, bn_output = expected[tap.layer]
@@ -111,7 +113,7 @@ def test_export_calibrates_every_layer_on_the_held_out_replay(exported):
     assert calibration.replay == 500 and calibration.data == "unit"
     assert calibration.class_priors == (0.5, 0.3, 0.2)
     assert [c.layer for c in calibration.layers] == [
-        t.layer for t in load_model(result.model_path).metadata.taps
+        t.layer for t in load_model(result.model_path).training.taps
     ]
     for layer in calibration.layers:
         assert layer.clean_max > 0 and layer.threshold == pytest.approx(1.5 * layer.clean_max)

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from training.models import build_mlp
-from training.train import FitSettings, Step, fit, make_schedule
+from foldserve.training.models import build_mlp
+from foldserve.training.train import FitSettings, Step, fit, make_schedule
 
 
 def _loaders(rows: int = 40, batch_size: int = 8) -> tuple[DataLoader, DataLoader]:

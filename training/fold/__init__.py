@@ -7,10 +7,10 @@
 - `report`: what a fold returns (`FoldResult`), in the model-file contract's records.
 """
 
-from service.contract import BNStats, FoldReport, LeftLayer
-from training.fold.graph_pass import fold_batchnorm
-from training.fold.layers import fold_bn_into_consumer, fold_bn_into_producer
-from training.fold.report import FoldError, FoldResult
+from foldserve.contract import BNStats, FoldReport, LeftLayer
+from foldserve.training.fold.graph_pass import fold_batchnorm
+from foldserve.training.fold.layers import fold_bn_into_consumer, fold_bn_into_producer
+from foldserve.training.fold.report import FoldError, FoldResult
 
 __all__ = [
     "BNStats",

@@ -15,10 +15,10 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from service.contract import BACKWARD, FORWARD, BNStats, LeftLayer
-from training.fold import rules
-from training.fold.layers import fold_bn_into_consumer, fold_bn_into_producer
-from training.fold.report import FoldError, FoldResult
+from foldserve.contract import BACKWARD, FORWARD, BNStats, LeftLayer
+from foldserve.training.fold import rules
+from foldserve.training.fold.layers import fold_bn_into_consumer, fold_bn_into_producer
+from foldserve.training.fold.report import FoldError, FoldResult
 
 
 class _Tracer(fx.Tracer):

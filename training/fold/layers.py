@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from training.fold import arithmetic
-from training.fold.report import FoldError
+from foldserve.training.fold import arithmetic
+from foldserve.training.fold.report import FoldError
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CONV_TRANSPOSES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)

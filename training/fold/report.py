@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from torch import fx
 
-from service.contract import BNStats, FoldReport, LeftLayer
+from foldserve.contract import BNStats, FoldReport, LeftLayer
 
 
 class FoldError(Exception):

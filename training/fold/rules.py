@@ -6,8 +6,8 @@ from __future__ import annotations
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from training.batchnorm import BN_TYPES
-from training.fold.layers import CONSUMERS, CONV_TRANSPOSES, CONVS, PRODUCERS, Layer
+from foldserve.training.batchnorm import BN_TYPES
+from foldserve.training.fold.layers import CONSUMERS, CONV_TRANSPOSES, CONVS, PRODUCERS, Layer
 
 
 def bn_obstacle(gm: fx.GraphModule, node: fx.Node) -> str | None:

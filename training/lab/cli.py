@@ -39,8 +39,8 @@ def _run_lab(args: argparse.Namespace) -> int:
         print("foldserve lab: --threads must be at least 1", file=sys.stderr)
         return 2
     try:
-        from training.lab.config import FULL, QUICK
-        from training.lab.run import run_lab
+        from foldserve.training.lab.config import FULL, QUICK
+        from foldserve.training.lab.run import run_lab
     except ImportError as exc:
         sys.exit(
             f"foldserve: the lab needs the train extra (pip install 'foldserve[train]'): {exc}"

@@ -14,9 +14,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from training.lab.experiments.batchsize import VARIANTS, variant_name
-from training.lab.experiments.blackcat import MODELS
-from training.lab.experiments.nets import LABELS
+from foldserve.training.lab.experiments.batchsize import VARIANTS, variant_name
+from foldserve.training.lab.experiments.blackcat import MODELS
+from foldserve.training.lab.experiments.nets import LABELS
 
 DPI = 80
 COLORS = {

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from training.lab import plots, report
-from training.lab.config import LabConfig
-from training.lab.experiments import batchsize, blackcat, speed, testtime
-from training.lab.experiments.nets import KINDS
+from foldserve.training.lab import plots, report
+from foldserve.training.lab.config import LabConfig
+from foldserve.training.lab.experiments import batchsize, blackcat, speed, testtime
+from foldserve.training.lab.experiments.nets import KINDS
 
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"

@@ -12,15 +12,15 @@
 - `report`: what a fold returns (`FoldResult`) and prints (`format_report`), its errors.
 """
 
-from training.onnx_fold.fold import fold_file, fold_model, load_checked
-from training.onnx_fold.report import (
+from foldserve.training.onnx_fold.fold import fold_file, fold_model, load_checked
+from foldserve.training.onnx_fold.report import (
     FoldResult,
     NothingToFold,
     OnnxFoldError,
     Verification,
     format_report,
 )
-from training.onnx_fold.verify import verify
+from foldserve.training.onnx_fold.verify import verify
 
 __all__ = [
     "FoldResult",

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from service import defaults
+from foldserve.training.defaults import ONNX_FOLD_BATCH, ONNX_FOLD_DIM, ONNX_FOLD_SEED
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,16 +34,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="[NAME=]D0,D1,...",
         help="shape of a graph input's random verification values (repeatable; the name may be "
         "left out for a graph with one input); otherwise a symbolic dimension is "
-        f"{defaults.ONNX_FOLD_BATCH} on axis 0 and {defaults.ONNX_FOLD_DIM} elsewhere",
+        f"{ONNX_FOLD_BATCH} on axis 0 and {ONNX_FOLD_DIM} elsewhere",
     )
     fold.add_argument(
         "--copy-if-nothing-to-fold",
         action="store_true",
         help="for a file without BatchNormalization, write a copy instead of failing",
     )
-    fold.add_argument(
-        "--seed", type=int, default=defaults.ONNX_FOLD_SEED, help="seed of the random inputs"
-    )
+    fold.add_argument("--seed", type=int, default=ONNX_FOLD_SEED, help="seed of the random inputs")
     fold.set_defaults(func=_run_fold)
 
 
@@ -59,7 +57,7 @@ def _named_shape(text: str) -> tuple[str, tuple[int, ...]]:
 
 
 def _run_fold(args: argparse.Namespace) -> int:
-    from training.onnx_fold import OnnxFoldError, fold_file, format_report
+    from foldserve.training.onnx_fold import OnnxFoldError, fold_file, format_report
 
     try:
         result = fold_file(

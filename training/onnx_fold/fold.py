@@ -15,20 +15,21 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from service import contract, defaults
-from service.contract import ContractError, LeftLayer
-from service.version import VERSION
-from training.onnx_fold import rules
-from training.onnx_fold.graph import (
+from foldserve import contract
+from foldserve.contract import ContractError, LeftLayer
+from foldserve.training.defaults import ONNX_FOLD_SEED
+from foldserve.training.onnx_fold import rules
+from foldserve.training.onnx_fold.graph import (
     GraphIndex,
     count_batch_norms,
     infer_types,
     label,
     subgraph_batch_norms,
 )
-from training.onnx_fold.report import FoldResult, NothingToFold, OnnxFoldError
-from training.onnx_fold.rewrite import apply
-from training.onnx_fold.verify import verify
+from foldserve.training.onnx_fold.report import FoldResult, NothingToFold, OnnxFoldError
+from foldserve.training.onnx_fold.rewrite import apply
+from foldserve.training.onnx_fold.verify import verify
+from foldserve.version import VERSION
 
 
 def fold_model(model: onnx.ModelProto) -> FoldResult:
@@ -82,7 +83,7 @@ def fold_file(
     *,
     copy_if_nothing_to_fold: bool = False,
     shapes: Mapping[str, tuple[int, ...]] | None = None,
-    seed: int = defaults.ONNX_FOLD_SEED,
+    seed: int = ONNX_FOLD_SEED,
 ) -> FoldResult:
     """Fold ``source`` into ``target``: load, check, fold, verify, record, write.
 

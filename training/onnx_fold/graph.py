@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from training.onnx_fold import constants
+from foldserve.training.onnx_fold import constants
 
 # ONNX's default domain has two spellings.
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -85,7 +85,7 @@ class GraphIndex:
         """The value of ``name`` when it is fixed in the file, else None.
 
         Constant means: stored in the file (`stored`), or computed from stored constants alone
-        by a small subgraph (`training.onnx_fold.constants`), evaluated once.
+        by a small subgraph (`foldserve.training.onnx_fold.constants`), evaluated once.
         """
         value = self.stored(name)
         if value is None and name in self.producer:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import onnx
 
-from service.contract import BNStats, FoldReport, LeftLayer
+from foldserve.contract import BNStats, FoldReport, LeftLayer
 
 
 class OnnxFoldError(Exception):

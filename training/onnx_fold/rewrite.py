@@ -13,10 +13,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from service.contract import BACKWARD, BNStats
-from training.onnx_fold import arithmetic
-from training.onnx_fold.graph import DEFAULT_DOMAINS, GraphIndex, attribute, label, walk
-from training.onnx_fold.rules import BNParams, Plan
+from foldserve.contract import BACKWARD, BNStats
+from foldserve.training.onnx_fold import arithmetic
+from foldserve.training.onnx_fold.graph import DEFAULT_DOMAINS, GraphIndex, attribute, label, walk
+from foldserve.training.onnx_fold.rules import BNParams, Plan
 
 
 def apply(
@@ -160,7 +160,7 @@ def _set_unit_alpha_beta(gemm: onnx.NodeProto) -> None:
 def _remove_dead(model: onnx.ModelProto, candidates: list[str]) -> None:
     """Remove what among ``candidates`` nothing reads any more: initializers, and the nodes that
     computed them (a `Constant`, an `Identity`, the small constant subgraphs of
-    `training.onnx_fold.constants`), with whatever fed only those."""
+    `foldserve.training.onnx_fold.constants`), with whatever fed only those."""
     pending = [c for c in candidates if c]
     while pending:
         index = GraphIndex(model)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from service.contract import BACKWARD, FORWARD
-from training.onnx_fold.graph import DEFAULT_DOMAINS, GraphIndex, attribute, label
+from foldserve.contract import BACKWARD, FORWARD
+from foldserve.training.onnx_fold.graph import DEFAULT_DOMAINS, GraphIndex, attribute, label
 
 FOLDABLE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")

@@ -14,20 +14,25 @@ from collections.abc import Mapping
 import numpy as np
 import onnx
 
-from service import defaults
-from service.runtime import ort
-from training.onnx_fold.report import OnnxFoldError, Verification
+from foldserve.runtime import ort
+from foldserve.training.defaults import (
+    ONNX_FOLD_BATCH,
+    ONNX_FOLD_DIM,
+    ONNX_FOLD_SEED,
+    ONNX_FOLD_TOLERANCE,
+)
+from foldserve.training.onnx_fold.report import OnnxFoldError, Verification
 
 
 def random_feeds(
     model: onnx.ModelProto,
     shapes: Mapping[str, tuple[int, ...]] | None = None,
-    seed: int = defaults.ONNX_FOLD_SEED,
+    seed: int = ONNX_FOLD_SEED,
 ) -> dict[str, np.ndarray]:
     """Random values for every input the caller feeds (initializers listed as inputs excluded).
 
-    A dimension the graph fixes is kept; a symbolic one becomes `defaults.ONNX_FOLD_BATCH` on
-    axis 0 and `defaults.ONNX_FOLD_DIM` elsewhere, unless ``shapes`` names the input's shape
+    A dimension the graph fixes is kept; a symbolic one becomes `ONNX_FOLD_BATCH` on
+    axis 0 and `ONNX_FOLD_DIM` elsewhere, unless ``shapes`` names the input's shape
     (the name ``""`` stands for the only input of a one-input graph).
 
     Raises:
@@ -59,8 +64,8 @@ def verify(
     folded: onnx.ModelProto,
     *,
     shapes: Mapping[str, tuple[int, ...]] | None = None,
-    seed: int = defaults.ONNX_FOLD_SEED,
-    tolerance: float = defaults.ONNX_FOLD_TOLERANCE,
+    seed: int = ONNX_FOLD_SEED,
+    tolerance: float = ONNX_FOLD_TOLERANCE,
 ) -> Verification:
     """Run both graphs on the same random inputs and compare every output.
 
@@ -167,6 +172,6 @@ def _shape(tensor: onnx.TypeProto.Tensor) -> tuple[int, ...]:
     return tuple(
         d.dim_value
         if d.HasField("dim_value") and d.dim_value > 0
-        else (defaults.ONNX_FOLD_BATCH if axis == 0 else defaults.ONNX_FOLD_DIM)
+        else (ONNX_FOLD_BATCH if axis == 0 else ONNX_FOLD_DIM)
         for axis, d in enumerate(dims)
     )

@@ -7,21 +7,21 @@ text quotes the numbers it rests on, so a reader can check the rule.
 
 from __future__ import annotations
 
-from training.lab.claims.common import beyond_noise, fmt
-from training.lab.claims.noise import (
+from foldserve.training.lab.claims.common import beyond_noise, fmt
+from foldserve.training.lab.claims.noise import (
     batch_noise,
     bigger_batch_weakens,
     bn_regularizes,
     dropout_stronger,
 )
-from training.lab.claims.serving import (
+from foldserve.training.lab.claims.serving import (
     bn_and_input_shift,
     covariate_shift,
     folding,
     precise_bn,
     test_time,
 )
-from training.lab.claims.training import (
+from foldserve.training.lab.claims.training import (
     coupling,
     distribution_stability,
     learning_speed,

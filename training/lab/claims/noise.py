@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from service import defaults
-from training.lab.claims.common import (
+from foldserve.training.defaults import DROPOUT
+from foldserve.training.lab.claims.common import (
     AGREES,
     DISAGREES,
     NO_EFFECT,
@@ -91,7 +91,7 @@ def dropout_stronger(results: dict) -> dict:
     parts, holds = [], True
     for size in _sizes(results):
         plain = _gap(results, False, 0.0, size)["mean"]
-        by_dropout = plain - _gap(results, False, defaults.DROPOUT, size)["mean"]
+        by_dropout = plain - _gap(results, False, DROPOUT, size)["mean"]
         by_bn = plain - _gap(results, True, 0.0, size)["mean"]
         holds &= by_dropout > by_bn
         parts.append(f"B={size}: gap shrinks {by_dropout:+.3f} by dropout, {by_bn:+.3f} by BN")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from training.lab.claims.common import (
+from foldserve.training.lab.claims.common import (
     AGREES,
     DISAGREES,
     NO_EFFECT,
@@ -11,7 +11,7 @@ from training.lab.claims.common import (
     claim_record,
     fmt,
 )
-from training.lab.experiments.blackcat import MODELS
+from foldserve.training.lab.experiments.blackcat import MODELS
 
 
 def test_time(results: dict) -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from training.lab.claims.common import (
+from foldserve.training.lab.claims.common import (
     AGREES,
     DISAGREES,
     PARTLY,
@@ -11,7 +11,7 @@ from training.lab.claims.common import (
     fmt,
     steps_text,
 )
-from training.lab.experiments.nets import LABELS
+from foldserve.training.lab.experiments.nets import LABELS
 
 
 def _row(speed: dict, kind: str, lr: float) -> dict:

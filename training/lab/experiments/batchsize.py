@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from service import defaults
-from training.lab.config import LabConfig
-from training.lab.experiments.common import (
+from foldserve.training.defaults import DROPOUT
+from foldserve.training.lab.config import LabConfig
+from foldserve.training.lab.experiments.common import (
     CPU,
     digits_split,
     eval_loader,
@@ -28,14 +28,14 @@ from training.lab.experiments.common import (
     scaled,
     seeded,
 )
-from training.lab.experiments.nets import production_mlp
-from training.train import evaluate
+from foldserve.training.lab.experiments.nets import production_mlp
+from foldserve.training.train import evaluate
 
 SAMPLED_SIZES = (2, 4, 8, 16, 32, 64, 128, 256)
 VARIANTS = (
     {"bn": False, "dropout": 0.0},
     {"bn": True, "dropout": 0.0},
-    {"bn": False, "dropout": defaults.DROPOUT},
+    {"bn": False, "dropout": DROPOUT},
 )
 
 

@@ -10,7 +10,7 @@ Models: the project's MLP without BN (pixels scaled to [0, 1]), with BN (input B
 BNs, running statistics, i.e. what the folded, served model computes), and the BN model with its
 statistics re-estimated on the test slice itself (no labels used), which only a server that sees
 many examples of the new traffic could do. The served model's input shift score
-(`service.core.shift_stats.ShiftStatistic`, fed the input BN's statistics from the fold) is reported
+(`core.shift_stats.ShiftStatistic`, fed the input BN's statistics from the fold) is reported
 for each slice, after a stream of traffic drawn from it.
 """
 
@@ -23,13 +23,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from service import defaults
-from service.contract import BN_INPUT, BNStats, Tap, tap_name
-from service.core.shift_stats import ShiftStatistic, references
-from training.data import Dataset
-from training.fold import fold_batchnorm
-from training.lab.config import LabConfig
-from training.lab.experiments.common import (
+from foldserve.contract import BN_INPUT, BNStats, Tap, tap_name
+from foldserve.core.shift.settings import (
+    SHIFT_CLIP,
+    SHIFT_HALF_LIFE,
+    SHIFT_MIN_VAR_FRACTION,
+    SHIFT_VAR_FLOOR,
+)
+from foldserve.core.shift.stats import ShiftStatistic, references
+from foldserve.training.data import Dataset
+from foldserve.training.defaults import BATCH_SIZE, DROPOUT
+from foldserve.training.fold import fold_batchnorm
+from foldserve.training.lab.config import LabConfig
+from foldserve.training.lab.experiments.common import (
     CPU,
     PIXEL_MAX,
     digits_split,
@@ -39,15 +45,15 @@ from training.lab.experiments.common import (
     scaled,
     seeded,
 )
-from training.lab.experiments.nets import production_mlp
-from training.precise_bn import recompute_bn_statistics
-from training.train import evaluate
+from foldserve.training.lab.experiments.nets import production_mlp
+from foldserve.training.precise_bn import recompute_bn_statistics
+from foldserve.training.train import evaluate
 
 MODELS = ("no BN", "BN (running statistics = folded)", "BN, statistics re-estimated on the slice")
 GREY = 4.0  # the grey background's offset, in pixel units (0..16)
 NEAR_CONSTANT_VARIANCE = 0.01  # a pixel whose training variance is below this barely varies
 # Traffic replayed into the monitor: ten half-lives, so the score reflects the slice alone.
-MONITOR_EXAMPLES = int(10 * defaults.SHIFT_HALF_LIFE)
+MONITOR_EXAMPLES = int(10 * SHIFT_HALF_LIFE)
 
 
 def _ink(dataset: Dataset) -> np.ndarray:
@@ -96,10 +102,8 @@ def shift_score(input_bn: BNStats, dataset: Dataset, seed: int) -> float:
     """The shift monitor's score of the model input (the server's per-layer statistic on the
     input BN's tap, winsorized as served) after a stream of traffic drawn from `dataset`."""
     tap = Tap(input_bn.layer, tap_name(input_bn.layer), BN_INPUT, spatial=False)
-    refs = references([input_bn], [tap], defaults.SHIFT_MIN_VAR_FRACTION)
-    statistic = ShiftStatistic(
-        refs, defaults.SHIFT_HALF_LIFE, defaults.SHIFT_VAR_FLOOR, [1.0], defaults.SHIFT_CLIP
-    )
+    refs = references([input_bn], [tap], SHIFT_MIN_VAR_FRACTION)
+    statistic = ShiftStatistic(refs, SHIFT_HALF_LIFE, SHIFT_VAR_FLOOR, [1.0], SHIFT_CLIP)
     state = statistic.new_state()
     rng = np.random.default_rng(seed)
     seen = 0
@@ -119,10 +123,10 @@ def _adapted_accuracy(model: nn.Module, dataset: Dataset) -> float:
 def one_seed(seed: int, epochs: int) -> dict:
     split = digits_split()
     train, val = ink_half(split.train, heavy=False), ink_half(split.val, heavy=False)
-    plain = seeded(seed, production_mlp, hidden_bn=False, dropout=defaults.DROPOUT)
-    fit_default(plain, scaled(train), scaled(val), epochs, defaults.BATCH_SIZE, seed)
-    bn = seeded(seed, production_mlp, hidden_bn=True, dropout=defaults.DROPOUT, input_bn=True)
-    fit_default(bn, train, val, epochs, defaults.BATCH_SIZE, seed)
+    plain = seeded(seed, production_mlp, hidden_bn=False, dropout=DROPOUT)
+    fit_default(plain, scaled(train), scaled(val), epochs, BATCH_SIZE, seed)
+    bn = seeded(seed, production_mlp, hidden_bn=True, dropout=DROPOUT, input_bn=True)
+    fit_default(bn, train, val, epochs, BATCH_SIZE, seed)
     input_bn = input_bn_stats(bn, train.num_features)
     rows = {}
     for name, dataset in test_slices().items():

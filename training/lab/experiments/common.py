@@ -1,6 +1,6 @@
 """What every experiment shares: the digits split, loaders, seeded runs and small statistics.
 
-The data split is the project's (`service.datasets.split_dataset`, seed 0) in every experiment, so
+The data split is the project's (`foldserve.datasets.split_dataset`, seed 0) in every experiment, so
 that seeds vary only the weights, the shuffling and the injected noise.
 """
 
@@ -18,9 +18,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from service import defaults
-from training.data import Dataset, Split, load_dataset, make_loader, split_dataset
-from training.train import FitSettings, History, fit, seed_everything
+from foldserve.contract.data import DIGITS, SPLIT_SEED
+from foldserve.training.data import Dataset, Split, load_dataset, make_loader, split_dataset
+from foldserve.training.defaults import EVAL_BATCH_SIZE
+from foldserve.training.train import FitSettings, History, fit, seed_everything
 
 CPU = torch.device("cpu")
 # Digits pixels are integers 0..16; networks without an input BN see them divided by this, the
@@ -31,7 +32,7 @@ PIXEL_MAX = 16.0
 @lru_cache(maxsize=1)
 def digits_split() -> Split:
     """The digits train/validation/test split every `foldserve train` run uses by default."""
-    return split_dataset(load_dataset(defaults.DIGITS), defaults.SPLIT_SEED)
+    return split_dataset(load_dataset(DIGITS), SPLIT_SEED)
 
 
 def scaled(dataset: Dataset) -> Dataset:
@@ -46,7 +47,7 @@ def loader(dataset: Dataset, batch_size: int, seed: int = 0, shuffle: bool = Tru
 
 def eval_loader(dataset: Dataset) -> DataLoader:
     """An ordered loader in the evaluation batch size (the order never changes a result)."""
-    return loader(dataset, defaults.EVAL_BATCH_SIZE, shuffle=False)
+    return loader(dataset, EVAL_BATCH_SIZE, shuffle=False)
 
 
 def fit_default(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.models import build_mlp
+from foldserve.training.models import build_mlp
 
 # Figure 1 of Ioffe & Szegedy (2015): three hidden layers of 100 sigmoid units.
 FIGURE1_HIDDEN = (100, 100, 100)

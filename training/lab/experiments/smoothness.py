@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from training.lab.experiments.common import modules_of, preserved
+from foldserve.training.lab.experiments.common import modules_of, preserved
 
 # Step sizes along the (raw) gradient direction, the same for every network.
 STEP_SIZES = (0.05, 0.1, 0.2, 0.4)

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.lab.config import LabConfig
-from training.lab.experiments import smoothness
-from training.lab.experiments.common import (
+from foldserve.training.lab.config import LabConfig
+from foldserve.training.lab.experiments import smoothness
+from foldserve.training.lab.experiments.common import (
     CPU,
     digits_split,
     eval_loader,
@@ -29,8 +29,8 @@ from training.lab.experiments.common import (
     modules_of,
     scaled,
 )
-from training.lab.experiments.nets import figure1_mlp
-from training.train import FitSettings, Step, evaluate, fit, seed_everything
+from foldserve.training.lab.experiments.nets import figure1_mlp
+from foldserve.training.train import FitSettings, Step, evaluate, fit, seed_everything
 
 BATCH_SIZE = 60  # Ioffe & Szegedy's mini-batch
 TARGET_ACCURACY = 0.95  # validation accuracy that counts as "learned"

@@ -4,7 +4,7 @@ The project's digits MLP (input BN, BN after each hidden Linear, dropout), train
 train` trains it, is evaluated on the test split with BN normalizing by
 - the statistics of the test batch itself, for batches of 1, 2, 8 and 32 examples;
 - its running averages (what eval mode uses);
-- precise statistics (`training.precise_bn`);
+- precise statistics (`foldserve.training.precise_bn`);
 - the folded network (`training.fold`), which must predict exactly what the running statistics do.
 Then the running-average momentum: short runs at several momenta, before and after precise BN.
 """
@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from service import defaults
-from training.fold import fold_batchnorm
-from training.lab.config import LabConfig
-from training.lab.experiments.common import (
+from foldserve.training.defaults import BATCH_SIZE, DROPOUT
+from foldserve.training.fold import fold_batchnorm
+from foldserve.training.lab.config import LabConfig
+from foldserve.training.lab.experiments.common import (
     CPU,
     digits_split,
     eval_loader,
@@ -30,9 +30,9 @@ from training.lab.experiments.common import (
     modules_of,
     seeded,
 )
-from training.lab.experiments.nets import production_mlp
-from training.precise_bn import recompute_bn_statistics
-from training.train import evaluate
+from foldserve.training.lab.experiments.nets import production_mlp
+from foldserve.training.precise_bn import recompute_bn_statistics
+from foldserve.training.train import evaluate
 
 OWN_BATCH_SIZES = (1, 2, 8, 32)
 DEFAULT_MOMENTUM = 0.1  # torch's BatchNorm default: the control for `RunningAverages`
@@ -41,8 +41,8 @@ DEFAULT_MOMENTUM = 0.1  # torch's BatchNorm default: the control for `RunningAve
 def production_bn_model(seed: int, epochs: int) -> nn.Module:
     """The `foldserve train` default MLP, trained on raw digits for `epochs` epochs."""
     split = digits_split()
-    model = seeded(seed, production_mlp, hidden_bn=True, dropout=defaults.DROPOUT, input_bn=True)
-    fit_default(model, split.train, split.val, epochs, defaults.BATCH_SIZE, seed)
+    model = seeded(seed, production_mlp, hidden_bn=True, dropout=DROPOUT, input_bn=True)
+    fit_default(model, split.train, split.val, epochs, BATCH_SIZE, seed)
     return model.eval()
 
 
@@ -158,10 +158,10 @@ def _worst_mean_shift(model: nn.Module, precise: nn.Module) -> float:
 def momentum_runs(momenta: tuple[float, ...], seed: int, epochs: int) -> list[dict]:
     """One short run; its test accuracy with the running averages of every momentum."""
     split = digits_split()
-    model = seeded(seed, production_mlp, hidden_bn=True, dropout=defaults.DROPOUT, input_bn=True)
+    model = seeded(seed, production_mlp, hidden_bn=True, dropout=DROPOUT, input_bn=True)
     averages = RunningAverages(model, (*momenta, DEFAULT_MOMENTUM))
     try:
-        fit_default(model, split.train, split.val, epochs, defaults.BATCH_SIZE, seed)
+        fit_default(model, split.train, split.val, epochs, BATCH_SIZE, seed)
     finally:
         averages.remove()
     model.eval()

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import inspect
 
-from training.lab.claims import CLAIMS, all_claims
-from training.lab.report import conclusions, optimization, serving, stochastic
-from training.lab.report.markdown import table
+from foldserve.training.lab.claims import CLAIMS, all_claims
+from foldserve.training.lab.report import conclusions, optimization, serving, stochastic
+from foldserve.training.lab.report.markdown import table
 
 
 def render(results: dict) -> str:
-    """The whole report for one run's results (as `training.lab.run` collects them)."""
+    """The whole report for one run's results (as `foldserve.training.lab.run` collects them)."""
     claims = all_claims(results)
     parts = [
         _header(results),
@@ -56,7 +56,7 @@ deterministic for its seeds: only the times change from one run to the next.
 
 
 def _split_sizes() -> str:
-    from training.lab.experiments.common import digits_split
+    from foldserve.training.lab.experiments.common import digits_split
 
     split = digits_split()
     return f"{len(split.train)} training, {len(split.val)} validation, {len(split.test)} test"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from training.lab.claims import fmt
+from foldserve.training.lab.claims import fmt
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], align: str = "") -> str:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from training.lab.claims.common import steps_text
-from training.lab.experiments.nets import FIGURE1_HIDDEN, LABELS
-from training.lab.experiments.smoothness import STEP_SIZES
-from training.lab.report.markdown import figure, pm, table
+from foldserve.training.lab.claims.common import steps_text
+from foldserve.training.lab.experiments.nets import FIGURE1_HIDDEN, LABELS
+from foldserve.training.lab.experiments.smoothness import STEP_SIZES
+from foldserve.training.lab.report.markdown import figure, pm, table
 
 
 def _row(results: dict, kind: str, lr: float) -> dict:

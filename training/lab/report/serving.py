@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from service import defaults
-from training.lab.experiments.blackcat import (
+from foldserve.training.defaults import DROPOUT
+from foldserve.training.lab.experiments.blackcat import (
     GREY,
     MODELS,
     MONITOR_EXAMPLES,
     NEAR_CONSTANT_VARIANCE,
 )
-from training.lab.report.markdown import figure, pm, table
+from foldserve.training.lab.report.markdown import figure, pm, table
 
 
 def test_time(results: dict) -> str:
@@ -40,7 +40,7 @@ def test_time(results: dict) -> str:
     return f"""## 5. Test time: one example has no mini-batch
 
 The model `foldserve train` makes by default (input BN, Linear→BN→ReLU 512-256, dropout
-{defaults.DROPOUT:g}), trained as it trains it for {data["epochs"]} epochs on raw pixels, is
+{DROPOUT:g}), trained as it trains it for {data["epochs"]} epochs on raw pixels, is
 evaluated on the test split with each BN normalizing by: the statistics of the batch being
 predicted (batches of 1, 2, 8 and 32 test images in a seeded random order); its running averages
 (eval mode); precise statistics (`training.precise_bn`: exact moments over the training set); and
@@ -91,7 +91,7 @@ BNs) using its running statistics, which is exactly what the folded, served mode
 the same BN model with its statistics re-estimated on the test slice itself (no labels; a
 server could do this only after seeing much of the new traffic, and it is not what foldserve
 serves). The input shift score is the shift monitor's statistic on the model input
-(`service.core.shift_stats.ShiftStatistic`, fed the input BN's statistics from the fold) after
+(`foldserve.core.shift.stats.ShiftStatistic`, fed the input BN's statistics from the fold) after
 {MONITOR_EXAMPLES:,} examples of traffic drawn from the slice; a served model alarms above the
 threshold calibrated for it at export (README, "Covariate shift"), so read each slice against
 the as-trained row.

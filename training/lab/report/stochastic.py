@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from service import defaults
-from training.lab.report.markdown import figure, pm, table
+from foldserve.training.defaults import DROPOUT, LEARNING_RATE, WEIGHT_DECAY
+from foldserve.training.lab.report.markdown import figure, pm, table
 
 
 def _spread_table(layer: dict) -> str:
@@ -74,9 +74,9 @@ def regularization(results: dict) -> str:
     )
     return f"""**Does BN's noise regularize?** The project's digits MLP (ReLU, 512-256 hidden),
 pixels divided by 16, in three variants: without BN, with its hidden BNs, and without BN but
-with dropout {defaults.DROPOUT:g} after each hidden block (the project's default rate), each
-trained as `foldserve train` trains (AdamW, one-cycle, rate {defaults.LEARNING_RATE:g}, weight
-decay {defaults.WEIGHT_DECAY:g}) for {results["meta"]["config"]["gap_epochs"]} epochs at each
+with dropout {DROPOUT:g} after each hidden block (the project's default rate), each
+trained as `foldserve train` trains (AdamW, one-cycle, rate {LEARNING_RATE:g}, weight
+decay {WEIGHT_DECAY:g}) for {results["meta"]["config"]["gap_epochs"]} epochs at each
 batch size. The generalization gap: validation loss − training loss and training accuracy −
 validation accuracy, both measured in eval mode after training (mean ± std over seeds). Caveat:
 at a fixed number of epochs a bigger batch also takes fewer, larger steps, so the batch size

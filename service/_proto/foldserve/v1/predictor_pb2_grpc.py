@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from service._proto.foldserve.v1 import predictor_pb2 as foldserve_dot_v1_dot_predictor__pb2
+from foldserve._proto.foldserve.v1 import predictor_pb2 as foldserve_dot_v1_dot_predictor__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__

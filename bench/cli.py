@@ -1,0 +1,187 @@
+"""The measuring tools' subcommands of `foldserve`: `bench`, `fuzz` and `shift-eval`.
+
+Each is registered through the `foldserve.commands` entry points (pyproject.toml), so the serving
+command never imports this package; each imports its implementation only when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from foldserve.bench.suite.plan import (
+    BENCH_CONNECTIONS,
+    BENCH_FULL,
+    BENCH_IN_FLIGHT,
+    BENCH_OUT,
+    BENCH_SHORT,
+    BENCH_STREAMS,
+)
+from foldserve.client.commands import TARGET, add_channel_arguments
+from foldserve.contract.layout import MODEL_DIR, MODEL_FILE
+from foldserve.server.config import MAX_MESSAGE_BYTES
+
+
+def register_bench(subparsers: argparse._SubParsersAction) -> None:
+    """Add `foldserve bench`."""
+    _add_bench(subparsers)
+
+
+def register_fuzz(subparsers: argparse._SubParsersAction) -> None:
+    """Add `foldserve fuzz`."""
+    add_fuzz(subparsers)
+
+
+def register_shift_eval(subparsers: argparse._SubParsersAction) -> None:
+    """Add `foldserve shift-eval`."""
+    _add_shift_eval(subparsers)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from foldserve.bench.suite import run_bench
+
+    return run_bench(args)
+
+
+def _add_bench(subparsers: argparse._SubParsersAction) -> None:
+    bench = subparsers.add_parser("bench", help=BENCH_HELP, description=BENCH_DESCRIPTION)
+    add = bench.add_argument
+    add("--model", default=f"{MODEL_DIR}/{MODEL_FILE}", help="model.onnx to serve")
+    add(
+        "--bn-kept-model",
+        metavar="PATH",
+        help="the same network exported with its BatchNorms kept (bench/bn_kept_model.py "
+        "makes one), timed against --model in onnxruntime alone",
+    )
+    add("--out", default=BENCH_OUT, help="directory for the results")
+    add("--short", action="store_true", help="a few seconds of load (what make test runs)")
+    _add_bench_load_flags(bench)
+    bench.set_defaults(func=_bench)
+
+
+def _add_bench_load_flags(bench: argparse.ArgumentParser) -> None:
+    """How much load, in which shapes: each flag's default differs with --short."""
+    from foldserve.bench.suite.plan import int_list, positive_float, positive_int
+
+    full, short = BENCH_FULL, BENCH_SHORT
+    add = bench.add_argument
+
+    def preset(name: str) -> str:
+        return f"(default {full[name]}; --short {short[name]})"
+
+    def listed(values) -> str:
+        return ",".join(map(str, values))
+
+    add("--rounds", type=positive_int, help=f"alternating rounds {preset('rounds')}")
+    add("--calls", type=positive_int, help=f"sequential calls per round {preset('calls')}")
+    add("--warmup", type=positive_int, help=f"untimed calls before each {preset('warmup')}")
+    add(
+        "--duration",
+        type=positive_float,
+        help=f"seconds per level of calls in flight {preset('duration')}",
+    )
+    add(
+        "--in-flight",
+        type=int_list,
+        help=f"levels of calls in flight (default {listed(BENCH_IN_FLIGHT)})",
+    )
+    add(
+        "--connections",
+        type=positive_int,
+        help=f"client connections carrying them (default {BENCH_CONNECTIONS})",
+    )
+    add(
+        "--stream-messages",
+        type=positive_int,
+        help=f"examples per PredictStream {preset('stream_messages')}",
+    )
+    add(
+        "--streams",
+        type=positive_int,
+        help=f"streams at once, 'several' (default {BENCH_STREAMS})",
+    )
+    add(
+        "--workers",
+        type=int_list,
+        help="foldserve worker counts to compare, e.g. 1,2 (--workers N is passed for N > 1) "
+        f"(default {listed(full['workers'])}; --short {listed(short['workers'])})",
+    )
+    add("--h2load", metavar="PATH", help="the h2load executable (default: on PATH)")
+
+
+BENCH_HELP = "the benchmark suite: echo floor, bare model server and foldserve side by side"
+BENCH_DESCRIPTION = (
+    "Start the echo floor (canned replies on foldserve's server stack), a bare model server and "
+    "foldserve (once per --workers count), each in its own process, and load them with h2load "
+    "(nghttp2-client) in alternating rounds: sequential latency, throughput at each level of "
+    "calls in flight, PredictStream, server and client CPU per call; then the folded vs the "
+    "BN-kept model in onnxruntime alone. Writes JSON, a Markdown table of ratios to the echo "
+    "floor and PNG plots (with matplotlib) to --out. Exit 1: something could not be measured "
+    "(the rest was); 2: nothing could."
+)
+
+
+def _shift_eval(args: argparse.Namespace) -> int:
+    from foldserve.bench.shift_eval.run import run_shift_eval
+
+    return run_shift_eval(args)
+
+
+def _add_shift_eval(subparsers: argparse._SubParsersAction) -> None:
+    evaluation = subparsers.add_parser(
+        "shift-eval",
+        help="stream clean and shifted digits through a server; when does its shift monitor alarm",
+        description="Start a server of the model for each stream (the clean digits test split "
+        "and shifted versions: intensity, noise, translation, flip, inversion, classes 0-4, "
+        "heavy and light ink), send it one example per call, and print per stream: requests "
+        "until the shift alarm, what fired, the highest score/threshold and the accuracy.",
+    )
+    evaluation.add_argument("--model", required=True, help="model.onnx (a digits model)")
+    evaluation.add_argument("--requests", type=int, default=1000, help="per shifted stream")
+    evaluation.add_argument("--clean-requests", type=int, default=5000, help="for the clean stream")
+    evaluation.add_argument("--streams", nargs="*", help="only these streams (by name)")
+    evaluation.add_argument(
+        "--replay", type=int, default=0, help="also a long clean replay of N requests (a stream)"
+    )
+    evaluation.add_argument("--seed", type=int, default=0, help="stream order and noise")
+    evaluation.add_argument(
+        "--sample-every", type=int, default=10, help="read the live scores every N requests"
+    )
+    evaluation.add_argument(
+        "--check-every",
+        type=int,
+        default=1,
+        help="the servers' --shift-check-every (1: the exact request of the first alarm)",
+    )
+    evaluation.add_argument("--plot", help="write a PNG of the scores over requests here")
+    evaluation.add_argument("--format", choices=("text", "json"), default="text")
+    evaluation.set_defaults(func=_shift_eval)
+
+
+def _fuzz(args: argparse.Namespace) -> int:
+    from foldserve.bench.fuzz.run import run_fuzz
+
+    return run_fuzz(args)
+
+
+def add_fuzz(subparsers: argparse._SubParsersAction) -> None:
+    fuzz = subparsers.add_parser(
+        "fuzz",
+        help="send seeded odd requests to a server; check every answer keeps the contract",
+        description="Send seeded requests to every RPC of both APIs (good ones, ones with odd "
+        "fields, bytes that are barely protobuf) and check each answer against an oracle of "
+        "valid calls: OK for valid ones, a refusal (INVALID_ARGUMENT, NOT_FOUND, ...) for the "
+        "rest, never INTERNAL/UNKNOWN, no hang, good calls that keep their answers. Prints the "
+        "calls tried and the statuses seen; exits 1 on any break.",
+    )
+    fuzz.add_argument("--target", default=TARGET, help="host:port of the server")
+    fuzz.add_argument("--calls", type=int, default=2000, help="calls to send")
+    fuzz.add_argument("--seed", type=int, default=0, help="seed of the request generator")
+    fuzz.add_argument("--timeout", type=float, default=5.0, help="seconds per call (a hang)")
+    fuzz.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=MAX_MESSAGE_BYTES,
+        help="the server's --max-message-bytes",
+    )
+    add_channel_arguments(fuzz)
+    fuzz.set_defaults(func=_fuzz)

@@ -1,0 +1,179 @@
+"""V2 gRPC tensors ↔ numpy: a `ModelInferRequest` decoded into the data plane's `InferRequest`,
+and an `InferResponse` encoded into a `ModelInferResponse`.
+
+Data comes either all raw (`raw_input_contents`, one entry per input in request order; layout in
+`core.datatypes`) or all typed, in the contents field of its datatype:
+
+| V2 datatype | typed contents field |
+| --- | --- |
+| `BOOL` | `bool_contents` |
+| `INT8`, `INT16`, `INT32` | `int_contents` |
+| `INT64` | `int64_contents` |
+| `UINT8`, `UINT16`, `UINT32` | `uint_contents` |
+| `UINT64` | `uint64_contents` |
+| `FP16` | none: raw only, as in Triton |
+| `FP32` | `fp32_contents` |
+| `FP64` | `fp64_contents` |
+
+Decoding checks what the request says of itself (datatype names, byte and value counts, value
+ranges); whether it fits the model is the data plane's check (`core.validate`). Every error is
+INVALID_ARGUMENT naming the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from foldserve._proto.inference import grpc_predict_v2_pb2 as v2
+from foldserve.core.datatypes import (
+    Datatype,
+    check_shape,
+    datatype_of,
+    decode_raw,
+    element_count,
+    encode_raw,
+    named,
+)
+from foldserve.core.errors import invalid
+from foldserve.core.types import InferInput, InferRequest, InferResponse, Parameter, RequestedOutput
+
+TYPED_FIELDS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
+CONTENTS_FIELDS = (*dict.fromkeys(TYPED_FIELDS.values()), "bytes_contents")
+
+
+def parameters(fields: Mapping[str, v2.InferParameter]) -> dict[str, Parameter]:
+    """A V2 parameter map as plain values."""
+    return {
+        key: getattr(value, value.WhichOneof("parameter_choice") or "string_param")
+        for key, value in fields.items()
+    }
+
+
+def decode_request(request: v2.ModelInferRequest) -> tuple[InferRequest, bool]:
+    """The request as plain values, and whether its data came raw.
+
+    Raises:
+        RequestError: INVALID_ARGUMENT naming the field: an unknown datatype, raw and typed data
+            mixed, byte or value counts that do not fit the shape, values out of range.
+    """
+    raw_contents = request.raw_input_contents
+    raw = bool(raw_contents)
+    if raw and len(raw_contents) != len(request.inputs):
+        raise invalid(
+            f"raw_input_contents: expected {len(request.inputs)} entries (one per input, in "
+            f"input order), got {len(raw_contents)}"
+        )
+    inputs = [
+        _decode_input(tensor, index, raw_contents[index] if raw else None)
+        for index, tensor in enumerate(request.inputs)
+    ]
+    outputs = [
+        RequestedOutput(o.name, f"outputs[{i}]", parameters(o.parameters) if o.parameters else {})
+        for i, o in enumerate(request.outputs)
+    ]
+    decoded = InferRequest(
+        request.model_name,
+        request.model_version,
+        inputs,
+        outputs,
+        request.id,
+        parameters(request.parameters) if request.parameters else {},
+    )
+    return decoded, raw
+
+
+def _decode_input(
+    tensor: v2.ModelInferRequest.InferInputTensor, index: int, raw: bytes | None
+) -> InferInput:
+    where = f"inputs[{index}]"
+    datatype = named(tensor.datatype, f"{where}.datatype")
+    shape = check_shape(tensor.shape, f"{where}.shape")
+    typed = tensor.HasField("contents")
+    if raw is not None:
+        if typed:
+            raise invalid(f"{where}.contents: data given in both contents and raw_input_contents")
+        data = decode_raw(raw, datatype, shape, f"raw_input_contents[{index}]")
+    elif typed:
+        data = decode_typed(tensor.contents, datatype, shape, f"{where}.contents")
+    else:
+        field = TYPED_FIELDS.get(datatype.name)
+        place = f"contents.{field} or " if field else ""
+        raise invalid(
+            f"{where}: no data for input {tensor.name!r}; expected {element_count(shape)} "
+            f"{datatype.name} values for shape {shape} in {place}raw_input_contents"
+        )
+    extra = parameters(tensor.parameters) if tensor.parameters else {}
+    return InferInput(tensor.name, data, datatype.name, where, extra)
+
+
+def decode_typed(
+    contents: v2.InferTensorContents, datatype: Datatype, shape: list[int], field: str
+) -> np.ndarray:
+    """One input's typed contents as an array of `shape`.
+
+    Raises:
+        RequestError: INVALID_ARGUMENT for FP16 (raw only), data in another field, a wrong
+            count, or a value out of the datatype's range.
+    """
+    name = TYPED_FIELDS.get(datatype.name)
+    if name is None:
+        raise invalid(
+            f"{field}: {datatype.name} data goes in raw_input_contents only (no typed field)"
+        )
+    others = [other for other in CONTENTS_FIELDS if other != name and len(getattr(contents, other))]
+    if others:
+        raise invalid(f"{field}: {datatype.name} data belongs in {name}, got {', '.join(others)}")
+    values = getattr(contents, name)
+    count = element_count(shape)
+    if len(values) != count:
+        raise invalid(
+            f"{field}.{name}: expected {count} values for shape {shape}, got {len(values)}"
+        )
+    dtype = datatype.dtype
+    if dtype.kind not in "iu":
+        return np.array(values, dtype=dtype).reshape(shape)
+    wide = np.array(values, dtype=np.int64 if dtype.kind == "i" else np.uint64)
+    array = wide.astype(dtype)
+    if wide.size and (array != wide).any():
+        index = int(np.argmax(array != wide))
+        info = np.iinfo(dtype)
+        raise invalid(
+            f"{field}.{name}[{index}]: {wide[index]} is out of range for {datatype.name} "
+            f"({info.min} to {info.max})"
+        )
+    return array.reshape(shape)
+
+
+def encode_response(answer: InferResponse, raw: bool) -> v2.ModelInferResponse:
+    """The V2 reply: raw bytes for a raw request, or when an output has no typed field (FP16);
+    typed contents otherwise.
+
+    Triton answers raw requests with `raw_output_contents`, and tritonclient reads only those.
+    """
+    response = v2.ModelInferResponse(
+        model_name=answer.model_name, model_version=answer.model_version, id=answer.id
+    )
+    outputs = answer.outputs
+    raw = raw or any(datatype_of(a.dtype).name not in TYPED_FIELDS for a in outputs.values())
+    for name, array in outputs.items():
+        datatype = datatype_of(array.dtype)
+        output = response.outputs.add(name=name, datatype=datatype.name, shape=array.shape)
+        if raw:
+            response.raw_output_contents.append(encode_raw(array))
+        else:
+            getattr(output.contents, TYPED_FIELDS[datatype.name]).extend(array.ravel().tolist())
+    return response

@@ -1,0 +1,261 @@
+"""The data plane: one transport-free object with one method per protocol operation, which every
+adapter (V2 gRPC, the domain API, V2 REST) calls.
+
+A call goes through it in three steps, the same for every protocol:
+
+1. `begin`: the bearer token, the size limit and admission (the drain gate and the in-flight
+   bound); a refusal is counted like any other answer.
+2. the operation (`infer`, `model_metadata`, ...), on plain values: it resolves the model
+   version the request names, which then answers and is charged for the call (its in-flight
+   gauge and series), checks the request against the model, runs it (metrics, predicted
+   classes, the shift monitor's update) and returns plain values.
+3. `finish`: the call's status and duration in the metrics, the access log, the gate's slot back.
+
+The adapter decodes its protocol before the operation and encodes the answer after; it knows
+no model, and the data plane knows no protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from foldserve.core import validate
+from foldserve.core.access import REQUEST_ID_HEADER, AccessLog, TokenCheck, header
+from foldserve.core.call import Call
+from foldserve.core.errors import RequestError, Status, invalid
+from foldserve.core.gate import Gate
+from foldserve.core.graph import softmax
+from foldserve.core.metrics import VersionMetrics
+from foldserve.core.model import Model
+from foldserve.core.repository import LoadedVersion, ModelRepository
+from foldserve.core.shift.monitor import ShiftMonitor
+from foldserve.core.types import Classification, IndexEntry, InferRequest, InferResponse
+
+log = logging.getLogger(__name__)
+
+READY = "READY"  # Triton's model states in a repository index
+UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """What every call must pass before its operation runs.
+
+    Attributes:
+        max_message_bytes: the largest request message accepted.
+        token: the bearer-token check, None when the APIs are open.
+        access_log: where one line per call goes, None when off.
+    """
+
+    max_message_bytes: int
+    token: TokenCheck | None = None
+    access_log: AccessLog | None = None
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What `ServerMetadata` answers: the server's name, version and protocol extensions."""
+
+    name: str
+    version: str
+    extensions: tuple[str, ...] = ()
+
+
+class DataPlane:
+    """Every protocol operation of the server, on plain values.
+
+    Args:
+        repository: the served model's versions.
+        gate: admission: the drain and the in-flight bound, shared by every protocol.
+        policy: size limit, token, access log.
+        server: what `server_metadata` answers.
+    """
+
+    def __init__(
+        self, repository: ModelRepository, gate: Gate, policy: CallPolicy, server: ServerInfo
+    ) -> None:
+        self.repository = repository
+        self.gate = gate
+        self._policy = policy
+        self._server = server
+
+    # --- the life of a call -------------------------------------------------------------------
+
+    def begin(self, call: Call, size: int = 0) -> Call:
+        """Admit a call of `size` request bytes (a stream's message: check its size only).
+
+        Raises:
+            RequestError: UNAUTHENTICATED, RESOURCE_EXHAUSTED (too large, or too many calls in
+                flight) or UNAVAILABLE (draining); the refusal is counted and logged.
+        """
+        try:
+            if not call.in_stream:
+                self._check_token(call)
+            self._check_size(size)
+            if not call.in_stream:
+                self.gate.enter()
+                call.admitted = True
+        except RequestError as error:
+            self.finish(call, error)
+            raise
+        call.decode_started = time.perf_counter()
+        return call
+
+    def finish(self, call: Call, error: RequestError | None) -> None:
+        """Record a call's answer: status and duration, the access log line; free its slot."""
+        if call.admitted:
+            call.admitted = False
+            self.gate.leave()
+        code = "OK" if error is None else error.status.name
+        elapsed = time.perf_counter() - call.started
+        series = call.series
+        if series is not None:
+            series.in_flight.dec()
+        else:
+            series = self.repository.latest.runner.metrics
+        series.method(call.method).record(code, elapsed)
+        access_log = self._policy.access_log
+        if access_log is not None:
+            request_id = call.request_id or header(call.headers(), REQUEST_ID_HEADER) or ""
+            model = (self.repository.name, series.version)
+            access_log.write(
+                call.method, call.protocol, code, elapsed, call.peer(), request_id, model
+            )
+        elif error is not None and log.isEnabledFor(logging.DEBUG):
+            log.debug("%s -> %s: %s", call.method, code, error.message)
+
+    def open_stream(self, call: Call) -> None:
+        """Admit a stream for its whole life (each message then `begin`s with `in_stream`).
+
+        Raises:
+            RequestError: as `begin`; the refusal is counted.
+        """
+        try:
+            self._check_token(call)
+            self.gate.enter()
+        except RequestError as error:
+            self.finish(call, error)
+            raise
+
+    def close_stream(self) -> None:
+        """Free the slot of a stream that ended."""
+        self.gate.leave()
+
+    def count_refusal(self, method: str, status: Status) -> None:
+        """Count a call the transport refused before any operation (an unknown method)."""
+        self.repository.latest.runner.metrics.method(method).record(status.name, 0.0)
+
+    def _check_token(self, call: Call) -> None:
+        if self._policy.token is not None:
+            self._policy.token.check(call.headers())
+
+    def _check_size(self, size: int) -> None:
+        limit = self._policy.max_message_bytes
+        if size > limit:
+            raise RequestError(
+                Status.RESOURCE_EXHAUSTED,
+                f"request: {size} bytes, over the limit of {limit} (--max-message-bytes)",
+            )
+
+    # --- the operations -----------------------------------------------------------------------
+
+    def server_live(self, call: Call) -> bool:
+        return True
+
+    def server_ready(self, call: Call) -> bool:
+        # Admission refuses calls while draining, so a call that gets here is ready.
+        return True
+
+    def server_metadata(self, call: Call) -> ServerInfo:
+        return self._server
+
+    def model_ready(self, call: Call, name: str, version: str, fields: tuple[str, str]) -> bool:
+        self._resolve(call, name, version, fields)
+        return True
+
+    def model_metadata(
+        self, call: Call, name: str, version: str, fields: tuple[str, str]
+    ) -> tuple[Model, list[str]]:
+        """The model a request names, and every loaded version of it (newest first)."""
+        served = self._resolve(call, name, version, fields)
+        return served.model, [v.version for v in self.repository.versions]
+
+    def describe(
+        self, call: Call, name: str, version: str, fields: tuple[str, str]
+    ) -> tuple[Model, ShiftMonitor | None]:
+        """The model a request names, and its shift monitor (None when it runs none)."""
+        served = self._resolve(call, name, version, fields)
+        return served.model, served.runner.monitor
+
+    def infer(self, call: Call, request: InferRequest) -> InferResponse:
+        """Run one inference request.
+
+        Raises:
+            RequestError: NOT_FOUND for an unknown model or version, INVALID_ARGUMENT for inputs
+                or outputs that do not fit the model, FAILED_PRECONDITION for a `classify`
+                request to a model that is not classifier-shaped, DEADLINE_EXCEEDED.
+        """
+        if request.id:
+            call.request_id = request.id
+        fields = ("model_name", "model_version")
+        served = self._resolve(call, request.model_name, request.model_version, fields)
+        model = served.model
+        feeds = validate.feeds(model, request)
+        names = validate.output_names(model, request)
+        series = served.runner.metrics
+        series.decode.observe(time.perf_counter() - call.decode_started)
+        outputs = served.runner.run(feeds, names, call.deadline)
+        classification = _classification(model, outputs) if request.classify else None
+        return InferResponse(model.name, model.version, request.id, outputs, classification)
+
+    def repository_index(self, call: Call, repository: str, ready_only: bool) -> list[IndexEntry]:
+        """Every version of the repository, with its state (only the loaded ones: `ready_only`).
+
+        Raises:
+            RequestError: NOT_FOUND for a repository name other than "".
+        """
+        if repository:
+            raise RequestError(
+                Status.NOT_FOUND,
+                f"repository_name: unknown repository {repository!r}; this server has one, "
+                "named ''",
+            )
+        name = self.repository.name
+        entries = [IndexEntry(name, v.version, READY) for v in self.repository.versions]
+        if not ready_only:
+            entries += [
+                IndexEntry(name, r.version, UNAVAILABLE, r.reason) for r in self.repository.refused
+            ]
+        return entries
+
+    def _resolve(
+        self, call: Call, name: str, version: str, fields: tuple[str, str]
+    ) -> LoadedVersion:
+        """The version a request names; from here on it answers the call (its series count it)."""
+        served = self.repository.resolve(name, version, *fields)
+        series: VersionMetrics = served.runner.metrics
+        series.in_flight.inc()
+        call.series = series
+        return served
+
+
+def _classification(model: Model, outputs: dict) -> Classification:
+    classifier = model.require_classifier()
+    logits = outputs[classifier.logits]
+    if classifier.probabilities is not None:
+        probabilities = outputs[classifier.probabilities]
+    else:
+        probabilities = softmax(logits.copy())
+    return Classification(logits.argmax(axis=1), probabilities, model.class_labels)
+
+
+def required(name: str, field: str, served: str) -> None:
+    """The V2 protocol makes the model name required (the domain API does not).
+
+    Raises:
+        RequestError: INVALID_ARGUMENT naming `field`.
+    """
+    if not name:
+        raise invalid(f"{field}: required by the V2 protocol; this server serves {served!r}")

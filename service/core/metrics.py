@@ -1,0 +1,289 @@
+"""Every Prometheus metric of the server, built on an injected `CollectorRegistry`.
+
+With `--workers N` every worker writes its values to prometheus_client's multiprocess files and
+the supervisor serves their sum (gauges: as their `multiprocess_mode` says). Names follow the
+Prometheus guide (`foldserve_` prefix, base units, `_total`, `_seconds`);
+latencies are histograms so replicas aggregate. `Metrics` registers the families once; each
+loaded model version gets a `VersionMetrics` view of label children (`model`, `version`), made
+when the version is loaded and removed when it is unloaded. Children are resolved up front or on
+first use, so recording a call costs a dict lookup and a few lock-protected additions.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+import numpy as np
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+
+from foldserve.core.shift.metrics import ShiftCollector, Watched
+from foldserve.core.shift.settings import SHIFT_PUBLISH_SECONDS
+
+# Fine below a millisecond (one call here is ~0.1-0.5 ms) so p50/p99 read well, up to 5 s.
+LATENCY_BUCKETS = (
+    25e-6, 50e-6, 75e-6, 100e-6, 150e-6, 200e-6, 300e-6, 400e-6, 500e-6, 750e-6,
+    1e-3, 1.5e-3, 2e-3, 3e-3, 5e-3, 7.5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3,
+    1.0, 2.5, 5.0,
+)  # fmt: skip
+
+# Every foldserve series of a served version carries the model's name and version.
+MODEL_LABELS = ("model", "version")
+
+
+# The series that says which versions are loaded (1) or were unloaded (0, under --workers).
+INFO_METRIC = "foldserve_model_info"
+
+
+class MethodMetrics:
+    """The request counter and duration histogram children of one RPC method of one version."""
+
+    __slots__ = ("_codes", "_counter", "_durations", "_labels", "_lock", "duration")
+
+    def __init__(self, counter: Counter, durations: Histogram, labels: tuple[str, str, str]):
+        self._counter = counter
+        self._durations = durations
+        self._labels = labels
+        self._lock = threading.Lock()
+        self._codes = {"OK": counter.labels(*labels, "OK")}
+        self.duration = durations.labels(*labels)
+
+    def record(self, code: str, seconds: float) -> None:
+        """Count one finished call with its status code name and observe its duration."""
+        self.count(code)
+        self.duration.observe(seconds)
+
+    def count(self, code: str) -> None:
+        """Count one call (or one stream message) with its status code name."""
+        child = self._codes.get(code)
+        if child is None:
+            with self._lock:
+                child = self._codes.setdefault(code, self._counter.labels(*self._labels, code))
+        child.inc()
+
+    def remove(self) -> None:
+        """Drop this method's series (its version was unloaded)."""
+        with self._lock:
+            for code in self._codes:
+                self._counter.remove(*self._labels, code)
+            self._codes = {}
+        self._durations.remove(*self._labels)
+
+
+class Metrics:
+    """The server's metric families for one served model (name).
+
+    Args:
+        registry: where every metric registers (tests pass a fresh one).
+        model: the served model's name.
+        methods: RPC methods whose series exist (at zero, code OK) from the start, so dashboards
+            see them at once.
+        process: also register the process and platform collectors.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        model: str,
+        *,
+        methods: Iterable[str] = (),
+        process: bool = True,
+    ) -> None:
+        self.model = model
+        self.methods = tuple(methods)
+        self._registry = registry
+        self._register_rpc_families()
+        self._register_model_families()
+        self._register_repository_families()
+        self._register_shift_families()
+        if process:
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+
+    def _register_rpc_families(self) -> None:
+        labels, registry = MODEL_LABELS, self._registry
+        self.requests = Counter(
+            "foldserve_requests_total",
+            "RPCs finished (PredictStream: stream messages), by method and gRPC status code.",
+            (*labels, "method", "code"),
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "foldserve_request_duration_seconds",
+            "Time in the RPC handler, from start to response (PredictStream: per message).",
+            (*labels, "method"),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "foldserve_requests_in_flight",
+            "RPCs being handled now (an open PredictStream counts while it handles a message).",
+            labels,
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+
+    def _register_model_families(self) -> None:
+        labels, registry = MODEL_LABELS, self._registry
+        self.compute = Histogram(
+            "foldserve_model_compute_duration_seconds",
+            "Time in onnxruntime's run, per model run.",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.decode = Histogram(
+            "foldserve_request_decode_duration_seconds",
+            "Time from the handler starting until model compute starts: decoding and validating "
+            "the request.",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.info = Gauge(
+            INFO_METRIC,
+            "A loaded model version; always 1.",
+            (*labels, "sha256", "opset", "foldserve_version"),
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.predictions = Counter(
+            "foldserve_predictions_total",
+            "Examples classified, by predicted class label.",
+            (*labels, "class"),
+            registry=registry,
+        )
+
+    def _register_repository_families(self) -> None:
+        registry, model = self._registry, (self.model,)
+        self.reload_failures = Counter(
+            "foldserve_model_reload_failures_total",
+            "Model versions found in the model repository that could not be loaded.",
+            ("model",),
+            registry=registry,
+        ).labels(*model)
+        self.versions_loaded = Gauge(
+            "foldserve_model_versions_loaded",
+            "Model versions loaded and serving.",
+            ("model",),
+            registry=registry,
+            multiprocess_mode="livemax",
+        ).labels(*model)
+        self.versions_refused = Gauge(
+            "foldserve_model_versions_refused",
+            "Model versions in the repository that are refused (corrupt or invalid); the loaded "
+            "versions keep serving. RepositoryIndex and the log say why.",
+            ("model",),
+            registry=registry,
+            multiprocess_mode="livemax",
+        ).labels(*model)
+
+    def _register_shift_families(self) -> None:
+        """The shift monitor's series, read from each version's monitor at scrape time."""
+        self.shift = ShiftCollector(self._registry, self.model, SHIFT_PUBLISH_SECONDS)
+
+    def for_version(
+        self,
+        version: str,
+        *,
+        sha256: str,
+        opset: int,
+        foldserve_version: str,
+        class_labels: Iterable[str],
+    ) -> VersionMetrics:
+        """The label children of one loaded version (its `foldserve_model_info` set to 1)."""
+        return VersionMetrics(self, version, (sha256, str(opset), foldserve_version), class_labels)
+
+
+class VersionMetrics:
+    """The series of one loaded model version: what its calls and model runs record."""
+
+    def __init__(
+        self, families: Metrics, version: str, info: tuple[str, str, str], classes: Iterable[str]
+    ) -> None:
+        self.version = version
+        self._families = families
+        labels = self._labels = (families.model, version)
+        self._info = info
+        families.info.labels(*labels, *info).set(1)
+        self.compute = families.compute.labels(*labels)
+        self.decode = families.decode.labels(*labels)
+        self.in_flight = families.in_flight.labels(*labels)
+        self._classes = tuple(classes)
+        self._predictions = [families.predictions.labels(*labels, c) for c in self._classes]
+        self._methods: dict[str, MethodMetrics] = {}
+        self._lock = threading.Lock()
+        for method in families.methods:
+            self.method(method)
+
+    def method(self, name: str) -> MethodMetrics:
+        """The metrics of one RPC method (created on first use)."""
+        found = self._methods.get(name)
+        if found is None:
+            with self._lock:
+                found = self._methods.get(name)
+                if found is None:
+                    families = self._families
+                    found = MethodMetrics(
+                        families.requests, families.duration, (*self._labels, name)
+                    )
+                    self._methods[name] = found
+        return found
+
+    def count_predictions(self, labels: np.ndarray) -> None:
+        """Count predicted class indices (one per example)."""
+        if labels.shape[0] == 1:  # the common case, one example per call: skip bincount
+            self._predictions[int(labels[0])].inc()
+            return
+        for index, count in enumerate(np.bincount(labels.ravel())):
+            if count:
+                self._predictions[index].inc(int(count))
+
+    def watch_shift(self, monitor: Watched) -> None:
+        """Export a shift monitor's scores, thresholds and alarm, read when Prometheus scrapes."""
+        self._families.shift.watch(self.version, monitor)
+
+    def remove_info(self) -> None:
+        """Drop this file's `foldserve_model_info` series (another file took its version).
+
+        It is set to 0 first: under `--workers` a series lives on in the worker's multiprocess
+        file after `remove`, and the supervisor shows only versions whose info is 1 somewhere.
+        """
+        info = self._families.info
+        info.labels(*self._labels, *self._info).set(0)
+        info.remove(*self._labels, *self._info)
+
+    def remove(self) -> None:
+        """Drop every series of this version (it was unloaded)."""
+        families, labels = self._families, self._labels
+        with self._lock:
+            for method in self._methods.values():
+                method.remove()
+            self._methods = {}
+        self.remove_info()
+        for family in (families.compute, families.decode, families.in_flight):
+            family.remove(*labels)
+        for label in self._classes:
+            families.predictions.remove(*labels, label)
+        families.shift.forget(self.version)
+
+
+def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> tuple[object, int]:
+    """Serve `/metrics` over HTTP in a daemon thread.
+
+    Returns:
+        (server, port): the HTTP server (call `shutdown()` to stop) and the bound port.
+
+    Raises:
+        OSError: the port cannot be bound (e.g. in use).
+    """
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server, int(server.server_port)

@@ -1,0 +1,167 @@
+"""`foldserve bench --short`, run for real: servers in their own processes, h2load as the load
+generator, a BN-kept twin from `bench/bn_kept_model.py`. Checks that the JSON has every section
+with sane numbers, and that the report and the plots are written. No timing assertions: the
+speed goals live in the printed figures.
+
+Needs h2load (Debian's nghttp2-client, which .ci/run installs): skipped without it, failed in CI.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.deploy_tools import skip_or_fail
+from tests.service.subprocess_server import REPO, env
+
+pytestmark = pytest.mark.integration
+
+UNARY = ("Predict", "ModelInfer typed", "ModelInfer raw")
+SERVERS = ("echo", "bare", "foldserve")
+BENCH_TIMEOUT_SECONDS = 300
+
+
+@pytest.fixture(scope="module")
+def bn_kept_model(trained_mlp_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bn-kept") / "model_bn_kept.onnx"
+    command = [
+        sys.executable,
+        "bench/bn_kept_model.py",
+        "--checkpoint",
+        str(trained_mlp_dir / "checkpoint.pt"),
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "BatchNormalization nodes kept" in done.stdout
+    return out
+
+
+@pytest.fixture(scope="module")
+def short_run(trained_mlp_dir: Path, bn_kept_model: Path, tmp_path_factory) -> tuple:
+    """(the finished process, the JSON result, the output directory)."""
+    if shutil.which("h2load") is None:
+        skip_or_fail("h2load is not installed (apt-get install nghttp2-client; .ci/run does)")
+    out = tmp_path_factory.mktemp("bench")
+    model = str(trained_mlp_dir / "model.onnx")
+    command = [
+        sys.executable,
+        "-m",
+        "foldserve.cli",
+        "bench",
+        "--short",
+        "--model",
+        model,
+        "--bn-kept-model",
+        str(bn_kept_model),
+        "--workers",
+        "1,2",
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(
+        command,
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT_SECONDS,
+    )
+    assert (out / "bench.json").exists(), f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done, json.loads((out / "bench.json").read_text()), out
+
+
+def _median(entry: dict, figure: str) -> float:
+    value = entry[figure]
+    assert isinstance(value, dict), f"{figure}: {value!r}"
+    assert value["min"] <= value["median"] <= value["max"], figure
+    assert all(math.isfinite(v) for v in value["rounds"]), figure
+    return value["median"]
+
+
+def _sane(entry: dict, where: str, per: str = "call") -> None:
+    assert "error" not in entry, f"{where}: {entry['error']}"
+    p50, p90, p99 = (_median(entry, f"p{p}_us") for p in (50, 90, 99))
+    assert 0 < p50 <= p90 <= p99 < 60e6, where
+    assert _median(entry, "calls") >= 1, where
+    assert 0 < _median(entry, "calls_per_s") <= _median(entry, "examples_per_s"), where
+    # Nothing here takes a tenth of a second of CPU per example (a stream's call has hundreds).
+    assert 0 <= _median(entry, f"server_cpu_us_per_{per}") < 1e5, where
+    assert 0 <= _median(entry, f"client_cpu_us_per_{per}") < 1e5, where
+
+
+def test_only_a_server_without_workers_may_be_missing(short_run) -> None:
+    done, result, _ = short_run
+    workers = result["workers"]
+    assert "calls_per_s" in workers["1"], workers["1"]
+    if done.returncode == 1:  # `foldserve serve --workers` has not landed yet
+        assert "does not accept --workers" in workers["2"]["error"], workers["2"]
+    else:
+        assert done.returncode == 0, done.stderr
+        assert "calls_per_s" in workers["2"], workers["2"]
+
+
+def test_every_server_method_and_level_has_sane_figures(short_run) -> None:
+    _, result, _ = short_run
+    for workload in UNARY:
+        for server in SERVERS:
+            _sane(result["sequential"][workload][server], f"sequential {workload} {server}")
+            levels = result["in_flight"][workload][server]
+            assert sorted(levels, key=int) == ["1", "8", "32", "64"]
+            for level, entry in levels.items():
+                _sane(entry, f"{level} in flight {workload} {server}")
+            if server != "echo":
+                assert _median(result["sequential"][workload][server]["over_echo"], "p50_us") > 0
+    for server in SERVERS:
+        for count in ("1", "4"):
+            entry = result["streams"][server][count]
+            _sane(entry, f"{count} streams {server}", per="example")
+            assert _median(entry, "examples") == 200 * int(count)
+
+
+def test_every_target_is_a_ratio_of_this_run(short_run) -> None:
+    _, result, _ = short_run
+    names = [target["name"] for target in result["targets"]]
+    assert len(names) == 12 and len(set(names)) == 12
+    for target in result["targets"]:
+        if target["ratio"] is None:
+            assert target["name"].startswith("--workers 2"), target
+            continue
+        assert _median(target, "ratio") > 0 and target["met"] in (True, False), target
+
+
+def test_onnxruntime_alone_compares_folded_and_bn_kept(short_run) -> None:
+    _, result, _ = short_run
+    ort = result["onnxruntime"]
+    assert ort["bn_nodes"]["folded"]["file"] == 0 and ort["bn_nodes"]["bn_kept"]["file"] > 0
+    assert ort["max_abs_difference"] < 1e-4  # the same network, folded or not
+    assert sorted(ort["batches"], key=int) == ["1", "32", "256"]
+    for entry in ort["batches"].values():
+        for name in ("folded", "bn_kept"):
+            assert _median(entry[name], "p50_us") > 0
+        assert _median(entry, "kept_over_folded") > 0
+
+
+def test_the_report_plots_and_latency_curves_are_written(short_run) -> None:
+    done, result, out = short_run
+    report = (out / "bench.md").read_text()
+    headings = ("## Targets", "## Every figure beside the echo floor's", "## foldserve --workers")
+    for heading in (*headings, "## onnxruntime alone"):
+        assert heading in report and heading in done.stdout
+    assert result["meta"]["mode"] == "short" and result["meta"]["load_generator"].startswith(
+        "h2load"
+    )
+    for workload in UNARY:
+        for server in SERVERS:
+            curve = result["cdf"][workload][server]["latency_us"]
+            assert curve == sorted(curve) and curve[0] > 0
+    pytest.importorskip("matplotlib")
+    for name in ("latency_cdf.png", "throughput_in_flight.png", "throughput_workers.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
