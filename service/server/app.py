@@ -54,11 +54,18 @@ class RunningServer:
     server: grpc.Server
     port: int
     health: health.HealthServicer
-    gate: Gate
-    repository: ModelRepository
+    plane: DataPlane
     reloader: Reloader
     metrics_http: object | None = None
     metrics_port: int | None = None
+
+    @property
+    def repository(self) -> ModelRepository:
+        return self.plane.repository
+
+    @property
+    def gate(self) -> Gate:
+        return self.plane.gate
 
     def drain(self, grace: float, delay: float = 0.0) -> None:
         """Stop gracefully: NOT_SERVING, after `delay` seconds refuse new calls, then let calls in
@@ -170,6 +177,4 @@ def start_server(
     reloader.start()
     ready = (*SERVICE_NAMES, LIVENESS_SERVICE)
     grpc_server.set_health(health_servicer, ready, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(
-        server, port, health_servicer, gate, repository, reloader, metrics_http, metrics_port
-    )
+    return RunningServer(server, port, health_servicer, plane, reloader, metrics_http, metrics_port)

@@ -67,7 +67,7 @@ def markdown_table(settings: tuple[Setting, ...]) -> str:
     rows = ["| flag | environment variable | default | what it does |", "| --- | --- | --- | --- |"]
     for item in settings:
         value = f"{item.flag} {item.metavar}"
-        help_text = item.help.replace("|", "\\|")
+        help_text = item.help.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
         rows.append(f"| `{value}` | `{item.env}` | {item.shown_default} | {help_text} |")
     return "\n".join(rows) + "\n"
 

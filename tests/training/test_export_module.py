@@ -81,7 +81,7 @@ def test_a_plain_module_exports_with_the_contracts_metadata_and_serves(user_dir:
     x = np.random.default_rng(0).standard_normal((4, 3, 10, 10)).astype(np.float32)
     with torch.no_grad():
         expected = module.eval()(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(served.run(x)["logits"], expected, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(served.run_classifier(x)["logits"], expected, atol=1e-5, rtol=1e-5)
 
 
 def test_a_bn_that_cannot_fold_is_refused_with_its_reason_or_kept_when_allowed(
@@ -101,7 +101,7 @@ def test_a_bn_that_cannot_fold_is_refused_with_its_reason_or_kept_when_allowed(
     x = np.random.default_rng(1).standard_normal((3, 3, 8, 8)).astype(np.float32)
     with torch.no_grad():
         expected = module(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(served.run(x)["logits"], expected, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(served.run_classifier(x)["logits"], expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize(

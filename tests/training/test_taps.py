@@ -92,7 +92,7 @@ def test_taps_equal_the_unfolded_networks_bn_tensors(exported):
         np.testing.assert_allclose(
             np.sqrt(got[:, channels:]), np.sqrt(square), rtol=0, atol=ATOL, err_msg=tap.name
         )
-    every = served.run(inputs, taps=True)[TAPS]
+    every = served.run_classifier(inputs, taps=True)[TAPS]
     np.testing.assert_array_equal(every, np.concatenate([values[n] for n in names], axis=1))
     assert result.max_tap_error < 1e-3
 
@@ -101,7 +101,7 @@ def test_predictions_without_taps_run_a_graph_without_them(exported):
     _, model, result, inputs = exported
     served = load_model(result.model_path)
     assert [o.name for o in served.session.get_outputs()] == ["logits", "probabilities"]
-    plain, tapped = served.run(inputs)["logits"], served.run(inputs, taps=True)["logits"]
+    plain, tapped = served.run_classifier(inputs)["logits"], served.run_classifier(inputs, taps=True)["logits"]
     np.testing.assert_array_equal(plain, tapped)
     with torch.no_grad():
         np.testing.assert_allclose(plain, model(torch.from_numpy(inputs)).numpy(), atol=1e-4)
