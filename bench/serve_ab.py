@@ -27,23 +27,32 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 from foldserve.bench.suite import h2load, servers
 from foldserve.bench.suite.measure import Load, measure, warm_up
 from foldserve.bench.suite.workloads import reply_bytes, stream_workload, unary_workloads
-from foldserve.core.model import load_model
+from foldserve.core.loading import load_model
 
 
-def _specs(model: str, variants: dict[str, str], limit: int) -> list[servers.ServerSpec]:
+def _specs(
+    model: str, variants: dict[str, str], peers: dict[str, str], limit: int
+) -> list[servers.ServerSpec]:
     python = sys.executable
     limits = ("--max-concurrent-rpcs", str(limit))
-    local = ("--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--workers", "1")
+    local = ("--model", str(Path(model).resolve()), "--host", "127.0.0.1", "--port", "0")
+    local += ("--metrics-port", "0", "--workers", "1", *limits)
     specs = [servers.ServerSpec("echo", (python, "-m", "foldserve.bench.baselines.echo", *limits))]
     for name, flags in variants.items():
-        words = shlex.split(flags)
-        # Leading VAR=VALUE words set the variant's environment (through env(1), which execs).
-        env = [w for w in words if "=" in w and not w.startswith("-")]
-        words = [w for w in words if w not in env]
-        serve = (python, "-m", "foldserve.cli", "serve", "--model", model, *local, *limits)
-        prefix = ("env", *env) if env else ()
-        specs.append(servers.ServerSpec(name, (*prefix, *serve, *words)))
+        env, words = _environment(flags)
+        serve = (python, "-m", "foldserve.cli", "serve", *local)
+        specs.append(servers.ServerSpec(name, (*env, *serve, *words)))
+    for name, command in peers.items():
+        env, words = _environment(command)
+        specs.append(servers.ServerSpec(name, (*env, *words, *local)))
     return specs
+
+
+def _environment(text: str) -> tuple[tuple[str, ...], list[str]]:
+    """Leading VAR=VALUE words set the environment (through env(1), which execs)."""
+    words = shlex.split(text)
+    env = [w for w in words if "=" in w and not w.startswith("-")]
+    return (("env", *env) if env else ()), [w for w in words if w not in env]
 
 
 def _loads(args: argparse.Namespace) -> dict[str, Load]:
@@ -59,16 +68,19 @@ def _loads(args: argparse.Namespace) -> dict[str, Load]:
 def main(argv: list[str] | None = None) -> int:
     args = _arguments().parse_args(argv)
     variants = dict(v.split("=", 1) for v in args.variant)
-    spec = load_model(args.model).input
+    peers = dict(v.split("=", 1) for v in args.peer)
+    spec = load_model(args.model).require_classifier()
     predict = unary_workloads(spec)["Predict"]
     stream = stream_workload(spec, args.stream_messages)
     work = [(name, predict, load) for name, load in _loads(args).items()]
+    if args.sequential:
+        work.insert(0, ("sequential", predict, Load(calls=args.sequential)))
     if args.stream:
         work.append(("1 PredictStream", stream, Load(calls=1)))
     figures: dict[tuple[str, str, str], list[float]] = {}
     with (
         tempfile.TemporaryDirectory() as scratch,
-        servers.start_all(_specs(args.model, variants, 128), Path(scratch)) as running,
+        servers.start_all(_specs(args.model, variants, peers, 128), Path(scratch)) as running,
     ):
         for name, server in running.items():
             if isinstance(server, servers.ServerStartError):
@@ -87,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                     size = (
                         sizes[(name, workload.name)] if name != "echo" else replies[workload.name]
                     )
-                    if load.duration:
+                    if load.duration or load.calls:
                         warm_up(
                             generator,
                             server,
@@ -100,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                     cpu = got.get("server_cpu_us_per_example") or 0.0
                     figures.setdefault((label, name, "rate"), []).append(rate)
                     figures.setdefault((label, name, "cpu"), []).append(cpu)
-    _print(figures, [label for label, _, _ in work], names, args.rounds)
+                    figures.setdefault((label, name, "p50"), []).append(got.get("p50_us") or 0.0)
+    _print(figures, [label for label, _, _ in work], names, args.rounds, args.baseline)
     return 0
 
 
@@ -108,32 +121,52 @@ def _span(values: list[float]) -> str:
     return f"{statistics.median(values):,.2f} ({min(values):,.2f}–{max(values):,.2f})"
 
 
-def _print(figures, labels, names, rounds: int) -> None:
+def _print(figures, labels, names, rounds: int, baseline: str | None) -> None:
     print(f"median (min–max) of {rounds} rounds; ratios to the echo floor taken round by round")
     for label in labels:
         for name in names:
             rate, cpu = figures[(label, name, "rate")], figures[(label, name, "cpu")]
             line = f"{label:16s} {name:10s} examples/s {_span(rate)}  CPU µs/example {_span(cpu)}"
-            if name != "echo":
-                echo_rate, echo_cpu = (
-                    figures[(label, "echo", "rate")],
-                    figures[(label, "echo", "cpu")],
-                )
-                r = [a / b for a, b in zip(rate, echo_rate, strict=True) if b]
-                c = [a / b for a, b in zip(cpu, echo_cpu, strict=True) if b]
-                line += f"  | /echo: rate {_span(r)}, CPU {_span(c)}"
+            if label == "sequential":
+                line += f"  p50 µs {_span(figures[(label, name, 'p50')])}"
+            for base in ("echo", baseline):
+                if base and name != base:
+                    line += _ratios(figures, label, name, base)
             print(line)
+
+
+def _ratios(figures, label: str, name: str, base: str) -> str:
+    """`name`'s figures over `base`'s, round by round: rate, CPU and (sequential) p50."""
+    shown = ("rate", "cpu", "p50") if label == "sequential" else ("rate", "cpu")
+    parts = []
+    for figure in shown:
+        pairs = zip(figures[(label, name, figure)], figures[(label, base, figure)], strict=True)
+        ratios = [a / b for a, b in pairs if b]
+        parts.append(f"{figure} {_span(ratios)}")
+    return f"  | /{base}: " + ", ".join(parts)
 
 
 def _arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="models/default/model.onnx")
-    parser.add_argument("--variant", action="append", required=True, help="NAME=SERVE FLAGS")
+    parser.add_argument("--variant", action="append", default=[], help="NAME=SERVE FLAGS")
+    parser.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        help="NAME=COMMAND: another server's command line (another checkout's `serve`, say: "
+        "'env --chdir DIR PYTHON -m service.cli serve'), given --model, --host, --port 0, "
+        "--metrics-port 0, --workers 1 and --max-concurrent-rpcs",
+    )
     parser.add_argument("--in-flight", default="32,64")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--duration", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--baseline", help="also print every figure over this server's")
+    parser.add_argument(
+        "--sequential", type=int, default=0, help="also N calls one at a time (p50 latency)"
+    )
     parser.add_argument("--stream-messages", type=int, default=5000)
     return parser
 

@@ -8,14 +8,13 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from foldserve.client.commands import HEALTH_TIMEOUT_SECONDS
 from foldserve.client.rpc_errors import describe_rpc_error
 
 
 def check(
     target: str,
-    service: str = "",
-    timeout: float = HEALTH_TIMEOUT_SECONDS,
+    service: str,
+    timeout: float,
     connect: Callable[[], grpc.Channel] | None = None,
 ) -> int:
     """Check `service` on `target`.

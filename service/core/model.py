@@ -73,6 +73,12 @@ class Model:
     def inputs_by_name(self) -> dict[str, TensorSpec]:
         return {t.name: t for t in self.inputs}
 
+    @cached_property
+    def classifier_outputs(self) -> tuple[str, ...]:
+        """What a classification fetches: the logits, and the probabilities output if any."""
+        classifier = self.require_classifier()
+        return tuple(dict.fromkeys(n for n in (classifier.logits, classifier.probabilities) if n))
+
     def require_classifier(self) -> Classifier:
         """How `Predict` runs the model.
 

@@ -120,8 +120,7 @@ def output_names(model: Model, request: InferRequest) -> list[str]:
     """
     known = model.output_names
     if request.classify:
-        classifier = model.require_classifier()
-        return list(dict.fromkeys(n for n in (classifier.logits, classifier.probabilities) if n))
+        return list(model.classifier_outputs)
     if not request.outputs:
         return list(known)
     names: list[str] = []

@@ -148,7 +148,7 @@ def test_a_closed_port_fails_at_once_in_the_words_health_uses(
         unused.bind(("127.0.0.1", 0))
         target = f"127.0.0.1:{unused.getsockname()[1]}"
         code = run_predict(args(target, timeout=30.0), io.StringIO(), io.StringIO())
-        assert check(target, timeout=30.0) == 1
+        assert check(target, "", timeout=30.0) == 1
     assert code == 1
     predict_err, health_err = capsys.readouterr().err.splitlines()
     words = "UNAVAILABLE: failed to connect (connection refused)"
