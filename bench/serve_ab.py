@@ -1,7 +1,8 @@
 """foldserve under different `serve` flags, side by side with the echo floor, at chosen loads.
 
     .venv/bin/python bench/serve_ab.py --model models/default/model.onnx \
-        --variant off="--batching off" --variant on="--batching on" --in-flight 32,64
+        --variant asyncio="--event-loop asyncio" --variant uvloop="--event-loop uvloop" \\
+        --in-flight 1,32,64
 
 (a variant's leading `VAR=VALUE` words set its environment)
 Every variant is its own `foldserve serve` process (one worker), started together with the echo

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="the model.onnx to run per call")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    serve(args.host, Bare(load_model(args.model)), args.max_concurrent_rpcs)
+    serve(args.host, Bare(load_model(args.model)), args.max_concurrent_rpcs, args.runtime)
     return 0
 
 

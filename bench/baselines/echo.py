@@ -2,9 +2,11 @@
 
 It answers `foldserve.v1.Predictor/Predict`, `/PredictStream` and
 `inference.GRPCInferenceService/ModelInfer` (typed and raw contents) with replies shaped like
-foldserve's (ten probabilities; two FP32 outputs of [1, 10]), on a sync `grpc.server` built with
-foldserve's thread pool size, concurrency limit and channel options. What it costs per call is
-what a Python gRPC call with these messages costs here at all: request parsed, response encoded.
+foldserve's (ten probabilities; two FP32 outputs of [1, 10]), on a gRPC server of one of three
+runtimes (`--runtime`): `sync` (`grpc.server`, a thread pool of the concurrency limit), `aio`
+(`grpc.aio` on asyncio's event loop) or `uvloop` (`grpc.aio` on uvloop's), with foldserve's
+channel options. What it costs per call is what a Python gRPC call with these messages costs
+here at all: request parsed, response encoded.
 
 `foldserve.bench.baselines.bare_server` plugs a model into the same stack (`serve(host, answers)`).
 
@@ -14,6 +16,7 @@ Run `python -m foldserve.bench.baselines.echo`; it prints `grpc_port=N` and serv
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Iterator
 from concurrent import futures
@@ -92,23 +95,7 @@ def handlers(answers: Answers) -> tuple[grpc.GenericRpcHandler, ...]:
     ) -> v2.ModelInferResponse:
         return answers.infer(request)
 
-    predictor = {
-        "Predict": grpc.unary_unary_rpc_method_handler(
-            predict, pb.PredictRequest.FromString, pb.PredictResponse.SerializeToString
-        ),
-        "PredictStream": grpc.stream_stream_rpc_method_handler(
-            stream, pb.PredictRequest.FromString, pb.PredictStreamResponse.SerializeToString
-        ),
-    }
-    inference = {
-        "ModelInfer": grpc.unary_unary_rpc_method_handler(
-            infer, v2.ModelInferRequest.FromString, v2.ModelInferResponse.SerializeToString
-        )
-    }
-    return (
-        grpc.method_handlers_generic_handler(PREDICTOR.full_name, predictor),
-        grpc.method_handlers_generic_handler(INFERENCE.full_name, inference),
-    )
+    return _generic(predict, stream, infer)
 
 
 def sync_server(limit: int = MAX_CONCURRENT_RPCS) -> grpc.Server:
@@ -129,8 +116,8 @@ def sync_server(limit: int = MAX_CONCURRENT_RPCS) -> grpc.Server:
 
 
 def start(host: str, answers: Answers, limit: int = MAX_CONCURRENT_RPCS) -> tuple[grpc.Server, int]:
-    """Start a baseline server on `host`, a free port, serving `limit` calls at once; return it
-    and the port."""
+    """Start a sync baseline server on `host`, a free port, serving `limit` calls at once;
+    return it and the port."""
     server = sync_server(limit)
     server.add_generic_rpc_handlers(handlers(answers))
     port = server.add_insecure_port(f"{host}:0")
@@ -138,11 +125,78 @@ def start(host: str, answers: Answers, limit: int = MAX_CONCURRENT_RPCS) -> tupl
     return server, port
 
 
-def serve(host: str, answers: Answers, limit: int = MAX_CONCURRENT_RPCS) -> None:
-    """Serve `answers` until killed, after printing the `grpc_port=N` line."""
-    server, port = start(host, answers, limit)
+def async_handlers(answers: Answers) -> tuple[grpc.GenericRpcHandler, ...]:
+    """The same handlers as `handlers`, as coroutines for `grpc.aio` (run inline on the loop)."""
+
+    async def predict(request, context):
+        return answers.predict(request)
+
+    async def stream(requests, context):
+        async for request in requests:
+            yield pb.PredictStreamResponse(
+                request_id=request.request_id, prediction=answers.predict(request)
+            )
+
+    async def infer(request, context):
+        return answers.infer(request)
+
+    return _generic(predict, stream, infer)
+
+
+def _generic(predict, stream, infer) -> tuple[grpc.GenericRpcHandler, ...]:
+    predictor = {
+        "Predict": grpc.unary_unary_rpc_method_handler(
+            predict, pb.PredictRequest.FromString, pb.PredictResponse.SerializeToString
+        ),
+        "PredictStream": grpc.stream_stream_rpc_method_handler(
+            stream, pb.PredictRequest.FromString, pb.PredictStreamResponse.SerializeToString
+        ),
+    }
+    inference = {
+        "ModelInfer": grpc.unary_unary_rpc_method_handler(
+            infer, v2.ModelInferRequest.FromString, v2.ModelInferResponse.SerializeToString
+        )
+    }
+    return (
+        grpc.method_handlers_generic_handler(PREDICTOR.full_name, predictor),
+        grpc.method_handlers_generic_handler(INFERENCE.full_name, inference),
+    )
+
+
+async def _serve_async(host: str, answers: Answers, limit: int) -> None:
+    server = grpc.aio.server(
+        maximum_concurrent_rpcs=limit,
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    server.add_generic_rpc_handlers(async_handlers(answers))
+    port = server.add_insecure_port(f"{host}:0")
+    await server.start()
     print(PORT_LINE.format(port=port), flush=True)
-    server.wait_for_termination()
+    await server.wait_for_termination()
+
+
+RUNTIMES = ("sync", "aio", "uvloop")
+
+
+def serve(
+    host: str, answers: Answers, limit: int = MAX_CONCURRENT_RPCS, runtime: str = "sync"
+) -> None:
+    """Serve `answers` on `runtime` until killed, after printing the `grpc_port=N` line."""
+    if runtime == "sync":
+        server, port = start(host, answers, limit)
+        print(PORT_LINE.format(port=port), flush=True)
+        server.wait_for_termination()
+        return
+    if runtime == "uvloop":
+        import uvloop
+
+        uvloop.run(_serve_async(host, answers, limit))
+    else:
+        asyncio.run(_serve_async(host, answers, limit))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -154,13 +208,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=MAX_CONCURRENT_RPCS,
         help="calls served at once, as foldserve's flag of the same name",
     )
+    parser.add_argument(
+        "--runtime", choices=RUNTIMES, default="sync", help="the gRPC server's runtime"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    serve(args.host, Echo(), args.max_concurrent_rpcs)
+    serve(args.host, Echo(), args.max_concurrent_rpcs, args.runtime)
     return 0
 
 

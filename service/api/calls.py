@@ -1,18 +1,22 @@
-"""How every RPC of our gRPC APIs runs: the gRPC handlers around the adapters' methods.
+"""How every RPC of our gRPC APIs runs: the `grpc.aio` handlers around the adapters' methods.
 
 An adapter is a plain object with one method per RPC, `Method(request, call) -> response`, that
-reads decode → data plane → encode and knows no gRPC. `service_handler` builds, from the proto's
-service descriptor, the gRPC handler of every method: each starts the data plane's `Call` (the
-token, the size limit and admission are the data plane's `begin`), parses the request bytes
-strictly, runs the adapter method, maps a `RequestError` to its gRPC status and has the data plane
-`finish` the call (metrics, access log).
+reads decode → data plane → encode and knows no gRPC. `ApiHandler` serves, from the proto's
+service descriptor, every method of one service. gRPC looks a call's handler up as it accepts the
+call, in the task that will run it: that is where the data plane admits it (`DataPlane.admit`:
+the token, the drain, the in-flight bound), and the task's end releases it, whether the handler
+ran or not. The handler then starts the data plane's `Call` (`begin`: the size limit), parses the
+request bytes strictly, runs the adapter method, maps a `RequestError` to its gRPC status and has
+the data plane `finish` the call (metrics, access log). Handlers are coroutines on the serving
+event loop; the adapter's work runs inline (`server.event_loop`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -34,7 +38,7 @@ Parse = Callable[[bytes], Any]
 OnError = Callable[[Any, RequestError], Any]
 
 
-def new_call(method: str, context: grpc.ServicerContext, in_stream: bool = False) -> Call:
+def new_call(method: str, context: grpc.aio.ServicerContext) -> Call:
     """The data plane's view of a call starting now: its start and deadline as plain numbers,
     its metadata and peer read only when needed."""
     started = time.perf_counter()
@@ -48,7 +52,6 @@ def new_call(method: str, context: grpc.ServicerContext, in_stream: bool = False
         deadline,
         headers=lambda: context.invocation_metadata() or (),
         peer=context.peer,
-        in_stream=in_stream,
     )
 
 
@@ -87,15 +90,15 @@ def unary(plane: DataPlane, method: MethodDescriptor, answer: Answer, parse: Par
     """The gRPC behaviour of a unary method answered by `answer`."""
     name = method.name
 
-    def behaviour(data: bytes, context: grpc.ServicerContext) -> Any:
+    async def behaviour(data: bytes, context: grpc.aio.ServicerContext) -> Any:
         call = new_call(name, context)
         try:
             plane.begin(call, len(data))
         except RequestError as refused:
-            _abort(context, refused)
+            await _abort(context, refused)
         _request, response, error = _run(plane, call, data, parse, answer)
         if error is not None:
-            _abort(context, error)
+            await _abort(context, error)
         return response
 
     return behaviour
@@ -106,44 +109,76 @@ def stream(
 ) -> Callable:
     """The gRPC behaviour of a bidirectional stream whose messages `answer` answers.
 
-    The token and admission are checked once, when the stream opens; each message is then
-    checked and answered on its own. Draining refuses a new stream (UNAVAILABLE); one already
-    open runs on until the client closes it or the grace period ends.
+    The stream is admitted once, when it opens (`ApiHandler`); each message is then checked and
+    answered on its own. Draining refuses a new stream (UNAVAILABLE); one already open runs on
+    until the client closes it or the grace period ends.
     """
     name, empty = method.name, parse(b"")
 
-    def behaviour(messages: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
-        try:
-            plane.open_stream(new_call(name, context))
-        except RequestError as refused:
-            _abort(context, refused)
-        try:
-            for data in messages:
-                call = new_call(name, context, in_stream=True)
-                try:
-                    plane.begin(call, len(data))
-                except RequestError as refused:
-                    yield on_error(empty, refused)
-                    continue
-                request, response, error = _run(plane, call, data, parse, answer)
-                yield response if error is None else on_error(request or empty, error)
-        finally:
-            plane.close_stream()
+    async def behaviour(
+        messages: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        async for data in messages:
+            call = new_call(name, context)
+            try:
+                plane.begin(call, len(data))
+            except RequestError as refused:
+                yield on_error(empty, refused)
+                continue
+            request, response, error = _run(plane, call, data, parse, answer)
+            yield response if error is None else on_error(request or empty, error)
 
     return behaviour
 
 
-def _abort(context: grpc.ServicerContext, error: RequestError) -> None:
-    context.abort(GRPC_CODES[error.status], error.message)
+async def _abort(context: grpc.aio.ServicerContext, error: RequestError) -> None:
+    await context.abort(GRPC_CODES[error.status], error.message)
 
 
 def _request_type(method: MethodDescriptor) -> type:
     return message_factory.GetMessageClass(method.input_type)
 
 
-def service_handler(
-    service: ServiceDescriptor, adapter: object, plane: DataPlane
-) -> grpc.GenericRpcHandler:
+class ApiHandler(grpc.GenericRpcHandler):
+    """The handlers of one API service, each admitted by the data plane as gRPC looks it up."""
+
+    def __init__(
+        self, service: ServiceDescriptor, plane: DataPlane, handlers: dict[str, Any]
+    ) -> None:
+        self._plane = plane
+        self._handlers = {f"/{service.full_name}/{name}": (name, h) for name, h in handlers.items()}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        found = self._handlers.get(handler_call_details.method)
+        if found is None:
+            return None
+        name, handler = found
+        metadata = handler_call_details.invocation_metadata or ()
+        try:
+            self._plane.admit(name, PROTOCOL, metadata)
+        except RequestError as refused:
+            return refusal(refused)
+        task = asyncio.current_task()
+        if task is None:  # not on the serving loop: nothing will tell us the call ended
+            self._plane.release()
+            raise RuntimeError("gRPC looked a handler up outside a task")
+        task.add_done_callback(lambda _task: self._plane.release())
+        return handler
+
+
+def refusal(error: RequestError) -> grpc.RpcMethodHandler:
+    """A handler that answers any call, unary or streaming, with `error` (already counted)."""
+
+    async def refuse(
+        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        await _abort(context, error)
+        yield None  # never reached: a generator, as gRPC wants for a stream
+
+    return grpc.stream_stream_rpc_method_handler(refuse)
+
+
+def service_handler(service: ServiceDescriptor, adapter: object, plane: DataPlane) -> ApiHandler:
     """The gRPC handler of every method of `service`, each answered by the adapter's method of
     the same name (streams: marked with `answers_in_stream`). Requests arrive as bytes and are
     parsed strictly, by the adapter's own parser where it has one (`adapter.parsers`)."""
@@ -165,7 +200,7 @@ def service_handler(
         else:
             raise NotImplementedError(f"{method.full_name}: one-way streams are not served")
         handlers[method.name] = handler
-    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+    return ApiHandler(service, plane, handlers)
 
 
 def method_names(services: tuple[ServiceDescriptor, ...]) -> tuple[str, ...]:

@@ -23,21 +23,17 @@ class Call:
         headers: reads the call's headers (gRPC metadata, HTTP headers) as (lower-case name,
             value) pairs; called only when something needs them (the token, the access log).
         peer: reads the caller's address, for the access log.
-        in_stream: a message of a stream already admitted (`DataPlane.open_stream`).
 
     Kept by the data plane (`core.dataplane`), never by anything it calls:
-        admitted: the call holds a slot of the admission gate.
         decode_started: when admission ended and decoding began (`time.perf_counter`).
         series: the metric series of the version that answers it, once it named one.
         request_id: the caller's id for it (the request's, or the `x-request-id` header).
     """
 
     __slots__ = (
-        "admitted",
         "deadline",
         "decode_started",
         "headers",
-        "in_stream",
         "method",
         "peer",
         "protocol",
@@ -54,7 +50,6 @@ class Call:
         deadline: float | None = None,
         headers: Callable[[], Iterable[tuple[str, Any]]] = lambda: NO_HEADERS,
         peer: Callable[[], str] = str,
-        in_stream: bool = False,
     ) -> None:
         self.method = method
         self.protocol = protocol
@@ -62,8 +57,6 @@ class Call:
         self.deadline = deadline
         self.headers = headers
         self.peer = peer
-        self.in_stream = in_stream
-        self.admitted = False
         self.decode_started = started
         self.series: VersionMetrics | None = None
         self.request_id = ""

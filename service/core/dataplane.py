@@ -3,13 +3,14 @@ adapter (V2 gRPC, the domain API, V2 REST) calls.
 
 A call goes through it in three steps, the same for every protocol:
 
-1. `begin`: the bearer token, the size limit and admission (the drain gate and the in-flight
-   bound); a refusal is counted like any other answer.
+1. `admit`, as the transport accepts the call (a stream: once, for its whole life): the bearer
+   token, the drain and the in-flight bound; `release` when it ends. Then `begin`, per call or
+   stream message: the size limit. A refusal is counted like any other answer.
 2. the operation (`infer`, `model_metadata`, ...), on plain values: it resolves the model
    version the request names, which then answers and is charged for the call (its in-flight
    gauge and series), checks the request against the model, runs it (metrics, predicted
    classes, the shift monitor's update) and returns plain values.
-3. `finish`: the call's status and duration in the metrics, the access log, the gate's slot back.
+3. `finish`: the call's status and duration in the metrics, the access log.
 
 The adapter decodes its protocol before the operation and encodes the answer after; it knows
 no model, and the data plane knows no protocol.
@@ -22,7 +23,7 @@ import time
 from dataclasses import dataclass
 
 from foldserve.core import validate
-from foldserve.core.access import REQUEST_ID_HEADER, AccessLog, TokenCheck, header
+from foldserve.core.access import REQUEST_ID_HEADER, AccessLog, Headers, TokenCheck, header
 from foldserve.core.call import Call
 from foldserve.core.errors import RequestError, Status, invalid
 from foldserve.core.gate import Gate
@@ -83,31 +84,45 @@ class DataPlane:
 
     # --- the life of a call -------------------------------------------------------------------
 
-    def begin(self, call: Call, size: int = 0) -> Call:
-        """Admit a call of `size` request bytes (a stream's message: check its size only).
+    def admit(self, method: str, protocol: str, headers: Headers) -> None:
+        """Admit a call (or a stream, for its whole life) as the transport accepts it: the bearer
+        token, the drain and the in-flight bound. Every admitted call is `release`d once.
 
         Raises:
-            RequestError: UNAUTHENTICATED, RESOURCE_EXHAUSTED (too large, or too many calls in
-                flight) or UNAVAILABLE (draining); the refusal is counted and logged.
+            RequestError: UNAUTHENTICATED, UNAVAILABLE (draining) or RESOURCE_EXHAUSTED (too
+                many calls in flight); the refusal is counted and logged.
         """
         try:
-            if not call.in_stream:
-                self._check_token(call)
-            self._check_size(size)
-            if not call.in_stream:
-                self.gate.enter()
-                call.admitted = True
+            if self._policy.token is not None:
+                self._policy.token.check(headers)
+            self.gate.enter()
         except RequestError as error:
-            self.finish(call, error)
+            self.finish(Call(method, protocol, time.perf_counter(), headers=lambda: headers), error)
             raise
+
+    def release(self) -> None:
+        """Free the slot of an admitted call that ended."""
+        self.gate.leave()
+
+    def begin(self, call: Call, size: int = 0) -> Call:
+        """Start handling one admitted call (or one message of a stream) of `size` bytes.
+
+        Raises:
+            RequestError: RESOURCE_EXHAUSTED for a request over the size limit; counted.
+        """
+        limit = self._policy.max_message_bytes
+        if size > limit:
+            error = RequestError(
+                Status.RESOURCE_EXHAUSTED,
+                f"request: {size} bytes, over the limit of {limit} (--max-message-bytes)",
+            )
+            self.finish(call, error)
+            raise error
         call.decode_started = time.perf_counter()
         return call
 
     def finish(self, call: Call, error: RequestError | None) -> None:
-        """Record a call's answer: status and duration, the access log line; free its slot."""
-        if call.admitted:
-            call.admitted = False
-            self.gate.leave()
+        """Record a call's answer: status and duration, the access log line."""
         code = "OK" if error is None else error.status.name
         elapsed = time.perf_counter() - call.started
         series = call.series
@@ -126,38 +141,9 @@ class DataPlane:
         elif error is not None and log.isEnabledFor(logging.DEBUG):
             log.debug("%s -> %s: %s", call.method, code, error.message)
 
-    def open_stream(self, call: Call) -> None:
-        """Admit a stream for its whole life (each message then `begin`s with `in_stream`).
-
-        Raises:
-            RequestError: as `begin`; the refusal is counted.
-        """
-        try:
-            self._check_token(call)
-            self.gate.enter()
-        except RequestError as error:
-            self.finish(call, error)
-            raise
-
-    def close_stream(self) -> None:
-        """Free the slot of a stream that ended."""
-        self.gate.leave()
-
     def count_refusal(self, method: str, status: Status) -> None:
         """Count a call the transport refused before any operation (an unknown method)."""
         self.repository.latest.runner.metrics.method(method).record(status.name, 0.0)
-
-    def _check_token(self, call: Call) -> None:
-        if self._policy.token is not None:
-            self._policy.token.check(call.headers())
-
-    def _check_size(self, size: int) -> None:
-        limit = self._policy.max_message_bytes
-        if size > limit:
-            raise RequestError(
-                Status.RESOURCE_EXHAUSTED,
-                f"request: {size} bytes, over the limit of {limit} (--max-message-bytes)",
-            )
 
     # --- the operations -----------------------------------------------------------------------
 

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from foldserve.contract.layout import MODEL_FILE
-from foldserve.core.batch_settings import BatchSettings
 from foldserve.core.errors import not_found
 from foldserve.core.loading import load_model
 from foldserve.core.metrics import Metrics
@@ -59,8 +58,6 @@ class ModelRepository:
         metrics: the server's metric families.
         keep: how many of the newest valid versions stay loaded (and addressable).
         shift: the shift monitor's settings, for every version.
-        batching: micro-batching of concurrent model runs, for every version (off: None).
-        in_flight: how many calls are in flight now (what `batching` is on above).
     """
 
     def __init__(
@@ -70,12 +67,9 @@ class ModelRepository:
         metrics: Metrics,
         keep: int = 1,
         shift: ShiftSettings | None = None,
-        batching: BatchSettings | None = None,
-        in_flight: Callable[[], int] | None = None,
     ) -> None:
         self.source = Path(source)
         self._shift = shift or ShiftSettings()
-        self._batching = batching, in_flight
         self.name = name
         self._metrics = metrics
         self._keep = keep
@@ -204,7 +198,7 @@ class ModelRepository:
         return LoadedVersion(
             model.version,
             model,
-            ModelRunner(model, metrics, self._shift, *self._batching),
+            ModelRunner(model, metrics, self._shift),
             candidate.fingerprint,
         )
 

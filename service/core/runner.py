@@ -4,19 +4,16 @@ deadline check, compute timing, predicted-class counts and the covariate shift m
 A run fetches what the caller asked for, plus what the server itself reads: a classifier's logits
 (the predicted classes it counts) and, when the monitor watches the graph's taps, the `taps`
 output. One example of a single-input float32 model runs through the thread's IO binding
-(`core.binding`); with batching on and enough calls in flight, through the micro-batcher
-(`core.batcher`). It knows no protocol: times are numbers and failures are `RequestError`s.
+(`core.binding`). It knows no protocol: times are numbers and failures are `RequestError`s.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from foldserve.core.batch_settings import BatchSettings
-from foldserve.core.batcher import Batcher
 from foldserve.core.binding import BoundRuns
 from foldserve.core.errors import RequestError, Status, invalid
 from foldserve.core.metrics import VersionMetrics
@@ -34,8 +31,6 @@ class ModelRunner:
         model: the loaded, checked model.
         metrics: the series of this version.
         shift: the shift monitor's settings; it runs when on and the model has a `shift` source.
-        batching: micro-batching (`core.batcher`); None or off: every call runs alone.
-        in_flight: calls in flight now; batching is on while it is at least `min_in_flight`.
     """
 
     def __init__(
@@ -43,8 +38,6 @@ class ModelRunner:
         model: Model,
         metrics: VersionMetrics,
         shift: ShiftSettings | None = None,
-        batching: BatchSettings | None = None,
-        in_flight: Callable[[], int] | None = None,
     ) -> None:
         self.model = model
         self.metrics = metrics
@@ -58,15 +51,6 @@ class ModelRunner:
         self._logits = classifier.logits if classifier is not None else None
         self._single = classifier if len(model.inputs) == 1 else None
         self._bound = _bound_runs(model, self._all, self._tapped)
-        self.batcher: Batcher | None = None
-        if batching is not None and batching.enabled and in_flight and self._single:
-            name = self._single.input.name
-            self.batcher = Batcher(
-                lambda batch: model.run({name: batch}, self._all, self._tapped),
-                batching.max_batch,
-            )
-            self._batching_above = batching.min_in_flight
-            self._in_flight = in_flight
 
     def run(
         self, feeds: dict[str, np.ndarray], names: Sequence[str], deadline: float | None
@@ -102,9 +86,7 @@ class ModelRunner:
         return {name: outputs[name] for name in names}
 
     def _compute(self, feeds: dict[str, np.ndarray], names: Sequence[str]) -> Outputs:
-        batcher, single = self.batcher, self._single
-        if batcher is not None and self._in_flight() >= self._batching_above:
-            return batcher.run(feeds[single.input.name])  # type: ignore[union-attr]
+        single = self._single
         if self._bound is not None:
             batch = feeds[single.input.name]  # type: ignore[union-attr]
             if batch.shape[0] == 1 and batch.dtype == np.float32:

@@ -17,7 +17,6 @@ from prometheus_client import CollectorRegistry
 from foldserve.api import inference, predictor
 from foldserve.api.calls import method_names, service_handler
 from foldserve.core.access import AccessLog
-from foldserve.core.batch_settings import BatchSettings
 from foldserve.core.dataplane import CallPolicy, DataPlane, ServerInfo
 from foldserve.core.gate import Gate
 from foldserve.core.metrics import Metrics, serve_metrics
@@ -25,6 +24,7 @@ from foldserve.core.repository import ModelRepository
 from foldserve.core.shift.settings import ShiftSettings
 from foldserve.server import grpc_server
 from foldserve.server.config import ServeConfig
+from foldserve.server.event_loop import LoopThread
 from foldserve.server.ports import ServeError, address
 from foldserve.server.reload import Reloader
 from foldserve.server.security import SecurityError, server_credentials, token_check
@@ -51,11 +51,12 @@ __all__ = ["SERVICES", "SERVICE_NAMES", "RunningServer", "ServeError", "start_se
 class RunningServer:
     """A started server and what it takes to stop it."""
 
-    server: grpc.Server
+    server: grpc.aio.Server
     port: int
-    health: health.HealthServicer
+    health: health.aio.HealthServicer
     plane: DataPlane
     reloader: Reloader
+    loop: LoopThread
     metrics_http: object | None = None
     metrics_port: int | None = None
 
@@ -69,20 +70,22 @@ class RunningServer:
 
     def drain(self, grace: float, delay: float = 0.0) -> None:
         """Stop gracefully: NOT_SERVING, after `delay` seconds refuse new calls, then let calls in
-        flight finish in `grace`.
+        flight finish in `grace`. Called from any thread but the serving loop's.
 
         grpcio's own `stop(grace)` stops taking calls off the wire, so a call that reaches the
         server after it starts hangs until the grace period ends and is then CANCELLED. So we
         refuse new calls ourselves (UNAVAILABLE, which clients retry elsewhere), wait until the
-        admitted ones are done and clients have gone quiet, and only then stop grpcio.
+        admitted ones are done and clients have gone quiet, and only then stop grpcio. A second
+        drain does nothing.
         """
+        if self.loop.loop.is_closed():
+            return
         self.reloader.stop()
         # Readiness goes first, liveness (LIVENESS_SERVICE) stays SERVING until the process exits;
         # during `delay` calls are still served, so what a balancer sends before it notices is
         # answered, not refused.
-        grpc_server.set_health(
-            self.health, SERVICE_NAMES, health_pb2.HealthCheckResponse.NOT_SERVING
-        )
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        self.loop.call(grpc_server.set_health(self.health, SERVICE_NAMES, not_serving))
         time.sleep(delay)
         start = time.monotonic()
         deadline = start + grace
@@ -95,16 +98,15 @@ class RunningServer:
             time.sleep(DRAIN_QUIET_SECONDS / 5)
         # Whatever is left is a call refused just now (its answer is on the way) or a stream
         # still open at the end of the grace period.
-        self.server.stop(min(max(deadline - time.monotonic(), 0.0), DRAIN_QUIET_SECONDS)).wait()
+        left = min(max(deadline - time.monotonic(), 0.0), DRAIN_QUIET_SECONDS)
+        self.loop.call(self.server.stop(left))
+        self.loop.stop()
         if self.metrics_http is not None:
             self.metrics_http.shutdown()  # type: ignore[attr-defined]
 
 
-def open_repository(
-    config: ServeConfig, registry: CollectorRegistry, gate: Gate | None = None
-) -> ModelRepository:
-    """The served model's repository, its first versions loaded, its metrics on `registry`
-    (`gate`: the calls in flight, which micro-batching is on above).
+def open_repository(config: ServeConfig, registry: CollectorRegistry) -> ModelRepository:
+    """The served model's repository, its first versions loaded, its metrics on `registry`.
 
     Raises:
         ModelError: nothing in `config.model` can be served.
@@ -116,10 +118,8 @@ def open_repository(
         config.shift_margin,
         config.shift_prior_margin,
     )
-    batching = BatchSettings(config.batching)
-    in_flight = None if gate is None else (lambda: gate.inside)
     repository = ModelRepository(
-        config.model, config.model_name, metrics, config.keep_versions, shift, batching, in_flight
+        config.model, config.model_name, metrics, config.keep_versions, shift
     )
     repository.start()
     return repository
@@ -144,6 +144,23 @@ def _metrics_endpoint(
         raise ServeError(f"cannot serve metrics on {address(host, port)}: {exc}") from exc
 
 
+async def _start_grpc(
+    config: ServeConfig,
+    plane: DataPlane,
+    credentials: grpc.ServerCredentials | None,
+    share_port: bool,
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+    """Build, bind and start the gRPC server on the running loop; (server, health, port)."""
+    adapters = (predictor.PredictorAdapter(plane), inference.InferenceAdapter(plane))
+    handlers = [service_handler(s, a, plane) for s, a in zip(SERVICES, adapters, strict=True)]
+    server = grpc_server.build(config, handlers, share_port)
+    health_servicer = await grpc_server.add_standard_services(server, config, SERVICE_NAMES)
+    server.add_generic_rpc_handlers((grpc_server.UnknownMethods(plane, SERVICE_NAMES),))
+    port = grpc_server.bind(server, config.host, config.port, credentials, share_port)
+    await server.start()
+    return server, health_servicer, port
+
+
 def start_server(
     config: ServeConfig,
     registry: CollectorRegistry,
@@ -151,7 +168,8 @@ def start_server(
     serve_metrics_http: bool = True,
     share_port: bool = False,
 ) -> RunningServer:
-    """Load the model repository, build and start the gRPC server (and the /metrics endpoint).
+    """Load the model repository, then start the gRPC server on a serving event loop of its own
+    (and the /metrics endpoint).
 
     `share_port`: a worker of `--workers N`, binding the port the supervisor reserved.
 
@@ -160,21 +178,28 @@ def start_server(
         ServeError: a port cannot be bound, or a TLS or token file cannot be used.
     """
     credentials, policy = _security(config)
+    repository = open_repository(config, registry)
     gate = Gate(config.max_concurrent_rpcs)
-    repository = open_repository(config, registry, gate)
     plane = DataPlane(repository, gate, policy, ServerInfo(SERVER_NAME, VERSION))
-    adapters = (predictor.PredictorAdapter(plane), inference.InferenceAdapter(plane))
-    handlers = [service_handler(s, a, plane) for s, a in zip(SERVICES, adapters, strict=True)]
-    server = grpc_server.build(config, handlers, share_port)
-    health_servicer = grpc_server.add_standard_services(server, config, SERVICE_NAMES)
-    server.add_generic_rpc_handlers((grpc_server.UnknownMethods(plane, SERVICE_NAMES),))
-    port = grpc_server.bind(server, config.host, config.port, credentials, share_port)
-    metrics_http, metrics_port = None, None
-    if serve_metrics_http:
-        metrics_http, metrics_port = _metrics_endpoint(registry, config.host, config.metrics_port)
-    server.start()
+    loop = LoopThread(config.event_loop)
+    try:
+        server, health_servicer, port = loop.call(
+            _start_grpc(config, plane, credentials, share_port)
+        )
+        metrics_http, metrics_port = None, None
+        if serve_metrics_http:
+            metrics_http, metrics_port = _metrics_endpoint(
+                registry, config.host, config.metrics_port
+            )
+    except BaseException:
+        loop.stop()
+        raise
     reloader = Reloader(repository, config.poll_seconds)
     reloader.start()
     ready = (*SERVICE_NAMES, LIVENESS_SERVICE)
-    grpc_server.set_health(health_servicer, ready, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer, plane, reloader, metrics_http, metrics_port)
+    loop.call(
+        grpc_server.set_health(health_servicer, ready, health_pb2.HealthCheckResponse.SERVING)
+    )
+    return RunningServer(
+        server, port, health_servicer, plane, reloader, loop, metrics_http, metrics_port
+    )

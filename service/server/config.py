@@ -15,10 +15,10 @@ from typing import Any
 
 from foldserve.contract.layout import MODEL_NAME
 from foldserve.core.access import AUTH_TOKEN_ENV
-from foldserve.core.batch_settings import BATCH_MIN_IN_FLIGHT
 from foldserve.core.model_config import configured_name
 from foldserve.core.shift.settings import SHIFT_CHECK_EVERY, SHIFT_MONITOR
 from foldserve.server import setting_types as kind
+from foldserve.server.event_loop import EVENT_LOOPS
 from foldserve.server.setting_types import available_cpus, declared, markdown_table, setting
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -65,6 +65,12 @@ class ServeConfig:
         "text", kind.choice(LOG_FORMATS, str.lower), "FORMAT", "text, or json (one object per line)"
     )
     reflection: bool = setting(True, kind.on_off, "on|off", "gRPC server reflection")
+    event_loop: str = setting(
+        "uvloop",
+        kind.choice(EVENT_LOOPS, str.lower),
+        "LOOP",
+        "the serving event loop: uvloop (asyncio's where uvloop is not installed), or asyncio",
+    )
     workers: int | str = setting(
         "auto",
         kind.workers,
@@ -99,13 +105,6 @@ class ServeConfig:
         f"{AUTH_TOKEN_ENV}); health stays open",
     )
     access_log: bool = setting(False, kind.on_off, "on|off", "log one line per call")
-    batching: bool = setting(
-        False,
-        kind.on_off,
-        "on|off",
-        f"with {BATCH_MIN_IN_FLIGHT} or more calls in flight, run the examples that queue while "
-        "the model runs together in its next run (never waits for company)",
-    )
     shift_monitor: bool = setting(
         SHIFT_MONITOR,
         kind.on_off,

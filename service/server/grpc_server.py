@@ -3,46 +3,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from concurrent import futures
-from typing import Any
+from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from foldserve.api.calls import refusal
 from foldserve.core.dataplane import DataPlane
-from foldserve.core.errors import Status
+from foldserve.core.errors import RequestError, Status
 from foldserve.server.config import ServeConfig
 from foldserve.server.ports import ServeError, address, probe
 
-# gRPC's own bounds sit above ours, so that what we refuse is answered (and counted) by us: room
-# for health checks and reflection beside a full house, and messages up to this many times our
-# size limit reach our code to be refused there.
-RPC_HEADROOM = 32
+# Messages up to this many times our size limit reach our code to be refused there (with our
+# message, and counted), rather than by gRPC's own bound.
 MESSAGE_SIZE_HEADROOM = 2
-
-
 # The method label of calls to a method no service here has (counted, never one series each).
 UNKNOWN_METHOD = "unknown"
 
 
 def build(
     config: ServeConfig, handlers: Sequence[grpc.GenericRpcHandler], share_port: bool = False
-) -> grpc.Server:
-    """A sync thread-pool server with our handlers. `share_port`: bind with SO_REUSEPORT,
-    beside the other workers of `--workers N`.
+) -> grpc.aio.Server:
+    """A `grpc.aio` server with our handlers (build it on the serving event loop).
+    `share_port`: bind with SO_REUSEPORT, beside the other workers of `--workers N`.
 
-    The bound on calls in flight is ours (the data plane's admission), so every call over it is
-    refused by our code, with our message, and counted; the pool has `RPC_HEADROOM` threads more
-    for health checks and reflection beside a full house, and calls beyond the pool wait for a
-    thread. Messages up to `MESSAGE_SIZE_HEADROOM` times our size limit reach our code to be
-    refused there.
+    The bound on calls in flight is ours (the data plane's admission): every call over it is
+    refused by our code, with our message, and counted; gRPC's own is not set.
     """
-    workers = config.max_concurrent_rpcs + RPC_HEADROOM
     largest = config.max_message_bytes * MESSAGE_SIZE_HEADROOM
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="foldserve-rpc"),
+    server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", largest),
             ("grpc.max_send_message_length", largest),
@@ -54,12 +44,13 @@ def build(
     return server
 
 
-def add_standard_services(
-    server: grpc.Server, config: ServeConfig, service_names: Sequence[str]
-) -> health.HealthServicer:
-    """Health (NOT_SERVING until `set_health` says otherwise) and, when asked, reflection."""
-    servicer = health.HealthServicer()
-    set_health(servicer, service_names, health_pb2.HealthCheckResponse.NOT_SERVING)
+async def add_standard_services(
+    server: grpc.aio.Server, config: ServeConfig, service_names: Sequence[str]
+) -> health.aio.HealthServicer:
+    """Health (every service NOT_SERVING until `set_health` says otherwise) and, when asked,
+    reflection."""
+    servicer = health.aio.HealthServicer()
+    await set_health(servicer, service_names, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     if config.reflection:
         names = (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
@@ -67,10 +58,12 @@ def add_standard_services(
     return servicer
 
 
-def set_health(servicer: health.HealthServicer, service_names: Sequence[str], status: int) -> None:
-    """Set the status of the server ("") and of every API service."""
+async def set_health(
+    servicer: health.aio.HealthServicer, service_names: Sequence[str], status: int
+) -> None:
+    """Set the status of the server ("") and of every named service."""
     for name in ("", *service_names):
-        servicer.set(name, status)
+        await servicer.set(name, status)
 
 
 class UnknownMethods(grpc.GenericRpcHandler):
@@ -87,16 +80,12 @@ class UnknownMethods(grpc.GenericRpcHandler):
         method = handler_call_details.method
         message = f"method {method!r} is not served here; the services are {self._served}"
 
-        def refuse(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
-            self._plane.count_refusal(UNKNOWN_METHOD, Status.UNIMPLEMENTED)
-            context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
-            yield from ()
-
-        return grpc.stream_stream_rpc_method_handler(refuse)
+        self._plane.count_refusal(UNKNOWN_METHOD, Status.UNIMPLEMENTED)
+        return refusal(RequestError(Status.UNIMPLEMENTED, message))
 
 
 def bind(
-    server: grpc.Server,
+    server: grpc.aio.Server,
     host: str,
     port: int,
     credentials: grpc.ServerCredentials | None,

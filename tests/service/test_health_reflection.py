@@ -60,7 +60,7 @@ def test_drain_leaves_liveness_serving(serve, tiny_model) -> None:
 
 
 def test_not_serving_while_draining(served: Served) -> None:
-    served.running.health.enter_graceful_shutdown()
+    served.running.loop.call(served.running.health.enter_graceful_shutdown())
     served.running.gate.start_draining()
     for name in ("", *SERVICE_NAMES):
         assert health_status(served, name) == NOT_SERVING
@@ -74,7 +74,7 @@ def test_foldserve_health_command(served: Served) -> None:
     unknown = foldserve_health("--target", target, "--service", "nope")
     assert unknown.returncode == 1
     assert "NOT_FOUND" in unknown.stderr
-    served.running.health.enter_graceful_shutdown()
+    served.running.loop.call(served.running.health.enter_graceful_shutdown())
     draining = foldserve_health("--target", target)
     assert draining.returncode == 1
     assert "NOT_SERVING" in draining.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -219,3 +220,33 @@ def test_over_the_concurrency_limit_is_resource_exhausted_and_counted(serve, tin
     assert list(replies) == []
     # Our slot frees when the handler returns, not once gRPC has finished sending.
     assert stub.Predict(pb.PredictRequest(features=FEATURES.tolist()), timeout=5).class_name
+
+
+def _examples(n: int, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).random((n, 64)) * 16).astype(np.float32)
+
+
+def _in_threads(work, items, threads: int = 16) -> list:
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(work, items))
+
+
+CALLS = 64
+
+
+def test_concurrent_predicts_over_grpc_each_answer_its_own(serve, tiny_model) -> None:
+    served = serve(tiny_model)
+    stub = pb_grpc.PredictorStub(served.channel)
+    x = _examples(CALLS, seed=1)
+    replies = _in_threads(
+        lambda i: stub.Predict(pb.PredictRequest(features=x[i].tolist(), request_id=str(i))),
+        range(CALLS),
+        threads=CALLS,
+    )
+    for i, reply in enumerate(replies):
+        alone = tiny_model.run_classifier(x[i : i + 1])["probabilities"][0]
+        assert reply.request_id == str(i)
+        np.testing.assert_allclose(reply.probabilities, alone, rtol=1e-6, atol=1e-6)
+    assert served.sample("foldserve_requests_total", method="Predict", code="OK") == CALLS
+    assert served.sample("foldserve_request_duration_seconds_count", method="Predict") == CALLS
+    assert served.sample("foldserve_model_compute_duration_seconds_count") == CALLS
