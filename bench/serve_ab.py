@@ -38,10 +38,11 @@ def _specs(
     limits = ("--max-concurrent-rpcs", str(limit))
     local = ("--model", str(Path(model).resolve()), "--host", "127.0.0.1", "--port", "0")
     local += ("--metrics-port", "0", "--workers", "1", *limits)
+    here = (*local, "--http-port", "0")
     specs = [servers.ServerSpec("echo", (python, "-m", "foldserve.bench.baselines.echo", *limits))]
     for name, flags in variants.items():
         env, words = _environment(flags)
-        serve = (python, "-m", "foldserve.cli", "serve", *local)
+        serve = (python, "-m", "foldserve.cli", "serve", *here)
         specs.append(servers.ServerSpec(name, (*env, *serve, *words)))
     for name, command in peers.items():
         env, words = _environment(command)

@@ -156,7 +156,8 @@ async def _soak(args: argparse.Namespace, workdir: Path) -> int:
     source = _repository(args.model, workdir) if args.reload_every else args.model
     command = [
         sys.executable, "-m", "foldserve.cli", "serve", "--model", str(source), "--host",
-        "127.0.0.1", "--port", "0", "--metrics-port", "0", "--poll-seconds", "1",
+        "127.0.0.1", "--port", "0", "--http-port", "0", "--metrics-port", "0",
+        "--poll-seconds", "1",
     ]  # fmt: skip
     with _server(command, workdir / "server.log") as (port, process):
         from foldserve.core.loading import load_model

@@ -98,7 +98,7 @@ def test_a_fresh_environment_with_only_the_wheel_serves(wheel: Path, tmp_path: P
         assert f"    {name}" in listed, listed
     served = subprocess.Popen(
         [str(command), "serve", "--model", str(tiny_model_path), "--host", "127.0.0.1",
-         "--port", "0", "--metrics-port", "0", "--workers", "1"],
+         "--port", "0", "--http-port", "0", "--metrics-port", "0", "--workers", "1"],
         stderr=subprocess.PIPE, text=True, cwd=tmp_path,
     )  # fmt: skip
     try:

@@ -43,7 +43,8 @@ def _serve(model: Path, check_every: int):
     """A `foldserve serve` process of `model` on a free port (a context yielding the port)."""
     command = [
         sys.executable, "-m", "foldserve.cli", "serve", "--model", str(model),
-        "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--poll-seconds", "0",
+        "--host", "127.0.0.1", "--port", "0", "--http-port", "0", "--metrics-port", "0",
+        "--poll-seconds", "0",
         "--shift-check-every", str(check_every), "--workers", "1",
     ]  # fmt: skip
     return started(command, "foldserve")

@@ -84,7 +84,7 @@ def specs(model: str, workers: Sequence[int], limit: int) -> list[ServerSpec]:
     """
     python = sys.executable
     limits = ("--max-concurrent-rpcs", str(limit))
-    local = ("--host", "127.0.0.1", "--port", "0", "--metrics-port", "0")
+    local = ("--host", "127.0.0.1", "--port", "0", "--http-port", "0", "--metrics-port", "0")
     serve = (python, "-m", "foldserve.cli", "serve", "--model", model, *local, *limits)
     result = [
         ServerSpec(ECHO, (python, "-m", "foldserve.bench.baselines.echo", *limits)),

@@ -11,9 +11,10 @@
 | POST | `/v2/models/{name}[/versions/{version}]/infer` | ModelInfer |
 | POST | `/v2/repository/index` | RepositoryIndex (Triton's) |
 
-Each call runs as a gRPC call does (`api/calls.py`): the data plane's `begin` (the bearer token
-from the `authorization` header, the size limit, admission; the health operations too, as V2's
-`ServerLive` and `ServerReady` over gRPC), then decode → data plane → encode, then `finish`. The
+Each call runs as a gRPC call does (`api/calls.py`): admitted by the data plane as it arrives
+(`admit`: the bearer token from the `authorization` header, the drain, the in-flight bound; the
+probes `/v2/health/live` and `/ready` pass freely, and readiness answers 503 once a drain has
+started), then `begin` (the size limit), decode → data plane → encode, `finish`, `release`. The
 data plane's methods run inline on the event loop: a model run takes 20–90 µs, less than handing
 it to a thread would. HTTP has no request deadline here (neither V2 nor Triton defines one).
 Errors are `{"error": message}` with the status of `HTTP_STATUS`.
@@ -103,7 +104,8 @@ class RestAdapter:
         return _json({"live": self._plane.server_live(call)})
 
     def ServerReady(self, request: Request, call: Call) -> Reply:
-        return _json({"ready": self._plane.server_ready(call)})
+        ready = self._plane.server_ready(call)
+        return Reply(dumps({"ready": ready}), 200 if ready else 503)
 
     def ServerMetadata(self, request: Request, call: Call) -> Reply:
         info = self._plane.server_metadata(call)
@@ -220,7 +222,7 @@ class RestApp:
     def __init__(self, plane: DataPlane) -> None:
         self._plane = plane
         self._adapter = RestAdapter(plane)
-        self._limit = _message_limit(plane)
+        self._limit = plane.max_message_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -230,25 +232,34 @@ class RestApp:
         # A websocket is not served: returning without accepting it refuses it.
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
         found = route(scope["path"])
-        body = await read_body(scope, receive, self._limit)
-        if body is None:  # the client went away before it sent its request
-            return
         if found is None or found[0].verb != scope["method"]:
-            await send_reply(send, self._unrouted(scope, found))
+            if await read_body(scope, receive, self._limit) is not None:
+                await send_reply(send, self._unrouted(scope, found))
             return
         endpoint, name, version = found
         headers = [(key.decode("latin-1"), value) for key, value in scope["headers"]]
-        call = Call(
-            endpoint.method, PROTOCOL, started, None,
-            headers=lambda: headers, peer=lambda: peer(scope),
-        )  # fmt: skip
-        request = Request(name, version, body.data, headers)
-        await send_reply(send, self._answer(call, endpoint, request, body.size))
+        try:
+            self._plane.admit(endpoint.method, PROTOCOL, headers)
+        except RequestError as refused:
+            await send_reply(send, _error(refused))
+            return
+        try:
+            started = time.perf_counter()
+            body = await read_body(scope, receive, self._limit)
+            if body is None:  # the client went away before it sent its request
+                return
+            call = Call(
+                endpoint.method, PROTOCOL, started, None,
+                headers=lambda: headers, peer=lambda: peer(scope),
+            )  # fmt: skip
+            request = Request(name, version, body.data, headers)
+            await send_reply(send, self._answer(call, endpoint, request, body.size))
+        finally:
+            self._plane.release()
 
     def _answer(self, call: Call, endpoint: Endpoint, request: Request, size: int) -> Reply:
-        """The reply to a routed request: admitted, answered and finished by the data plane."""
+        """The reply to an admitted request: begun, answered and finished by the data plane."""
         try:
             self._plane.begin(call, size)
         except RequestError as refused:
@@ -276,13 +287,6 @@ class RestApp:
         verb = found[0].verb
         message = f"method: {path[:200]!r} answers {verb}, not {method[:20]}"
         return Reply(dumps({"error": message}), 405, headers=((b"allow", verb.encode()),))
-
-
-def _message_limit(plane: DataPlane) -> int:
-    """The largest request body the data plane admits (`--max-message-bytes`): a body is read no
-    further, and a refusal for its size is 413."""
-    # The core has no public accessor for it yet (proposed: `DataPlane.max_message_bytes`).
-    return plane._policy.max_message_bytes
 
 
 def _error(error: RequestError, status: int | None = None) -> Reply:

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 READY = "READY"  # Triton's model states in a repository index
 UNAVAILABLE = "UNAVAILABLE"
+# Operations that probes call: no token, never refused for the in-flight bound, answered while
+# draining (readiness then says "not ready").
+PROBES = frozenset({"ServerLive", "ServerReady"})
 
 
 @dataclass(frozen=True)
@@ -81,17 +84,31 @@ class DataPlane:
         self.gate = gate
         self._policy = policy
         self._server = server
+        self._ready = True
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest request accepted (`--max-message-bytes`)."""
+        return self._policy.max_message_bytes
+
+    def stop_ready(self) -> None:
+        """From now on, readiness says "not ready" (a drain has started)."""
+        self._ready = False
 
     # --- the life of a call -------------------------------------------------------------------
 
     def admit(self, method: str, protocol: str, headers: Headers) -> None:
         """Admit a call (or a stream, for its whole life) as the transport accepts it: the bearer
-        token, the drain and the in-flight bound. Every admitted call is `release`d once.
+        token, the drain and the in-flight bound (a probe, `PROBES`: none of them). Every
+        admitted call is `release`d once.
 
         Raises:
             RequestError: UNAUTHENTICATED, UNAVAILABLE (draining) or RESOURCE_EXHAUSTED (too
                 many calls in flight); the refusal is counted and logged.
         """
+        if method in PROBES:
+            self.gate.enter(always=True)
+            return
         try:
             if self._policy.token is not None:
                 self._policy.token.check(headers)
@@ -151,8 +168,8 @@ class DataPlane:
         return True
 
     def server_ready(self, call: Call) -> bool:
-        # Admission refuses calls while draining, so a call that gets here is ready.
-        return True
+        """Ready until a drain starts (then balancers and probes stop sending)."""
+        return self._ready and not self.gate.draining
 
     def server_metadata(self, call: Call) -> ServerInfo:
         return self._server

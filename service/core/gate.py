@@ -32,14 +32,17 @@ class Gate:
     def inside(self) -> int:
         return self._inside
 
-    def enter(self) -> None:
-        """Admit one call.
+    def enter(self, always: bool = False) -> None:
+        """Admit one call (`always`: whatever the drain and the bound, a probe's call).
 
         Raises:
             RequestError: UNAVAILABLE once draining has started; RESOURCE_EXHAUSTED when `limit`
                 calls are already inside.
         """
         with self._condition:
+            if always:
+                self._inside += 1
+                return
             if self.draining:
                 self.last_refused = time.monotonic()
                 raise RequestError(Status.UNAVAILABLE, DRAINING)

@@ -25,6 +25,7 @@ from foldserve.core.shift.settings import ShiftSettings
 from foldserve.server import grpc_server
 from foldserve.server.config import ServeConfig
 from foldserve.server.event_loop import LoopThread
+from foldserve.server.http_server import HttpServer, start_http, stop_http
 from foldserve.server.ports import ServeError, address
 from foldserve.server.reload import Reloader
 from foldserve.server.security import SecurityError, server_credentials, token_check
@@ -57,8 +58,13 @@ class RunningServer:
     plane: DataPlane
     reloader: Reloader
     loop: LoopThread
+    http: HttpServer
     metrics_http: object | None = None
     metrics_port: int | None = None
+
+    @property
+    def http_port(self) -> int:
+        return self.http.port
 
     @property
     def repository(self) -> ModelRepository:
@@ -85,6 +91,7 @@ class RunningServer:
         # during `delay` calls are still served, so what a balancer sends before it notices is
         # answered, not refused.
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        self.plane.stop_ready()
         self.loop.call(grpc_server.set_health(self.health, SERVICE_NAMES, not_serving))
         time.sleep(delay)
         start = time.monotonic()
@@ -100,6 +107,7 @@ class RunningServer:
         # still open at the end of the grace period.
         left = min(max(deadline - time.monotonic(), 0.0), DRAIN_QUIET_SECONDS)
         self.loop.call(self.server.stop(left))
+        self.loop.call(stop_http(self.http))
         self.loop.stop()
         if self.metrics_http is not None:
             self.metrics_http.shutdown()  # type: ignore[attr-defined]
@@ -168,8 +176,8 @@ def start_server(
     serve_metrics_http: bool = True,
     share_port: bool = False,
 ) -> RunningServer:
-    """Load the model repository, then start the gRPC server on a serving event loop of its own
-    (and the /metrics endpoint).
+    """Load the model repository, then start the gRPC and HTTP servers on a serving event loop of
+    their own (and the /metrics endpoint).
 
     `share_port`: a worker of `--workers N`, binding the port the supervisor reserved.
 
@@ -186,6 +194,7 @@ def start_server(
         server, health_servicer, port = loop.call(
             _start_grpc(config, plane, credentials, share_port)
         )
+        http = loop.call(start_http(config, plane, share_port))
         metrics_http, metrics_port = None, None
         if serve_metrics_http:
             metrics_http, metrics_port = _metrics_endpoint(
@@ -201,5 +210,5 @@ def start_server(
         grpc_server.set_health(health_servicer, ready, health_pb2.HealthCheckResponse.SERVING)
     )
     return RunningServer(
-        server, port, health_servicer, plane, reloader, loop, metrics_http, metrics_port
+        server, port, health_servicer, plane, reloader, loop, http, metrics_http, metrics_port
     )

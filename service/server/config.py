@@ -46,8 +46,11 @@ class ServeConfig:
         "NAME",
         "name the model is served under (default: the name in the model's config.json, if any)",
     )
-    host: str = setting("0.0.0.0", str, "HOST", "address the gRPC server binds")
+    host: str = setting("0.0.0.0", str, "HOST", "address the gRPC and HTTP servers bind")
     port: int = setting(50051, kind.port, "PORT", "gRPC port (0: pick a free one, logged)")
+    http_port: int = setting(
+        8000, kind.port, "PORT", "HTTP/REST port, the V2 protocol (0: pick a free one, logged)"
+    )
     metrics_port: int = setting(9100, kind.port, "PORT", "Prometheus /metrics HTTP port")
     max_message_bytes: int = setting(
         4 * 1024 * 1024, kind.positive_int, "BYTES", "largest request (and response) accepted"
@@ -155,6 +158,7 @@ class ServeConfig:
 SETTINGS = declared(ServeConfig, "serve")
 # What other parts take as the server's defaults.
 PORT = ServeConfig.port
+HTTP_PORT = ServeConfig.http_port
 MAX_MESSAGE_BYTES = ServeConfig.max_message_bytes
 MAX_CONCURRENT_RPCS = ServeConfig.max_concurrent_rpcs
 

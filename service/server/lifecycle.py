@@ -15,25 +15,33 @@ log = logging.getLogger(__name__)
 
 
 def log_serving(
-    config: ServeConfig, port: int, metrics_port: int | None, running: RunningServer | None
+    config: ServeConfig,
+    ports: tuple[int, int],
+    metrics_port: int | None,
+    running: RunningServer | None,
 ) -> None:
-    """The line that says the server is up (tests and tools read `grpc_port=`)."""
+    """The line that says the server is up, with its (gRPC, HTTP) `ports` (tests and tools read
+    `grpc_port=` and `http_port=`)."""
+    port, http_port = ports
     model = running.repository.latest.model if running is not None else None
     version = model.version if model is not None else "(per worker)"
     log.info(
-        "serving model %s version %s from %s on %s workers=%d grpc_port=%d metrics_port=%s",
+        "serving model %s version %s from %s on %s workers=%d grpc_port=%d http_port=%d "
+        "metrics_port=%s",
         config.model_name,
         version,
         config.model,
         address(config.host, port),
         config.worker_count,
         port,
+        http_port,
         metrics_port,
         extra={
             "model": config.model_name,
             "model_version": version,
             "workers": config.worker_count,
             "grpc_port": port,
+            "http_port": http_port,
             "metrics_port": metrics_port,
         },
     )

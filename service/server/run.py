@@ -37,6 +37,6 @@ def serve(config: ServeConfig) -> int:
     except (ModelError, ServeError) as exc:
         print(f"foldserve serve: error: {exc}", file=sys.stderr, flush=True)
         return 2
-    log_serving(config, running.port, running.metrics_port, running)
+    log_serving(config, (running.port, running.http_port), running.metrics_port, running)
     serve_until_signalled(running, config)
     return 0

@@ -35,10 +35,15 @@ def serve_workers(config: ServeConfig) -> int:
         cleanly, 2 when they could not start (the first worker's reason on stderr).
     """
     try:
-        with reserved_port(config.host, config.port) as port, shared_metrics_dir() as folder:
-            supervisor = Supervisor(worker_config(config, port), config.worker_count)
+        with (
+            reserved_port(config.host, config.port) as port,
+            reserved_port(config.host, config.http_port) as http_port,
+            shared_metrics_dir() as folder,
+        ):
+            ports = (port, http_port)
+            supervisor = Supervisor(worker_config(config, ports), config.worker_count)
             supervisor.start()
-            return _supervise(config, port, folder, supervisor)
+            return _supervise(config, ports, folder, supervisor)
     except WorkerError as exc:
         print(f"foldserve serve: error: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -93,7 +98,9 @@ class LoadedVersionsOnly:
         return families
 
 
-def _supervise(config: ServeConfig, port: int, folder: str, supervisor: Supervisor) -> int:
+def _supervise(
+    config: ServeConfig, ports: tuple[int, int], folder: str, supervisor: Supervisor
+) -> int:
     registry = CollectorRegistry()
     registry.register(LoadedVersionsOnly(folder))
     registry.register(SupervisorCollector(config.model_name, supervisor))
@@ -102,7 +109,7 @@ def _supervise(config: ServeConfig, port: int, folder: str, supervisor: Supervis
     except OSError as exc:
         supervisor.stop(0)
         raise WorkerError(f"cannot serve metrics on port {config.metrics_port}: {exc}") from None
-    log_serving(config, port, metrics_port, None)
+    log_serving(config, ports, metrics_port, None)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, _frame: stop.set())

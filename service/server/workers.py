@@ -185,6 +185,6 @@ def shared_metrics_dir():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def worker_config(config: ServeConfig, port: int) -> ServeConfig:
-    """What each worker serves with: the reserved port, the port shared, no metrics HTTP."""
-    return replace(config, port=port, workers=1)
+def worker_config(config: ServeConfig, ports: tuple[int, int]) -> ServeConfig:
+    """What each worker serves with: the reserved (gRPC, HTTP) ports, shared; no metrics HTTP."""
+    return replace(config, port=ports[0], http_port=ports[1], workers=1)

@@ -65,7 +65,9 @@ def serve() -> Iterator[ServeFactory]:
     def start(model: Model | Path, metrics_http: bool = False, **settings: object) -> Served:
         """Serve a loaded model's file, or a model file or repository directory by path."""
         source = str(model.path if isinstance(model, Model) else model)
-        config = ServeConfig(model=source, host="127.0.0.1", port=0, metrics_port=0, **settings)
+        config = ServeConfig(
+            model=source, host="127.0.0.1", port=0, http_port=0, metrics_port=0, **settings
+        )
         registry = CollectorRegistry()
         running = start_server(config, registry, serve_metrics_http=metrics_http)
         channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
@@ -88,7 +90,9 @@ def served(serve: ServeFactory, tiny_model: Model) -> Served:
 @pytest.fixture(scope="module")
 def shared_server(tiny_model: Model) -> Iterator[Served]:
     """One tiny-model server for a whole module of tests that do not count metrics."""
-    config = ServeConfig(model=tiny_model.path, host="127.0.0.1", port=0, metrics_port=0)
+    config = ServeConfig(
+        model=tiny_model.path, host="127.0.0.1", port=0, http_port=0, metrics_port=0
+    )
     registry = CollectorRegistry()
     running = start_server(config, registry, serve_metrics_http=False)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")

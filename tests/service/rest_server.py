@@ -1,41 +1,39 @@
-"""An in-process V2 REST server for the tests: the data plane built as `server/app.py` builds it,
-`rest_app` on uvicorn (httptools, uvloop) in a thread of its own, on 127.0.0.1 and a free port."""
+"""An in-process V2 REST server for the tests: `foldserve serve`'s own server (`start_server`: gRPC
+and HTTP on one event loop) on 127.0.0.1 and free ports, with its HTTP side at hand."""
 
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import uvicorn
-import uvloop
 from prometheus_client import CollectorRegistry
 
-from foldserve.api.rest import rest_app
-from foldserve.core.access import TokenCheck
-from foldserve.core.dataplane import CallPolicy, DataPlane, ServerInfo
+from foldserve.core.dataplane import DataPlane
 from foldserve.core.gate import Gate
-from foldserve.server.app import SERVER_NAME, open_repository
+from foldserve.server.app import RunningServer, start_server
 from foldserve.server.config import MAX_MESSAGE_BYTES, ServeConfig
-from foldserve.version import VERSION
 
-START_SECONDS = 20.0
+# What stands for no bound on calls in flight.
+UNBOUNDED = 1 << 30
 
 
 @dataclass
 class RestServer:
-    """A running REST server: its data plane, registry and base URL; `stop` ends it."""
+    """A running server: its data plane, registry and HTTP base URL; `stop` ends it."""
 
-    plane: DataPlane
+    running: RunningServer
     registry: CollectorRegistry
-    port: int
-    _server: uvicorn.Server = field(repr=False)
-    _thread: threading.Thread = field(repr=False)
+
+    @property
+    def plane(self) -> DataPlane:
+        return self.running.plane
+
+    @property
+    def port(self) -> int:
+        return self.running.http_port
 
     @property
     def url(self) -> str:
@@ -66,8 +64,7 @@ class RestServer:
         return status, json.loads(answer)
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self.running.drain(0)
 
 
 def _lower(headers) -> dict[str, str]:
@@ -81,30 +78,11 @@ def start_rest(
     max_message_bytes: int = MAX_MESSAGE_BYTES,
     max_in_flight: int | None = None,
 ) -> RestServer:
-    """Serve `model` (a file or repository directory) over V2 REST; stop it with `stop()`."""
+    """Serve `model` (a file or repository directory); stop it with `stop()`."""
     registry = CollectorRegistry()
-    config = ServeConfig(model=str(model), host="127.0.0.1", port=0, metrics_port=0)
-    gate = Gate(max_in_flight)
-    repository = open_repository(config, registry, gate)
-    policy = CallPolicy(max_message_bytes, None if token is None else TokenCheck(token))
-    plane = DataPlane(repository, gate, policy, ServerInfo(SERVER_NAME, VERSION))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        rest_app(plane), http="httptools", log_level="warning", access_log=False, lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=lambda: uvloop.run(server.serve(sockets=[sock])), name="rest", daemon=True
-    )
-    thread.start()
-    _wait_started(server)
-    return RestServer(plane, registry, sock.getsockname()[1], server, thread)
-
-
-def _wait_started(server: uvicorn.Server) -> None:
-    stop = time.monotonic() + START_SECONDS
-    while not server.started:
-        if time.monotonic() > stop:
-            raise RuntimeError("the REST server did not start")
-        time.sleep(0.01)
+    config = ServeConfig(
+        model=str(model), host="127.0.0.1", port=0, http_port=0, metrics_port=0,
+        max_message_bytes=max_message_bytes, max_concurrent_rpcs=max_in_flight or UNBOUNDED,
+        auth_token=token,
+    )  # fmt: skip
+    return RestServer(start_server(config, registry, serve_metrics_http=False), registry)

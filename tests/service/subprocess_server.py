@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-READY = re.compile(r"grpc_port=(\d+) metrics_port=(\d+|None)")
+READY = re.compile(r"grpc_port=(\d+) http_port=(\d+) metrics_port=(\d+|None)")
 
 
 @dataclass
@@ -22,6 +22,7 @@ class ServerProcess:
     process: subprocess.Popen
     log: Path
     port: int = 0
+    http_port: int = 0
     metrics_port: int = 0
 
     @property
@@ -62,7 +63,7 @@ def server_process(
     workers = () if "--workers" in args else ("--workers", "1")
     command = foldserve_command(
         "serve", "--model", str(model), "--host", "127.0.0.1", "--port", "0",
-        "--metrics-port", "0", *workers, *args,
+        "--http-port", "0", "--metrics-port", "0", *workers, *args,
     )  # fmt: skip
     with log.open("w") as sink:
         process = subprocess.Popen(
@@ -75,7 +76,8 @@ def server_process(
             match = READY.search(server.stderr())
             if match:
                 server.port = int(match.group(1))
-                server.metrics_port = int(match.group(2)) if match.group(2) != "None" else 0
+                server.http_port = int(match.group(2))
+                server.metrics_port = int(match.group(3)) if match.group(3) != "None" else 0
                 break
             if process.poll() is not None:
                 raise AssertionError(f"server exited {process.returncode}:\n{server.stderr()}")

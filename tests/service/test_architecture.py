@@ -108,7 +108,8 @@ def test_foldserve_serve_imports_no_tool_training_or_torch(tmp_path: Path) -> No
     whole serving path and nothing of the training half, the measuring tools or the client."""
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "foldserve.cli", "serve", "--model",
-         str(tmp_path / "absent.onnx"), "--port", "0", "--metrics-port", "0", "--workers", "1"],
+         str(tmp_path / "absent.onnx"), "--port", "0", "--http-port", "0", "--metrics-port", "0",
+         "--workers", "1"],
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2 and "does not exist" in result.stderr, result.stderr[-2000:]

@@ -208,12 +208,12 @@ def test_an_unknown_path_is_404_and_a_wrong_method_405(rest: RestServer) -> None
 @pytest.mark.parametrize(
     ("token", "status"), [(None, 401), ("Bearer wrong", 401), (f"Bearer {TOKEN}", 200)]
 )
-def test_the_token_is_required_like_over_grpc_health_included(start, token, status) -> None:
+def test_the_token_is_required_like_over_grpc_but_not_by_probes(start, token, status) -> None:
     server = start(token=TOKEN)
     headers = {} if token is None else {"Authorization": token}
+    for path in ("/v2/health/live", "/v2/health/ready"):  # what balancers and kubelets ask
+        assert server.request("GET", path, None, headers)[0] == 200
     for method, path, body in [
-        ("GET", "/v2/health/live", None),
-        ("GET", "/v2/health/ready", None),
         ("GET", "/v2", None),
         ("GET", "/v2/models/foldserve", None),
         ("GET", "/v2/models/foldserve/ready", None),
@@ -248,18 +248,18 @@ def test_too_many_calls_in_flight_is_429(start) -> None:
     server.gate.enter()  # a call in flight
     status, answer = server.json("POST", INFER, infer_body())
     assert status == 429 and answer["error"].startswith("server busy")
-    assert server.json("GET", "/v2/health/ready")[0] == 429
+    assert server.json("GET", "/v2/health/ready")[0] == 200  # a busy server is still ready
     server.gate.leave()
     assert server.json("POST", INFER, infer_body())[0] == 200
 
 
-def test_draining_is_503(start) -> None:
+def test_draining_is_503_and_not_ready_while_live(start) -> None:
     server = start()
     server.gate.start_draining()
-    for method, path in [("GET", "/v2/health/ready"), ("GET", "/v2/health/live"), ("POST", INFER)]:
-        status, answer = server.json(method, path, infer_body() if method == "POST" else None)
-        assert status == 503, path
-        assert "draining" in answer["error"]
+    status, answer = server.json("POST", INFER, infer_body())
+    assert status == 503 and "draining" in answer["error"]
+    assert server.json("GET", "/v2/health/ready") == (503, {"ready": False})
+    assert server.json("GET", "/v2/health/live") == (200, {"live": True})
 
 
 def test_a_classify_shaped_failure_would_be_400_and_an_unexpected_one_500(rest, monkeypatch):

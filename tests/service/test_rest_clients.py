@@ -54,7 +54,8 @@ def test_tritonclient_health_and_metadata(client, every: RestServer) -> None:
     version = every.plane.repository.latest.version
     assert client.is_model_ready(MODEL, model_version=version, headers=auth())
     assert not client.is_model_ready("other", headers=auth())
-    assert not client.is_server_live()  # no token: 401, which tritonclient reads as not live
+    assert client.is_server_live() and client.is_server_ready()  # probes need no token
+    assert not client.is_model_ready(MODEL)  # the rest does: 401, read as not ready
     metadata = client.get_server_metadata(headers=auth())
     assert metadata["name"] == "foldserve" and "binary_tensor_data" in metadata["extensions"]
     model = client.get_model_metadata(MODEL, headers=auth())

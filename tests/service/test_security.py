@@ -130,7 +130,7 @@ def test_unusable_tls_or_token_files_stop_the_start_with_one_line(
     args = [part for flag, name in files.items() for part in (flag, name)]
     result = subprocess.run(
         foldserve_command("serve", "--model", str(tiny_model_path), "--host", "127.0.0.1",
-                          "--port", "0", "--metrics-port", "0", *args),
+                          "--port", "0", "--http-port", "0", "--metrics-port", "0", *args),
         capture_output=True, text=True, cwd=folder, env=env(), timeout=60,
     )  # fmt: skip
     assert result.returncode == 2

@@ -37,7 +37,7 @@ def run_serve(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     ids=["missing", "corrupt", "bad-config"],
 )  # fmt: skip
 def test_refuses_a_bad_model_file(tmp_path: Path, make, message: str) -> None:
-    result = run_serve("--model", str(make(tmp_path)), "--port", "0")
+    result = run_serve("--model", str(make(tmp_path)), "--port", "0", "--http-port", "0")
     assert result.returncode != 0
     assert message in result.stderr
     assert "foldserve serve: error:" in result.stderr
@@ -94,7 +94,7 @@ def test_no_torch_in_a_running_server(tmp_path: Path, tiny_model_path: Path) -> 
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "threading.Thread(target=probe, daemon=True).start()\n"
         "sys.exit(main(['serve', '--model', sys.argv[1], '--host', '127.0.0.1', '--port', '0',\n"
-        "               '--metrics-port', '0', '--workers', '1']))\n"
+        "               '--http-port', '0', '--metrics-port', '0', '--workers', '1']))\n"
     )
     log = tmp_path / "probe.log"
     with log.open("w") as sink:

@@ -195,7 +195,7 @@ def test_a_bad_model_stops_the_workers_with_one_line(tmp_path: Path) -> None:
     bad.write_bytes(b"garbage")
     result = subprocess.run(
         foldserve_command("serve", "--model", str(bad), "--workers", "2", "--host", "127.0.0.1",
-                          "--port", "0", "--metrics-port", "0"),
+                          "--port", "0", "--http-port", "0", "--metrics-port", "0"),
         capture_output=True, text=True, env=env(), timeout=120,
     )  # fmt: skip
     assert result.returncode == 2

@@ -1,0 +1,110 @@
+"""The HTTP server: the V2 REST adapter (`api.rest`) on uvicorn, on the serving event loop beside
+gRPC, with the same TLS and mutual TLS.
+
+uvicorn serves a socket bound here (with SO_REUSEPORT under `--workers`, like the gRPC port), so
+the port is known before it starts and every worker can share it. Its own signal handling stays
+off (it runs outside the main thread): the process's drain stops it (`stop_http`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from dataclasses import dataclass
+
+import uvicorn
+
+from foldserve.api.rest import rest_app
+from foldserve.core.dataplane import DataPlane
+from foldserve.server.config import ServeConfig
+from foldserve.server.ports import ServeError, address, probe
+
+log = logging.getLogger(__name__)
+START_SECONDS = 10.0
+
+
+@dataclass
+class HttpServer:
+    """A running uvicorn server, its serving task and its port."""
+
+    server: uvicorn.Server
+    task: asyncio.Task
+    port: int
+
+
+def bind(host: str, port: int, shared: bool) -> socket.socket:
+    """A listening socket on `host:port` (0: a free port); `shared`: SO_REUSEPORT, beside the
+    other workers of `--workers N` (the supervisor has probed the port and holds it).
+
+    Raises:
+        ServeError: the port is in use or the address is invalid.
+    """
+    if port and not shared:
+        probe(host, port)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"cannot listen on {address(host, port)}: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def _tls(config: ServeConfig) -> dict[str, object]:
+    """uvicorn's TLS options from the server's TLS settings (none: plain HTTP)."""
+    if not config.tls_cert:
+        return {}
+    options: dict[str, object] = {
+        "ssl_certfile": config.tls_cert,
+        "ssl_keyfile": config.tls_key,
+    }
+    if config.tls_client_ca:
+        options |= {"ssl_ca_certs": config.tls_client_ca, "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return options
+
+
+async def start_http(config: ServeConfig, plane: DataPlane, shared: bool = False) -> HttpServer:
+    """Serve V2 REST on `config.http_port` (on the running loop) until `stop_http`.
+
+    Raises:
+        ServeError: the port cannot be bound, or uvicorn did not start.
+    """
+    sock = bind(config.host, config.http_port, shared)
+    settings = uvicorn.Config(
+        rest_app(plane),
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=max(config.grace_seconds, 1.0),
+        **_tls(config),
+    )
+    server = uvicorn.Server(settings)
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    for _ in range(int(START_SECONDS / 0.01)):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.01)
+    if not server.started:
+        task.cancel()
+        raise ServeError(
+            f"the HTTP server did not start on {address(config.host, sock.getsockname()[1])}"
+        )
+    return HttpServer(server, task, sock.getsockname()[1])
+
+
+async def stop_http(http: HttpServer) -> None:
+    """Stop taking connections, let the requests in flight finish, and end the server."""
+    http.server.should_exit = True
+    try:
+        await http.task
+    except Exception:  # uvicorn's own failures at shutdown must not stop the rest of the drain
+        log.exception("the HTTP server failed while stopping")
