@@ -14,8 +14,13 @@ import pytest
 import yaml
 
 from foldserve.server.app import LIVENESS_SERVICE
-from foldserve.server.config import SETTINGS
-from tests.integration.deploy_tools import DEPLOY
+from tests.integration.deploy_tools import (
+    DEPLOY,
+    GRPC_PORT,
+    HTTP_PORT,
+    METRICS_PORT,
+    serve_settings,
+)
 from tests.integration.k8s_schemas import KUBERNETES_VERSION, SCHEMAS, validate_custom
 
 K8S = DEPLOY / "k8s"
@@ -77,7 +82,7 @@ def _probes_and_drain(pod: dict[str, Any], container: dict[str, Any]) -> None:
     assert liveness["service"] == LIVENESS_SERVICE  # SERVING until the process exits
     drain = float(env["FOLDSERVE_DRAIN_DELAY_SECONDS"]) + float(env["FOLDSERVE_GRACE_SECONDS"])
     assert pod["terminationGracePeriodSeconds"] >= drain + 2, "SIGKILL before the drain is done"
-    known = {setting.env for setting in SETTINGS} | {"STORAGE_URI"}
+    known = serve_settings() | {"STORAGE_URI"}
     assert set(env) <= known, f"unknown settings: {set(env) - known}"
     limits, requests = container["resources"]["limits"], container["resources"]["requests"]
     assert set(limits) == set(requests) == {"cpu", "memory"}
@@ -113,6 +118,22 @@ def test_selectors_and_ports_agree():
     assert {e["port"] for e in monitor["endpoints"]} <= ports
     target = found["HorizontalPodAutoscaler/foldserve"]["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", "foldserve")
+
+
+def test_every_port_is_named_set_and_in_the_service():
+    """gRPC, HTTP/REST and metrics: the port a setting gives the server is the container port of
+    that name, and the Service forwards each by name."""
+    (container,) = resources()["Deployment/foldserve"]["spec"]["template"]["spec"]["containers"]
+    env = _env(container)
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert named == {"grpc": GRPC_PORT, "http": HTTP_PORT, "metrics": METRICS_PORT}
+    assert int(env["FOLDSERVE_PORT"]) == named["grpc"]
+    assert int(env["FOLDSERVE_HTTP_PORT"]) == named["http"]
+    assert int(env["FOLDSERVE_METRICS_PORT"]) == named["metrics"]
+    service = {p["name"]: p for p in resources()["Service/foldserve"]["spec"]["ports"]}
+    assert {name: p["targetPort"] for name, p in service.items()} == {n: n for n in named}
+    assert service["grpc"]["appProtocol"] == "kubernetes.io/h2c"
+    assert service["http"]["port"] == HTTP_PORT and service["http"]["appProtocol"] == "http"
 
 
 def test_kserve_predictor_is_foldserve_on_its_grpc_port():
