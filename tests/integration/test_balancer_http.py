@@ -1,29 +1,22 @@
 """The balancer's HTTP/REST side: the repository's HAProxy config in front of two stand-in
-replicas on 127.0.0.1.
+replicas on 127.0.0.1 (deploy_http_replica.Replica: what HAProxy sees of a replica's HTTP port).
 
-The stand-ins answer what HAProxy sees of a foldserve replica's HTTP port, as the Open Inference
-Protocol and foldserve's status mapping say: `GET /v2/health/ready` 200 when ready, 503 while
-draining; `POST /v2/models/{name}/infer` 200, or 503 (UNAVAILABLE) for a call the replica does not
-run; and, dying, an empty answer or a refused connection. So these tests check the balancer's
-promises without the server: requests balanced one by one (even on one client connection), a
-draining replica out before its drain delay ends, refusals and dead replicas retried elsewhere,
-h2c, and the TLS lines (client certificates at the front, HAProxy's certificate to the replicas,
-health checks over TLS, the bearer token passed through).
+So these tests check the balancer's promises without the server: requests balanced one by one
+(even on one client connection), a draining replica out before its drain delay ends, refusals
+and dead replicas retried elsewhere, h2c, and the TLS lines (client certificates at the front,
+HAProxy's certificate to the replicas, health checks over TLS, the bearer token passed through).
 """
 
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import ssl
 import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -35,114 +28,11 @@ from tests.integration.deploy_balancer import (
     detection_bound_seconds,
     run_haproxy,
 )
+from tests.integration.deploy_http_replica import BODY, INFER, Replica, infer
 from tests.integration.deploy_tools import DEPLOY, require_programs, skip_or_fail, wait_for
 from tests.integration.test_balancer import compose_drain_delay
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-MODEL = "foldserve"
-INFER = f"/v2/models/{MODEL}/infer"
-BODY = json.dumps(
-    {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [0.5] * 4}]}
-).encode()
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass  # HAProxy's health checks hang up once they have the status line: expected
-
-
-@dataclass
-class Replica:
-    """A stand-in for one replica's HTTP/REST port; flip its fields to change what it answers."""
-
-    name: str
-    context: ssl.SSLContext | None = None
-    ready: bool = True  # GET /v2/health/ready: 200, or 503 (draining)
-    refuse: bool = False  # POST .../infer: 503 UNAVAILABLE, a call it does not run
-    dead: bool = False  # closes every connection without a word, and listens no more
-    counts: Counter[str] = field(default_factory=Counter)  # "infer 200", "ready 503", ...
-    tokens: list[str] = field(default_factory=list)  # the authorization headers it was sent
-
-    def __post_init__(self) -> None:
-        self._lock = threading.Lock()
-        self.server = _QuietServer(("127.0.0.1", 0), self._handler())
-        if self.context is not None:
-            self.server.socket = self.context.wrap_socket(self.server.socket, server_side=True)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server.server_address[1]}"
-
-    def count(self, what: str) -> int:
-        with self._lock:
-            return self.counts[what]
-
-    def kill(self) -> None:
-        self.dead = True
-        self.server.shutdown()
-        self.server.server_close()
-
-    def _answer(self, method: str, path: str, headers: dict[str, str]) -> int | None:
-        if self.dead:
-            return None
-        with self._lock:
-            if method == "GET" and path == "/v2/health/ready":
-                code = 200 if self.ready else 503
-            elif method == "POST" and path == INFER:
-                code = 503 if self.refuse else 200
-                self.tokens.append(headers.get("authorization", ""))
-            else:
-                code = 404
-            self.counts[f"{'ready' if method == 'GET' else 'infer'} {code}"] += 1
-        return code
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        replica = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as HAProxy's connections to replicas
-
-            def _serve(self, method: str) -> None:
-                self.rfile.read(int(self.headers.get("content-length") or 0))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                code = replica._answer(method, self.path, headers)
-                if code is None:  # a replica that died mid-call: the connection just closes
-                    self.close_connection = True
-                    return
-                body = json.dumps({"model_name": MODEL, "replica": replica.name}).encode()
-                if code != 200:
-                    body = json.dumps({"error": f"{replica.name}: unavailable"}).encode()
-                self.send_response(code)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self) -> None:
-                self._serve("GET")
-
-            def do_POST(self) -> None:
-                self._serve("POST")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        return Handler
-
-
-def infer(connection: http.client.HTTPConnection, token: str = "") -> tuple[int, str]:
-    """One POST .../infer on `connection` (kept open): the status and the replica that answered."""
-    headers = {"content-type": "application/json"}
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    connection.request("POST", INFER, body=BODY, headers=headers)
-    response = connection.getresponse()
-    answer = json.loads(response.read() or b"{}")
-    return response.status, answer.get("replica", "")
 
 
 @dataclass
