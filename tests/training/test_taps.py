@@ -101,7 +101,10 @@ def test_predictions_without_taps_run_a_graph_without_them(exported):
     _, model, result, inputs = exported
     served = load_model(result.model_path)
     assert [o.name for o in served.session.get_outputs()] == ["logits", "probabilities"]
-    plain, tapped = served.run_classifier(inputs)["logits"], served.run_classifier(inputs, taps=True)["logits"]
+    plain, tapped = (
+        served.run_classifier(inputs)["logits"],
+        served.run_classifier(inputs, taps=True)["logits"],
+    )
     np.testing.assert_array_equal(plain, tapped)
     with torch.no_grad():
         np.testing.assert_allclose(plain, model(torch.from_numpy(inputs)).numpy(), atol=1e-4)
