@@ -1,10 +1,12 @@
-"""The repository's HAProxy config for tests: the health-check bytes it sends, a copy pointed at
-replicas on 127.0.0.1, a running HAProxy and what its stats say about each replica.
+"""The repository's HAProxy config for tests: its sections as the TLS switch leaves them, the
+health-check bytes it sends, a copy pointed at replicas on 127.0.0.1, a running HAProxy and what
+its stats say about each replica.
 
 `balancer_config_for` is the one place `deploy/balancer/haproxy.cfg` changes for a test, and only
-in addresses: the listening ports become free ones on 127.0.0.1, and the DNS-discovered
-`server-template` line becomes one static `server` line per test replica. Every check, retry and
-timeout setting (on `defaults` and `default-server`) stays the repository's.
+in addresses: the listening ports become free ones on 127.0.0.1, and each DNS-discovered
+`server-template` line (one per backend: gRPC, HTTP) becomes one static `server` line per test
+replica of that backend. Every check, retry and timeout setting (on `defaults` and
+`default-server`) stays the repository's.
 """
 
 from __future__ import annotations
@@ -23,8 +25,70 @@ from pathlib import Path
 from tests.integration.deploy_tools import DEPLOY, free_port, tail, wait_for
 
 HAPROXY_CONFIG = DEPLOY / "balancer" / "haproxy.cfg"
-BACKEND = "foldserve"
+BACKEND = "foldserve"  # gRPC
+HTTP_BACKEND = "foldserve-http"  # KServe V2 REST
+GRPC_PORT, HTTP_PORT, STATS_PORT = 50051, 8000, 8404
 SERVER_TEMPLATE = re.compile(r"^(\s*)server-template\s+(\S+)\s+\S+\s+\S+:(\d+)\b.*$", re.MULTILINE)
+
+
+# --- the config as HAProxy reads it -----------------------------------------------------------
+
+
+def sections(text: str, *, tls: bool = False) -> dict[str, list[str]]:
+    """The config's sections ("defaults", "frontend http", "backend foldserve", ...), each a list
+    of its stripped lines without comments, with `.if defined(BALANCER_TLS)` blocks resolved as
+    HAProxy would with BALANCER_TLS defined (`tls`) or not."""
+    found: dict[str, list[str]] = {}
+    current: list[str] = []
+    keep = [True]
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line == ".if defined(BALANCER_TLS)":
+            keep.append(tls)
+        elif line == ".else":
+            keep[-1] = not keep[-1]
+        elif line == ".endif":
+            keep.pop()
+        elif line.startswith("."):
+            raise AssertionError(f"a conditional the tests do not know: {line}")
+        elif not all(keep):
+            continue
+        elif not raw[0].isspace():
+            current = found.setdefault(line, [])
+        else:
+            current.append(line)
+    assert keep == [True], "unbalanced .if/.endif in haproxy.cfg"
+    return found
+
+
+def seconds(text: str) -> float:
+    """An HAProxy (or compose) duration: 250ms, 1s, 2.5 (seconds)."""
+    match = re.fullmatch(r"([\d.]+)(ms|s)?", text)
+    assert match, text
+    return float(match[1]) / (1000 if match[2] == "ms" else 1)
+
+
+def check_timings() -> dict[str, str]:
+    """inter, fastinter, downinter, fall, rise: declared once, in `defaults`, for every backend."""
+    (line,) = [x for x in sections(HAPROXY_CONFIG.read_text())["defaults"] if "default-server" in x]
+    words = line.split()
+    assert "check" in words, line
+    keys = {"inter", "fastinter", "downinter", "fall", "rise"}
+    return {w: words[i + 1] for i, w in enumerate(words[:-1]) if w in keys}
+
+
+def detection_bound_seconds() -> float:
+    """From a replica's turn to NOT_SERVING (or 503), the longest HAProxy may take to take it
+    out: its next check may come `inter` later, then `fall - 1` more `fastinter` apart, each
+    taking up to `timeout check`."""
+    defaults = sections(HAPROXY_CONFIG.read_text())["defaults"]
+    (check_timeout,) = [line.split()[2] for line in defaults if line.startswith("timeout check ")]
+    timings = check_timings()
+    fall = int(timings["fall"])
+    worst = seconds(timings["inter"]) + (fall - 1) * seconds(timings["fastinter"])
+    return worst + fall * seconds(check_timeout)
 
 
 # --- the health check, from first principles --------------------------------------------------
@@ -82,37 +146,52 @@ class BalancerConfig:
     path: Path
     grpc_port: int
     stats_port: int
-    servers: tuple[str, ...]  # HAProxy's names of the replicas, in the order given
+    servers: tuple[str, ...]  # HAProxy's names of the gRPC replicas, in the order given
+    http_port: int = 0
+    http_servers: tuple[str, ...] = ()  # the same for the HTTP backend's replicas
 
 
-def balancer_config_for(
-    replicas: Sequence[str], out_dir: Path, certs: Path | None = None
-) -> BalancerConfig:
-    """Write the repository's haproxy.cfg, its replicas `replicas` (host:port), into `out_dir`;
-    with `certs`, the TLS files it names under /certs/ are read from there instead."""
-    text = HAPROXY_CONFIG.read_text()
-    grpc_port, stats_port = free_port(), free_port()
-    # Once plaintext, once in the opt-in TLS block.
-    text, binds = re.subn(
-        r"^(\s*)bind :50051\b", rf"\1bind 127.0.0.1:{grpc_port}", text, flags=re.M
-    )
-    assert binds == 2, "haproxy.cfg must bind :50051 twice (plaintext, and with TLS)"
-    text, binds = re.subn(
-        r"^(\s*)bind :8404\b", rf"\1bind 127.0.0.1:{stats_port}", text, flags=re.M
-    )
-    assert binds == 1, "haproxy.cfg must bind :8404 once"
-    if certs is not None:
-        text = text.replace("/certs/", f"{certs}/")
-    match = SERVER_TEMPLATE.search(text)
-    assert match, "haproxy.cfg must discover its replicas with one server-template line"
+def _bind(text: str, port: int, times: int) -> tuple[str, int]:
+    """Replace `bind :port` (`times` occurrences) with a free port on 127.0.0.1."""
+    free = free_port()
+    text, binds = re.subn(rf"^(\s*)bind :{port}\b", rf"\1bind 127.0.0.1:{free}", text, flags=re.M)
+    assert binds == times, f"haproxy.cfg must bind :{port} {times} time(s), not {binds}"
+    return text, free
+
+
+def _servers(text: str, port: int, replicas: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+    """Replace the server-template line for `server:port` with a `server` line per replica."""
+    matches = [m for m in SERVER_TEMPLATE.finditer(text) if int(m[3]) == port]
+    assert len(matches) == 1, f"haproxy.cfg must discover server:{port} with one server-template"
+    (match,) = matches
     indent, prefix = match[1], match[2]
     names = tuple(f"{prefix}{i}" for i in range(1, len(replicas) + 1))
     lines = "\n".join(f"{indent}server {n} {r}" for n, r in zip(names, replicas, strict=True))
-    text = text[: match.start()] + lines + text[match.end() :]
+    return text[: match.start()] + lines + text[match.end() :], names
+
+
+def balancer_config_for(
+    replicas: Sequence[str],
+    out_dir: Path,
+    certs: Path | None = None,
+    http_replicas: Sequence[str] = (),
+) -> BalancerConfig:
+    """Write the repository's haproxy.cfg, its gRPC replicas `replicas` and its HTTP replicas
+    `http_replicas` (host:port; either may be empty: that backend then has no server), into
+    `out_dir`; with `certs`, the TLS files it names under /certs/ are read from there instead."""
+    text = HAPROXY_CONFIG.read_text()
+    # The two frontends bind once plaintext, once in the opt-in TLS block.
+    text, grpc_port = _bind(text, GRPC_PORT, 2)
+    text, http_port = _bind(text, HTTP_PORT, 2)
+    text, stats_port = _bind(text, STATS_PORT, 1)
+    if certs is not None:
+        text = text.replace("/certs/", f"{certs}/")
+    text, names = _servers(text, GRPC_PORT, replicas)
+    text, http_names = _servers(text, HTTP_PORT, http_replicas)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "haproxy.cfg"
     path.write_text(text)
-    return BalancerConfig(path, grpc_port, stats_port, names)
+    return BalancerConfig(path, grpc_port, stats_port, names, http_port, http_names)
 
 
 # --- a running HAProxy ------------------------------------------------------------------------
@@ -128,8 +207,12 @@ class Balancer:
     def target(self) -> str:
         return f"127.0.0.1:{self.config.grpc_port}"
 
-    def stats(self) -> dict[str, dict[str, str]]:
-        """The stats page's CSV rows of our backend's servers, by server name."""
+    @property
+    def http_target(self) -> str:
+        return f"127.0.0.1:{self.config.http_port}"
+
+    def stats(self, backend: str = BACKEND) -> dict[str, dict[str, str]]:
+        """The stats page's CSV rows of a backend's servers (the gRPC one by default), by name."""
         url = f"http://127.0.0.1:{self.config.stats_port}/stats;csv"
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode().lstrip("# ")
@@ -137,12 +220,12 @@ class Balancer:
         return {
             row["svname"]: row
             for row in rows
-            if row["pxname"] == BACKEND and row["svname"] not in ("FRONTEND", "BACKEND")
+            if row["pxname"] == backend and row["svname"] not in ("FRONTEND", "BACKEND")
         }
 
-    def state(self, server: str) -> str:
+    def state(self, server: str, backend: str = BACKEND) -> str:
         """UP, DOWN, `UP 1/2` (going down), `DOWN 1/2` (going up), MAINT, ..."""
-        return self.stats()[server]["status"]
+        return self.stats(backend)[server]["status"]
 
     def logs(self) -> str:
         return tail(self.log, 6000)
@@ -165,7 +248,11 @@ def run_haproxy(
         )  # fmt: skip
     balancer = Balancer(config, process, log)
     try:
-        wait_for(balancer.stats, timeout=20, what="HAProxy's stats page", detail=balancer.logs)
+        # Up once the page answers (a backend may have no server: its rows are then empty).
+        wait_for(
+            lambda: balancer.stats() is not None,
+            timeout=20, what="HAProxy's stats page", detail=balancer.logs,
+        )  # fmt: skip
         yield balancer
     finally:
         if process.poll() is None:

@@ -26,8 +26,21 @@ DASHBOARD = DEPLOY / "grafana" / "dashboards" / "foldserve.json"
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILES = (DEPLOY / "docker" / "Dockerfile", DEPLOY / "docker" / "Dockerfile.train")
 VENV_BIN = Path(sys.executable).parent
+# The ports inside a container: gRPC, HTTP/REST (KServe V2 REST), /metrics.
+GRPC_PORT, HTTP_PORT, METRICS_PORT = 50051, 8000, 9100
+# TEMPORARY: the deployment files already set FOLDSERVE_HTTP_PORT (`foldserve serve --http-port`),
+# which the server declares on another branch. Once `foldserve.server.config.SETTINGS` has
+# `http_port`, this adds nothing: delete it (and its use in `serve_settings`).
+PENDING_SETTINGS = frozenset({"FOLDSERVE_HTTP_PORT"})
 
 T = TypeVar("T")
+
+
+def serve_settings() -> set[str]:
+    """The environment variables of every `foldserve serve` setting (plus PENDING_SETTINGS)."""
+    from foldserve.server.config import SETTINGS
+
+    return {setting.env for setting in SETTINGS} | PENDING_SETTINGS
 
 
 def in_ci() -> bool:

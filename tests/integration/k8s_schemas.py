@@ -1,15 +1,18 @@
-"""Schemas for the two custom kinds in deploy/k8s/, checked offline (no cluster, no CRDs).
+"""Schemas for the custom kinds in deploy/k8s/, checked offline (no cluster, no CRDs).
 
 kubernetes-validate ships the core Kubernetes schemas but none for custom resources, and the
 upstream CRDs (KServe's, the Prometheus Operator's) are not a package here. So these schemas are
-written here from the published API references, for the fields foldserve's manifests may use,
-and are strict: an unknown or misspelt field, a wrong type or a missing required field fails.
-Every embedded core type is checked against kubernetes-validate's own strict schema of it:
-`InferenceService.spec.predictor` is KServe's PredictorSpec, a core PodSpec (containers,
-probes, resources, ...) plus KServe's component fields; `ServiceMonitor.spec.selector` is a core
-LabelSelector. What they cannot catch: a field KServe or the Operator added, renamed or dropped
-in a release these schemas were not written from (KServe v1beta1 as of 0.1x; monitoring.coreos.com
-v1 as of the 0.7x operators).
+written here from the published API references (and KServe's Go types), for the fields
+foldserve's manifests may use, and are strict: an unknown or misspelt field, a wrong type or a
+missing required field fails. Every embedded core type is checked against kubernetes-validate's
+own strict schema of it: `InferenceService.spec.predictor` is KServe's PredictorSpec, a core
+PodSpec (containers, probes, resources, ...) plus KServe's component fields, and its `model` is
+a ModelSpec, a core Container plus the model's format, runtime and storage;
+`ClusterServingRuntime.spec` is a ServingRuntimeSpec, the model formats and protocols it serves
+plus ServingRuntimePodSpec, a few PodSpec fields (containers, volumes, ...) with their core
+schemas; `ServiceMonitor.spec.selector` is a core LabelSelector. What they cannot catch: a field
+KServe or the Operator added, renamed or dropped in a release these schemas were not written from
+(KServe v1beta1 and v1alpha1 as of 0.1x; monitoring.coreos.com v1 as of the 0.7x operators).
 """
 
 from __future__ import annotations
@@ -53,11 +56,44 @@ def _kind(api_version: str, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# KServe's InferenceServiceProtocol values.
+PROTOCOLS = {"enum": ["v1", "v2", "grpc-v1", "grpc-v2"]}
+STRING = {"type": "string"}
+STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+
+
+def _model_spec() -> dict[str, Any]:
+    """KServe v1beta1 ModelSpec: the model's format and runtime, PredictorExtensionSpec's storage
+    and protocol, and a core Container inline (whose fields KServe merges over the runtime's
+    container; its name is optional, KServe's is kserve-container)."""
+    model = copy.deepcopy(core_definitions()["io.k8s.api.core.v1.Container"])
+    model_format = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name"],
+        "properties": {"name": {"type": "string", "minLength": 1}, "version": STRING},
+    }
+    model["properties"].update(
+        modelFormat=model_format,
+        runtime=STRING,
+        storageUri=STRING,
+        runtimeVersion=STRING,
+        protocolVersion=PROTOCOLS,
+    )
+    model["required"] = ["modelFormat"]
+    model["additionalProperties"] = False
+    return model
+
+
 def _predictor_spec() -> dict[str, Any]:
-    """KServe v1beta1 PredictorSpec: PodSpec inline, plus ComponentExtensionSpec's fields."""
+    """KServe v1beta1 PredictorSpec: PodSpec inline (containers optional: a `model` names its
+    runtime instead), `model`, plus ComponentExtensionSpec's fields."""
     pod = copy.deepcopy(core_definitions()["io.k8s.api.core.v1.PodSpec"])
+    pod.pop("required", None)
+    pod["anyOf"] = [{"required": ["model"]}, {"required": ["containers"]}]
     integer = {"type": "integer", "minimum": 0}
     pod["properties"].update(
+        model=_model_spec(),
         minReplicas=integer,
         maxReplicas=integer,
         scaleTarget=integer,
@@ -65,8 +101,8 @@ def _predictor_spec() -> dict[str, Any]:
         containerConcurrency=integer,
         timeout=integer,
         canaryTrafficPercent={"type": "integer", "minimum": 0, "maximum": 100},
-        labels={"type": "object", "additionalProperties": {"type": "string"}},
-        annotations={"type": "object", "additionalProperties": {"type": "string"}},
+        labels=STRING_MAP,
+        annotations=STRING_MAP,
     )
     pod["additionalProperties"] = False
     return pod
@@ -80,6 +116,46 @@ def inference_service_schema() -> dict[str, Any]:
         "properties": {"predictor": _predictor_spec()},
     }
     return _kind("serving.kserve.io/v1beta1", "InferenceService", spec)
+
+
+def serving_runtime_spec() -> dict[str, Any]:
+    """KServe v1alpha1 ServingRuntimeSpec, for single-model serving: the model formats and
+    protocols, plus ServingRuntimePodSpec inline (these PodSpec fields with their core schemas;
+    at least one container). ModelMesh's fields (endpoints, built-in adapter, storage helper,
+    replicas) and workerSpec are left out: foldserve's runtime uses none."""
+    pod = core_definitions()["io.k8s.api.core.v1.PodSpec"]["properties"]
+    model_format = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1},
+            "version": STRING,
+            "autoSelect": {"type": "boolean"},
+            "priority": {"type": "integer", "minimum": 1},
+        },
+    }
+    pod_fields = ("volumes", "nodeSelector", "affinity", "tolerations", "imagePullSecrets")
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["containers"],
+        "properties": {
+            "supportedModelFormats": {"type": "array", "items": model_format},
+            "multiModel": {"type": "boolean"},
+            "disabled": {"type": "boolean"},
+            "protocolVersions": {"type": "array", "items": PROTOCOLS, "uniqueItems": True},
+            "containers": {**pod["containers"], "minItems": 1},
+            **{name: pod[name] for name in pod_fields},
+            "hostIPC": {"type": "boolean"},
+            "labels": STRING_MAP,
+            "annotations": STRING_MAP,
+        },
+    }
+
+
+def cluster_serving_runtime_schema() -> dict[str, Any]:
+    return _kind("serving.kserve.io/v1alpha1", "ClusterServingRuntime", serving_runtime_spec())
 
 
 def service_monitor_schema() -> dict[str, Any]:
@@ -119,6 +195,7 @@ def service_monitor_schema() -> dict[str, Any]:
 
 SCHEMAS = {
     ("serving.kserve.io/v1beta1", "InferenceService"): inference_service_schema,
+    ("serving.kserve.io/v1alpha1", "ClusterServingRuntime"): cluster_serving_runtime_schema,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): service_monitor_schema,
 }
 

@@ -115,6 +115,7 @@ def test_compose_stack_in_real_containers(workdir: Path, record_property):
 def _run_stack(engine: DockerEngine, compose_bin: str, project: Path, timer: Timer) -> None:
     ports = {
         "FOLDSERVE_GRPC_HOST_PORT": free_port(),
+        "FOLDSERVE_HTTP_HOST_PORT": free_port(),
         "BALANCER_STATS_HOST_PORT": free_port(),
         "PROMETHEUS_HOST_PORT": free_port(),
     }
@@ -184,6 +185,7 @@ _OURS = {
     "FOLDSERVE_TRAIN_ARGS",
     "FOLDSERVE_HEALTHCHECK_INTERVAL",
     "FOLDSERVE_GRPC_HOST_PORT",
+    "FOLDSERVE_HTTP_HOST_PORT",
 }
 
 

@@ -25,11 +25,15 @@ from tests.integration.deploy_tools import (
     DASHBOARD,
     DEPLOY,
     DOCKERFILES,
+    GRPC_PORT,
+    HTTP_PORT,
+    METRICS_PORT,
     PROMETHEUS_DIR,
     REPO,
     RULES_DIR,
     require_programs,
     run,
+    serve_settings,
 )
 
 SERVE_DOCKERFILE, TRAIN_DOCKERFILE = DOCKERFILES
@@ -67,7 +71,14 @@ def compose_env(**extra: str) -> dict[str, str]:
 @pytest.mark.integration
 @pytest.mark.parametrize(
     "extra",
-    [{}, {"FOLDSERVE_MODEL_STORE": "./models", "FOLDSERVE_GRPC_HOST_PORT": "50061"}],
+    [
+        {},
+        {
+            "FOLDSERVE_MODEL_STORE": "./models",
+            "FOLDSERVE_GRPC_HOST_PORT": "50061",
+            "FOLDSERVE_HTTP_HOST_PORT": "8081",
+        },
+    ],
     ids=["defaults", "host-dir-and-port"],
 )
 def test_docker_compose_config_accepts_the_file(extra: dict[str, str]):
@@ -172,7 +183,7 @@ def test_serving_image_is_slim_and_checks_grpc_health():
     lines = _instructions(SERVE_DOCKERFILE)
     text = "\n".join(lines)
     assert "[train]" not in text and "torch" not in text.replace("find_spec('torch')", "")
-    assert "EXPOSE 50051 9100" in lines
+    assert f"EXPOSE {GRPC_PORT} {HTTP_PORT} {METRICS_PORT}" in lines
     (healthcheck,) = [line for line in lines if line.startswith("HEALTHCHECK")]
     assert "foldserve health --target" in healthcheck
     assert "ORT_DISABLE_TELEMETRY=1" in text
@@ -217,12 +228,29 @@ def test_compose_services_and_their_wiring():
 
 
 def test_server_settings_match_the_service_settings():
-    from foldserve.server.config import SETTINGS
-
-    known = {setting.env for setting in SETTINGS}
+    known = serve_settings()
     server_env = set(compose()["services"]["server"]["environment"])
     assert server_env <= known, f"unknown settings: {server_env - known}"
     assert known <= server_env, f"settings the compose file does not expose: {known - server_env}"
+
+
+def test_the_image_and_compose_agree_on_the_ports():
+    """gRPC, HTTP/REST and metrics: the image's defaults, what a replica is told, what it exposes
+    on the compose network, and the HTTP/REST port published by the balancer, not the replicas."""
+    env = dict(re.findall(r"\b(FOLDSERVE_\w+)=(\S+)", "\n".join(_instructions(SERVE_DOCKERFILE))))
+    ports = {"FOLDSERVE_PORT": GRPC_PORT, "FOLDSERVE_HTTP_PORT": HTTP_PORT}
+    ports["FOLDSERVE_METRICS_PORT"] = METRICS_PORT
+    services = compose()["services"]
+    server = services["server"]
+    for variable, port in ports.items():
+        assert env[variable] == str(port), f"the image's {variable}"
+        assert server["environment"][variable] == str(port), f"compose's {variable}"
+    assert set(server["expose"]) == {str(port) for port in ports.values()}
+    published = services["balancer"]["ports"]
+    assert any(
+        p.endswith(f":{HTTP_PORT}") and "${FOLDSERVE_HTTP_HOST_PORT:-8000}" in p for p in published
+    )
+    assert all(p.startswith("${FOLDSERVE_BIND_ADDRESS:-127.0.0.1}:") for p in published)
 
 
 def test_prometheus_loads_the_rule_files_it_is_shipped_with():

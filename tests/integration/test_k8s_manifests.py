@@ -1,10 +1,12 @@
 """deploy/k8s/ validated offline: core kinds with kubernetes-validate (strict), the KServe and
 Prometheus Operator kinds with the schemas of k8s_schemas.py, and the settings that must agree
 across files (probes on the health service, the drain within the grace period, selectors, ports,
-the model volume)."""
+the model volume, the KServe runtime and the InferenceService that names it)."""
 
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,13 @@ import pytest
 import yaml
 
 from foldserve.server.app import LIVENESS_SERVICE
-from foldserve.server.config import SETTINGS
-from tests.integration.deploy_tools import DEPLOY
+from tests.integration.deploy_tools import (
+    DEPLOY,
+    GRPC_PORT,
+    HTTP_PORT,
+    METRICS_PORT,
+    serve_settings,
+)
 from tests.integration.k8s_schemas import KUBERNETES_VERSION, SCHEMAS, validate_custom
 
 K8S = DEPLOY / "k8s"
@@ -50,9 +57,34 @@ def test_the_custom_schemas_reject_what_a_cluster_would():
     with pytest.raises(jsonschema.ValidationError, match="minReplica"):
         validate_custom(broken)
     broken = yaml.safe_load(yaml.safe_dump(service))
-    broken["spec"]["predictor"]["containers"][0]["ports"][0]["containerPort"] = "8081"
+    broken["spec"]["predictor"]["model"]["modelFormat"] = {"nam": "onnx"}
     with pytest.raises(jsonschema.ValidationError):
-        validate_custom(broken)  # a core Container field, checked against the core schema
+        validate_custom(broken)  # ModelSpec's format needs a name
+    broken = yaml.safe_load(yaml.safe_dump(service))
+    broken["spec"]["predictor"]["model"]["resources"] = {"limits": {"cpu": []}}
+    with pytest.raises(jsonschema.ValidationError):
+        validate_custom(broken)  # the model's core Container fields, against the core schema
+    broken = yaml.safe_load(yaml.safe_dump(service))
+    del broken["spec"]["predictor"]["model"]
+    with pytest.raises(jsonschema.ValidationError):
+        validate_custom(broken)  # neither a model nor containers: nothing to serve
+    runtime = resources()["ClusterServingRuntime/foldserve"]
+    for path, value in [
+        (("supportedModelFormat",), []),  # misspelt
+        (("protocolVersions",), ["v3"]),
+        (("supportedModelFormats", 0, "priority"), 0),
+        (("containers",), []),
+        (("containers", 0, "ports", 0, "containerPort"), "8080"),  # core Container, core schema
+        (("terminationGracePeriodSeconds",), 20),  # a PodSpec field a runtime does not take
+    ]:
+        broken = yaml.safe_load(yaml.safe_dump(runtime))
+        *parents, last = path
+        node = broken["spec"]
+        for key in parents:
+            node = node[key]
+        node[last] = value
+        with pytest.raises(jsonschema.ValidationError):
+            validate_custom(broken)
     monitor = yaml.safe_load(yaml.safe_dump(resources()["ServiceMonitor/foldserve"]))
     monitor["spec"]["endpoints"][0]["interval"] = "15 seconds"
     with pytest.raises(jsonschema.ValidationError):
@@ -77,7 +109,7 @@ def _probes_and_drain(pod: dict[str, Any], container: dict[str, Any]) -> None:
     assert liveness["service"] == LIVENESS_SERVICE  # SERVING until the process exits
     drain = float(env["FOLDSERVE_DRAIN_DELAY_SECONDS"]) + float(env["FOLDSERVE_GRACE_SECONDS"])
     assert pod["terminationGracePeriodSeconds"] >= drain + 2, "SIGKILL before the drain is done"
-    known = {setting.env for setting in SETTINGS} | {"STORAGE_URI"}
+    known = serve_settings() | {"STORAGE_URI"}
     assert set(env) <= known, f"unknown settings: {set(env) - known}"
     limits, requests = container["resources"]["limits"], container["resources"]["requests"]
     assert set(limits) == set(requests) == {"cpu", "memory"}
@@ -115,13 +147,97 @@ def test_selectors_and_ports_agree():
     assert (target["kind"], target["name"]) == ("Deployment", "foldserve")
 
 
-def test_kserve_predictor_is_foldserve_on_its_grpc_port():
-    predictor = resources()["InferenceService/foldserve"]["spec"]["predictor"]
-    (container,) = predictor["containers"]
-    assert container["name"] == "kserve-container"  # the name KServe looks for
-    (port,) = container["ports"]
-    assert port["name"] == "h2c", "KServe routes HTTP/2 (gRPC) to a port named h2c"
+def test_every_port_is_named_set_and_in_the_service():
+    """gRPC, HTTP/REST and metrics: the port a setting gives the server is the container port of
+    that name, and the Service forwards each by name."""
+    (container,) = resources()["Deployment/foldserve"]["spec"]["template"]["spec"]["containers"]
     env = _env(container)
-    assert port["containerPort"] == int(env["FOLDSERVE_PORT"])
-    assert env["FOLDSERVE_MODEL"] == "/mnt/models" and env["STORAGE_URI"].startswith("pvc://")
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert named == {"grpc": GRPC_PORT, "http": HTTP_PORT, "metrics": METRICS_PORT}
+    assert int(env["FOLDSERVE_PORT"]) == named["grpc"]
+    assert int(env["FOLDSERVE_HTTP_PORT"]) == named["http"]
+    assert int(env["FOLDSERVE_METRICS_PORT"]) == named["metrics"]
+    service = {p["name"]: p for p in resources()["Service/foldserve"]["spec"]["ports"]}
+    assert {name: p["targetPort"] for name, p in service.items()} == {n: n for n in named}
+    assert service["grpc"]["appProtocol"] == "kubernetes.io/h2c"
+    assert service["http"]["port"] == HTTP_PORT and service["http"]["appProtocol"] == "http"
+
+
+# --- KServe --------------------------------------------------------------------------------
+
+# ModelSpec's own fields; the rest of `model` is a Container merged over the runtime's.
+KSERVE_MODEL_FIELDS = {"modelFormat", "runtime", "storageUri", "runtimeVersion", "protocolVersion"}
+
+
+def kserve_container(runtime: dict[str, Any], service: dict[str, Any]) -> dict[str, Any]:
+    """The predictor container KServe builds (as its MergeServingRuntimeAndInferenceServiceSpecs
+    and ReplacePlaceholders do, roughly): the runtime's kserve-container, the InferenceService's
+    model container fields over it (env by name and ports by number, as a strategic merge patch;
+    anything else replaced), then `{{.Name}}` and friends filled in from the InferenceService."""
+    (merged,) = [c for c in runtime["spec"]["containers"] if c["name"] == "kserve-container"]
+    merged = copy.deepcopy(merged)
+    model = service["spec"]["predictor"]["model"]
+    for key, value in model.items():
+        if key in KSERVE_MODEL_FIELDS:
+            continue
+        if key in ("env", "ports"):
+            index = "name" if key == "env" else "containerPort"
+            items = {item[index]: item for item in merged.get(key, [])}
+            items.update({item[index]: item for item in value})
+            merged[key] = list(items.values())
+        else:
+            merged[key] = value
+    text = json.dumps(merged).replace("{{.Name}}", service["metadata"]["name"])
+    text = text.replace("{{.Namespace}}", service["metadata"].get("namespace", "default"))
+    assert "{{" not in text, f"a placeholder this test does not fill: {text}"
+    return json.loads(text)
+
+
+def test_kserve_runtime_serves_what_kserve_mounts_on_its_ports():
+    runtime = resources()["ClusterServingRuntime/foldserve"]["spec"]
+    assert runtime["protocolVersions"] == ["v2", "grpc-v2"]
+    (onnx,) = [f for f in runtime["supportedModelFormats"] if f["name"] == "onnx"]
+    assert onnx.get("autoSelect") is False, "named by InferenceServices, never picked for them"
+    (container,) = runtime["containers"]
+    assert container["name"] == "kserve-container"  # the name KServe looks for
+    assert container["image"] == "foldserve:latest"
+    env = _env(container)
+    assert env["FOLDSERVE_MODEL"] == "/mnt/models", "where KServe puts the storageUri's model"
+    assert env["FOLDSERVE_MODEL_NAME"] == "{{.Name}}", "served under the InferenceService's name"
+    first, *others = container["ports"]
+    # KServe's predictor Service sends its port 80 to the first port: the V2 REST API, 8080.
+    assert (first["containerPort"], int(env["FOLDSERVE_HTTP_PORT"])) == (8080, 8080)
+    assert "h2c" not in first["name"] and "grpc" not in first["name"]
+    (grpc,) = [p for p in others if p["name"] == "h2c"]  # routed as HTTP/2 by KServe
+    assert grpc["containerPort"] == int(env["FOLDSERVE_PORT"])
+    annotations = runtime["annotations"]
+    assert annotations["prometheus.kserve.io/port"] == env["FOLDSERVE_METRICS_PORT"]
+    assert annotations["prometheus.kserve.io/path"] == "/metrics"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["tmp"] == "/tmp" and {"name": "tmp", "emptyDir": {}} in runtime["volumes"]
+    assert container["securityContext"]["runAsUser"] == 10001  # the image's user
+
+
+def test_kserve_inference_service_names_the_runtime_and_drains():
+    found = resources()
+    service, runtime = found["InferenceService/foldserve"], found["ClusterServingRuntime/foldserve"]
+    predictor = service["spec"]["predictor"]
+    model = predictor["model"]
+    assert model["runtime"] == runtime["metadata"]["name"]
+    supported = {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
+    assert model["modelFormat"]["name"] in supported
+    assert model["protocolVersion"] in runtime["spec"]["protocolVersions"]
+    assert "containers" not in predictor, "the runtime gives the container"
+    # The model volume claim of models-pvc.yaml, a model repository directory in it.
+    claim = model["storageUri"].removeprefix("pvc://").split("/")[0]
+    assert f"PersistentVolumeClaim/{claim}" in found
+    # Two ports (HTTP and gRPC): not Knative, which takes one.
+    assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] in (
+        "RawDeployment",
+        "Standard",
+    )
+    container = kserve_container(runtime, service)
+    assert _env(container)["FOLDSERVE_MODEL_NAME"] == service["metadata"]["name"]
+    assert container["ports"][0]["containerPort"] == int(_env(container)["FOLDSERVE_HTTP_PORT"])
     _probes_and_drain(predictor, container)
+    assert container["startupProbe"]["grpc"]["service"] == LIVENESS_SERVICE
