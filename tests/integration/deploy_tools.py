@@ -28,19 +28,15 @@ DOCKERFILES = (DEPLOY / "docker" / "Dockerfile", DEPLOY / "docker" / "Dockerfile
 VENV_BIN = Path(sys.executable).parent
 # The ports inside a container: gRPC, HTTP/REST (KServe V2 REST), /metrics.
 GRPC_PORT, HTTP_PORT, METRICS_PORT = 50051, 8000, 9100
-# TEMPORARY: the deployment files already set FOLDSERVE_HTTP_PORT (`foldserve serve --http-port`),
-# which the server declares on another branch. Once `foldserve.server.config.SETTINGS` has
-# `http_port`, this adds nothing: delete it (and its use in `serve_settings`).
-PENDING_SETTINGS = frozenset({"FOLDSERVE_HTTP_PORT"})
 
 T = TypeVar("T")
 
 
 def serve_settings() -> set[str]:
-    """The environment variables of every `foldserve serve` setting (plus PENDING_SETTINGS)."""
+    """The environment variables of every `foldserve serve` setting."""
     from foldserve.server.config import SETTINGS
 
-    return {setting.env for setting in SETTINGS} | PENDING_SETTINGS
+    return {setting.env for setting in SETTINGS}
 
 
 def in_ci() -> bool:
