@@ -22,6 +22,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from prometheus_client import CollectorRegistry
@@ -40,7 +41,8 @@ from foldserve.core.call import Call
 from foldserve.core.dataplane import CallPolicy, DataPlane, ServerInfo
 from foldserve.core.gate import Gate
 from foldserve.core.metrics import Metrics
-from foldserve.core.repository import ModelRepository
+from foldserve.core.repository import Repository
+from foldserve.core.repository_settings import RepositorySettings
 from foldserve.core.types import InferInput, InferRequest
 
 SERVICES = (predictor.SERVICE, inference.SERVICE)
@@ -69,8 +71,8 @@ def _per_call_us(work: Callable[[], object], calls: int) -> float:
     return (time.thread_time() - start) / calls * 1e6
 
 
-def _requests(repository: ModelRepository) -> tuple[bytes, bytes]:
-    model = repository.latest.model
+def _requests(repository: Repository) -> tuple[bytes, bytes]:
+    model = repository.model().latest.model
     classifier = model.require_classifier()
     rng = np.random.default_rng(0)
     values = (rng.random(classifier.example_size) * 16).astype(np.float32)
@@ -84,7 +86,7 @@ def _requests(repository: ModelRepository) -> tuple[bytes, bytes]:
 
 def stages(plane: DataPlane) -> dict[str, Callable[[], object]]:
     """Every stage, ready to run once per call of its loop."""
-    served = plane.repository.latest
+    served = plane.repository.model().latest
     model, runner = served.model, served.runner
     name = model.require_classifier().input.name
     predict_bytes, infer_bytes = _requests(plane.repository)
@@ -113,7 +115,7 @@ def stages(plane: DataPlane) -> dict[str, Callable[[], object]]:
         "ModelInfer: decode inputs": lambda: decode_request(infer_message),
         "validate a Predict example": lambda: validate.feeds(model, classify),
         "validate ModelInfer inputs": lambda: validate.feeds(model, infer_request),
-        "resolve version": lambda: plane.repository.resolve("", "", "n", "v"),
+        "resolve version": lambda: plane.repository.resolve("", "", ("n", "v")),
         "admission (gate)": lambda: (plane.gate.enter(), plane.gate.leave()),
         "onnxruntime run" + (" (taps)" if tapped else ""): lambda: model.run_classifier(
             feeds[name], taps=tapped
@@ -166,8 +168,9 @@ def _handlers(plane: DataPlane) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments().parse_args(argv)
-    metrics = Metrics(CollectorRegistry(), "foldserve", methods=method_names(SERVICES))
-    repository = ModelRepository(args.model, "foldserve", metrics, 1)
+    metrics = Metrics(CollectorRegistry(), methods=method_names(SERVICES))
+    settings = RepositorySettings(keep=1)
+    repository = Repository(metrics, settings, model=(Path(args.model), "foldserve"))
     repository.start()
     plane = DataPlane(repository, Gate(64), CallPolicy(4 << 20), ServerInfo("foldserve", "0"))
     work = stages(plane)

@@ -32,14 +32,22 @@ from foldserve.core.loading import load_model
 
 
 def _specs(
-    model: str, variants: dict[str, str], peers: dict[str, str], limit: int
+    model: str,
+    variants: dict[str, str],
+    peers: dict[str, str],
+    limit: int,
+    echoes: list[str] = (),
 ) -> list[servers.ServerSpec]:
     python = sys.executable
     limits = ("--max-concurrent-rpcs", str(limit))
     local = ("--model", str(Path(model).resolve()), "--host", "127.0.0.1", "--port", "0")
     local += ("--metrics-port", "0", "--workers", "1", *limits)
     here = (*local, "--http-port", "0")
-    specs = [servers.ServerSpec("echo", (python, "-m", "foldserve.bench.baselines.echo", *limits))]
+    echo = (python, "-m", "foldserve.bench.baselines.echo", *limits)
+    specs = [servers.ServerSpec("echo", echo)]
+    specs += [
+        servers.ServerSpec(f"echo-{runtime}", (*echo, "--runtime", runtime)) for runtime in echoes
+    ]
     for name, flags in variants.items():
         env, words = _environment(flags)
         serve = (python, "-m", "foldserve.cli", "serve", *here)
@@ -82,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[tuple[str, str, str], list[float]] = {}
     with (
         tempfile.TemporaryDirectory() as scratch,
-        servers.start_all(_specs(args.model, variants, peers, 128), Path(scratch)) as running,
+        servers.start_all(
+            _specs(args.model, variants, peers, 128, args.echo_runtime), Path(scratch)
+        ) as running,
     ):
         for name, server in running.items():
             if isinstance(server, servers.ServerStartError):
@@ -99,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
                 for name in order:
                     server = running[name]
                     size = (
-                        sizes[(name, workload.name)] if name != "echo" else replies[workload.name]
+                        replies[workload.name]
+                        if name.startswith("echo")
+                        else sizes[(name, workload.name)]
                     )
                     if load.duration or load.calls:
                         warm_up(
@@ -166,6 +178,13 @@ def _arguments() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--baseline", help="also print every figure over this server's")
+    parser.add_argument(
+        "--echo-runtime",
+        action="append",
+        default=[],
+        choices=("aio", "uvloop"),
+        help="also the echo floor on this runtime (the plain echo is sync)",
+    )
     parser.add_argument(
         "--sequential", type=int, default=0, help="also N calls one at a time (p50 latency)"
     )

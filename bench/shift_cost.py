@@ -49,11 +49,16 @@ def measure(path: str, calls: int, blocks: int, check_every: int) -> dict[str, f
     plain = load_model(path, monitor=False)
     tapped = load_model(path, monitor=True)
     registry = CollectorRegistry()
-    metrics = Metrics(registry, "bench", process=False)
+    metrics = Metrics(registry, process=False)
 
     def version_metrics(model, version: str):
         return metrics.for_version(
-            version, sha256="-", opset=0, foldserve_version="-", class_labels=model.class_labels
+            "bench",
+            version,
+            sha256="-",
+            opset=0,
+            foldserve_version="-",
+            class_labels=model.class_labels,
         )
 
     off = ModelRunner(plain, version_metrics(plain, "off"), settings)

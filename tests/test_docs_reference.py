@@ -30,9 +30,9 @@ def _help_settings() -> dict[str, tuple[str, str]]:
     ).stdout  # fmt: skip
     text = re.sub(r"\s+", " ", text)
     found = {}
-    for flag, env, default in re.findall(
-        r"(--[a-z-]+) [A-Z|a-z]+ .*?\[env (\w+)(?:, default ([^\]]+)|: [^\]]+)\]", text
-    ):
+    # A flag, its placeholder (upper case, or on|off), its help, then [env VAR, default D].
+    pattern = r"(--[a-z-]+) (?:[A-Z][^ ]*|on\|off) .*?\[env (\w+)(?:, default ([^\]]+)|: [^\]]+)\]"
+    for flag, env, default in re.findall(pattern, text):
         found[flag] = (env, default or "none")
     return found
 

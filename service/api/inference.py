@@ -69,7 +69,7 @@ class InferenceAdapter:
         return pb.RepositoryIndexResponse(models=models)
 
     def _required(self, name: str, field: str) -> None:
-        required(name, field, self._plane.repository.name)
+        required(name, field, self._plane.repository.names)
 
 
 def model_metadata(model: Model, versions: list[str]) -> pb.ModelMetadataResponse:

@@ -30,14 +30,13 @@ from foldserve.core.gate import Gate
 from foldserve.core.graph import softmax
 from foldserve.core.metrics import VersionMetrics
 from foldserve.core.model import Model
-from foldserve.core.repository import LoadedVersion, ModelRepository
+from foldserve.core.repository import Repository
 from foldserve.core.shift.monitor import ShiftMonitor
 from foldserve.core.types import Classification, IndexEntry, InferRequest, InferResponse
+from foldserve.core.versions import LoadedVersion
 
 log = logging.getLogger(__name__)
 
-READY = "READY"  # Triton's model states in a repository index
-UNAVAILABLE = "UNAVAILABLE"
 # Operations that probes call: no token, never refused for the in-flight bound, answered while
 # draining (readiness then says "not ready").
 PROBES = frozenset({"ServerLive", "ServerReady"})
@@ -78,7 +77,7 @@ class DataPlane:
     """
 
     def __init__(
-        self, repository: ModelRepository, gate: Gate, policy: CallPolicy, server: ServerInfo
+        self, repository: Repository, gate: Gate, policy: CallPolicy, server: ServerInfo
     ) -> None:
         self.repository = repository
         self.gate = gate
@@ -146,12 +145,12 @@ class DataPlane:
         if series is not None:
             series.in_flight.dec()
         else:
-            series = self.repository.latest.runner.metrics
+            series = self.repository.metrics.unresolved
         series.method(call.method).record(code, elapsed)
         access_log = self._policy.access_log
         if access_log is not None:
             request_id = call.request_id or header(call.headers(), REQUEST_ID_HEADER) or ""
-            model = (self.repository.name, series.version)
+            model = (series.model, series.version)
             access_log.write(
                 call.method, call.protocol, code, elapsed, call.peer(), request_id, model
             )
@@ -160,7 +159,7 @@ class DataPlane:
 
     def count_refusal(self, method: str, status: Status) -> None:
         """Count a call the transport refused before any operation (an unknown method)."""
-        self.repository.latest.runner.metrics.method(method).record(status.name, 0.0)
+        self.repository.metrics.unresolved.method(method).record(status.name, 0.0)
 
     # --- the operations -----------------------------------------------------------------------
 
@@ -183,7 +182,8 @@ class DataPlane:
     ) -> tuple[Model, list[str]]:
         """The model a request names, and every loaded version of it (newest first)."""
         served = self._resolve(call, name, version, fields)
-        return served.model, [v.version for v in self.repository.versions]
+        model = served.model
+        return model, [v.version for v in self.repository.model(model.name).versions]
 
     def describe(
         self, call: Call, name: str, version: str, fields: tuple[str, str]
@@ -214,30 +214,47 @@ class DataPlane:
         return InferResponse(model.name, model.version, request.id, outputs, classification)
 
     def repository_index(self, call: Call, repository: str, ready_only: bool) -> list[IndexEntry]:
-        """Every version of the repository, with its state (only the loaded ones: `ready_only`).
+        """Every model and version of the repository, with its state (`Repository.index`).
 
         Raises:
             RequestError: NOT_FOUND for a repository name other than "".
         """
+        self._check_repository(repository)
+        return self.repository.index(ready_only)
+
+    def load_model(self, call: Call, repository: str, name: str) -> None:
+        """Load a model of the repository, or load it again (model control, `explicit` mode).
+        Slow (it reads and checks the files): run it off the serving loop.
+
+        Raises:
+            RequestError: see `Repository.load`; NOT_FOUND for a repository other than "".
+        """
+        self._check_repository(repository)
+        self.repository.load(name)
+
+    def unload_model(self, call: Call, repository: str, name: str) -> None:
+        """Unload a model (model control); its calls in flight finish.
+
+        Raises:
+            RequestError: see `Repository.unload`; NOT_FOUND for a repository other than "".
+        """
+        self._check_repository(repository)
+        self.repository.unload(name)
+
+    @staticmethod
+    def _check_repository(repository: str) -> None:
         if repository:
             raise RequestError(
                 Status.NOT_FOUND,
                 f"repository_name: unknown repository {repository!r}; this server has one, "
                 "named ''",
             )
-        name = self.repository.name
-        entries = [IndexEntry(name, v.version, READY) for v in self.repository.versions]
-        if not ready_only:
-            entries += [
-                IndexEntry(name, r.version, UNAVAILABLE, r.reason) for r in self.repository.refused
-            ]
-        return entries
 
     def _resolve(
         self, call: Call, name: str, version: str, fields: tuple[str, str]
     ) -> LoadedVersion:
         """The version a request names; from here on it answers the call (its series count it)."""
-        served = self.repository.resolve(name, version, *fields)
+        served = self.repository.resolve(name, version, fields)
         series: VersionMetrics = served.runner.metrics
         series.in_flight.inc()
         call.series = series
@@ -254,11 +271,11 @@ def _classification(model: Model, outputs: dict) -> Classification:
     return Classification(logits.argmax(axis=1), probabilities, model.class_labels)
 
 
-def required(name: str, field: str, served: str) -> None:
+def required(name: str, field: str, served: list[str]) -> None:
     """The V2 protocol makes the model name required (the domain API does not).
 
     Raises:
         RequestError: INVALID_ARGUMENT naming `field`.
     """
     if not name:
-        raise invalid(f"{field}: required by the V2 protocol; this server serves {served!r}")
+        raise invalid(f"{field}: required by the V2 protocol; the models served are {served}")

@@ -5,7 +5,8 @@ the supervisor serves their sum (gauges: as their `multiprocess_mode` says). Nam
 Prometheus guide (`foldserve_` prefix, base units, `_total`, `_seconds`);
 latencies are histograms so replicas aggregate. `Metrics` registers the families once; each
 loaded model version gets a `VersionMetrics` view of label children (`model`, `version`), made
-when the version is loaded and removed when it is unloaded. Children are resolved up front or on
+when the version is loaded and removed when it is unloaded; calls refused before they named a
+served model count under `model=""`, `version=""`. Children are resolved up front or on
 first use, so recording a call costs a dict lookup and a few lock-protected additions.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from functools import cached_property
 
 import numpy as np
 from prometheus_client import (
@@ -79,25 +81,22 @@ class MethodMetrics:
 
 
 class Metrics:
-    """The server's metric families for one served model (name).
+    """The server's metric families, for every served model.
 
     Args:
         registry: where every metric registers (tests pass a fresh one).
-        model: the served model's name.
-        methods: RPC methods whose series exist (at zero, code OK) from the start, so dashboards
-            see them at once.
+        methods: RPC methods whose series exist (at zero, code OK) from the start for every
+            loaded version, so dashboards see them at once.
         process: also register the process and platform collectors.
     """
 
     def __init__(
         self,
         registry: CollectorRegistry,
-        model: str,
         *,
         methods: Iterable[str] = (),
         process: bool = True,
     ) -> None:
-        self.model = model
         self.methods = tuple(methods)
         self._registry = registry
         self._register_rpc_families()
@@ -163,20 +162,20 @@ class Metrics:
         )
 
     def _register_repository_families(self) -> None:
-        registry, model = self._registry, (self.model,)
+        registry = self._registry
         self.reload_failures = Counter(
             "foldserve_model_reload_failures_total",
             "Model versions found in the model repository that could not be loaded.",
             ("model",),
             registry=registry,
-        ).labels(*model)
+        )
         self.versions_loaded = Gauge(
             "foldserve_model_versions_loaded",
             "Model versions loaded and serving.",
             ("model",),
             registry=registry,
             multiprocess_mode="livemax",
-        ).labels(*model)
+        )
         self.versions_refused = Gauge(
             "foldserve_model_versions_refused",
             "Model versions in the repository that are refused (corrupt or invalid); the loaded "
@@ -184,14 +183,19 @@ class Metrics:
             ("model",),
             registry=registry,
             multiprocess_mode="livemax",
-        ).labels(*model)
+        )
 
     def _register_shift_families(self) -> None:
         """The shift monitor's series, read from each version's monitor at scrape time."""
-        self.shift = ShiftCollector(self._registry, self.model, SHIFT_PUBLISH_SECONDS)
+        self.shift = ShiftCollector(self._registry, SHIFT_PUBLISH_SECONDS)
+
+    def for_model(self, model: str) -> ModelSeries:
+        """The repository series of one model."""
+        return ModelSeries(self, model)
 
     def for_version(
         self,
+        model: str,
         version: str,
         *,
         sha256: str,
@@ -200,20 +204,51 @@ class Metrics:
         class_labels: Iterable[str],
     ) -> VersionMetrics:
         """The label children of one loaded version (its `foldserve_model_info` set to 1)."""
-        return VersionMetrics(self, version, (sha256, str(opset), foldserve_version), class_labels)
+        info = (sha256, str(opset), foldserve_version)
+        return VersionMetrics(self, (model, version), info, class_labels)
+
+    @cached_property
+    def unresolved(self) -> VersionMetrics:
+        """The series of calls refused before they named a model that is served (model and
+        version ""): admission, the token, an unknown model."""
+        return VersionMetrics(self, ("", ""), None, ())
+
+
+class ModelSeries:
+    """The repository series of one model: versions loaded and refused, load failures."""
+
+    def __init__(self, families: Metrics, model: str) -> None:
+        self._families = families
+        self.model = model
+        self.reload_failures = families.reload_failures.labels(model)
+        self.versions_loaded = families.versions_loaded.labels(model)
+        self.versions_refused = families.versions_refused.labels(model)
+
+    def remove(self) -> None:
+        """Drop this model's series (it was unloaded)."""
+        families = self._families
+        self.versions_loaded.set(0)
+        for family in (families.reload_failures, families.versions_loaded):
+            family.remove(self.model)
+        families.versions_refused.remove(self.model)
 
 
 class VersionMetrics:
     """The series of one loaded model version: what its calls and model runs record."""
 
     def __init__(
-        self, families: Metrics, version: str, info: tuple[str, str, str], classes: Iterable[str]
+        self,
+        families: Metrics,
+        labels: tuple[str, str],
+        info: tuple[str, str, str] | None,
+        classes: Iterable[str],
     ) -> None:
-        self.version = version
+        self.model, self.version = labels
         self._families = families
-        labels = self._labels = (families.model, version)
+        self._labels = labels
         self._info = info
-        families.info.labels(*labels, *info).set(1)
+        if info is not None:
+            families.info.labels(*labels, *info).set(1)
         self.compute = families.compute.labels(*labels)
         self.decode = families.decode.labels(*labels)
         self.in_flight = families.in_flight.labels(*labels)
@@ -249,7 +284,7 @@ class VersionMetrics:
 
     def watch_shift(self, monitor: Watched) -> None:
         """Export a shift monitor's scores, thresholds and alarm, read when Prometheus scrapes."""
-        self._families.shift.watch(self.version, monitor)
+        self._families.shift.watch(self._labels, monitor)
 
     def remove_info(self) -> None:
         """Drop this file's `foldserve_model_info` series (another file took its version).
@@ -257,6 +292,8 @@ class VersionMetrics:
         It is set to 0 first: under `--workers` a series lives on in the worker's multiprocess
         file after `remove`, and the supervisor shows only versions whose info is 1 somewhere.
         """
+        if self._info is None:
+            return
         info = self._families.info
         info.labels(*self._labels, *self._info).set(0)
         info.remove(*self._labels, *self._info)
@@ -273,7 +310,7 @@ class VersionMetrics:
             family.remove(*labels)
         for label in self._classes:
             families.predictions.remove(*labels, label)
-        families.shift.forget(self.version)
+        families.shift.forget(self._labels)
 
 
 def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> tuple[object, int]:

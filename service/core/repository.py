@@ -1,251 +1,255 @@
-"""The model repository: the loaded versions of the served model, reloaded without a restart.
+"""The model repository: every served model, by name, each with its versions (`versions`).
 
-`--model` names one model file, or a directory of numbered versions
-(`<dir>/<version>/model.onnx`, the layout Triton and TF Serving use). The newest valid versions
-(up to `keep`) are loaded; the newest of them answers requests that name no version. `refresh`
-(on a timer, or at once on SIGHUP) loads and checks new versions off the request path, then swaps
-the set in one assignment: a call in flight keeps the version it started with, and no call ever
-sees a half-loaded model. A version that fails to load is refused — logged, counted, listed with
-its reason — and the versions already serving keep serving; it is tried again once its file
-or its `config.json` changes (a model copied in slowly is loaded once the copy is complete).
+Two sources. `--model PATH` serves one model: a model file, or a directory of numbered versions.
+`--model-repository DIR` serves Triton's layout, `DIR/<model>/<version>/model.onnx`: every
+directory of DIR is a model of that name. Which models load is the model control mode's
+(Triton's modes):
+
+- `none`: every model at start; new versions of loaded models are picked up, new models not;
+- `poll`: models (and versions) appear and disappear with the directory;
+- `explicit`: only the models named at start (`--load-model`) or loaded by a client
+  (`load`/`unload`, RepositoryModelLoad/Unload).
+
+One model's failure to load never affects another: it is listed with its reason
+(`index`), and the others serve. The set of models changes in one assignment, so a call that
+found its model keeps it even while it is unloaded.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
-from foldserve.contract.layout import MODEL_FILE
-from foldserve.core.errors import not_found
-from foldserve.core.loading import load_model
+from foldserve.core.errors import ModelError, RequestError, Status, invalid, not_found
 from foldserve.core.metrics import Metrics
-from foldserve.core.model import Model, ModelError
-from foldserve.core.repository_scan import Candidate, Fingerprint, scan
-from foldserve.core.runner import ModelRunner
-from foldserve.core.shift.settings import ShiftSettings
+from foldserve.core.repository_settings import READY, UNAVAILABLE, RepositorySettings
+from foldserve.core.types import IndexEntry
+from foldserve.core.versions import LoadedVersion, ModelVersions
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class LoadedVersion:
-    """A loaded, checked version, ready to run."""
-
-    version: str
-    model: Model
-    runner: ModelRunner
-    fingerprint: Fingerprint
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """A version that could not be loaded, and why."""
-
-    version: str
-    reason: str
-    fingerprint: Fingerprint
-
-
-class ModelRepository:
-    """The versions of one served model, and how requests find theirs.
+class Repository:
+    """Every served model, by name.
 
     Args:
-        source: a model file, or a directory of numbered version directories.
-        name: the name the model is served under.
         metrics: the server's metric families.
-        keep: how many of the newest valid versions stay loaded (and addressable).
-        shift: the shift monitor's settings, for every version.
+        settings: how models load.
+        model: one model to serve, (path, name): a file or a directory of versions.
+        root: a directory of models (Triton's layout). Exactly one of `model` and `root`.
     """
 
     def __init__(
         self,
-        source: str | Path,
-        name: str,
         metrics: Metrics,
-        keep: int = 1,
-        shift: ShiftSettings | None = None,
+        settings: RepositorySettings,
+        *,
+        model: tuple[Path, str] | None = None,
+        root: Path | None = None,
     ) -> None:
-        self.source = Path(source)
-        self._shift = shift or ShiftSettings()
-        self.name = name
-        self._metrics = metrics
-        self._keep = keep
-        self._versions: tuple[LoadedVersion, ...] = ()
-        self._refused: dict[str, Refusal] = {}
-        self._refresh_lock = threading.Lock()
-        self._quiet = False
+        if (model is None) == (root is None):
+            raise ValueError("a repository serves one model or a directory of models")
+        self.metrics = metrics
+        self.settings = settings
+        self._single = model
+        self.root = root
+        self._models: dict[str, ModelVersions] = {}
+        self._failed: dict[str, str] = {}
+        self._lock = threading.RLock()
+
+    # --- what is served ---------------------------------------------------------------------
 
     @property
-    def versions(self) -> tuple[LoadedVersion, ...]:
-        """The loaded versions, newest first."""
-        return self._versions
+    def names(self) -> list[str]:
+        """The names of the models loaded now."""
+        return sorted(self._models)
 
-    @property
-    def latest(self) -> LoadedVersion:
-        """The version that answers requests naming none."""
-        return self._versions[0]
+    def model(self, name: str | None = None) -> ModelVersions:
+        """A loaded model by name (None: the default one).
 
-    @property
-    def refused(self) -> tuple[Refusal, ...]:
-        return tuple(self._refused.values())
+        Raises:
+            RequestError: NOT_FOUND for a model that is not loaded; INVALID_ARGUMENT for None
+                when no default can be told.
+        """
+        return self._find(name or self.default_name("model_name"), "model_name")
+
+    def resolve(self, name: str, version: str, fields: tuple[str, str]) -> LoadedVersion:
+        """The version a request names (empty name: the default model; empty version: its
+        newest).
+
+        Raises:
+            RequestError: NOT_FOUND naming the field; INVALID_ARGUMENT for an empty name when
+                several models are served and none is the default.
+        """
+        name_field, version_field = fields
+        found = self._find(name or self.default_name(name_field), name_field)
+        return found.resolve(version, version_field)
+
+    def default_name(self, field: str) -> str:
+        """The model that answers requests naming none: the `default` setting, or the only one.
+
+        Raises:
+            RequestError: INVALID_ARGUMENT naming `field` when several models are served.
+        """
+        if self.settings.default:
+            return self.settings.default
+        names = self.names
+        if len(names) == 1:
+            return names[0]
+        raise invalid(f"{field}: required: this server serves {len(names)} models, {names}")
+
+    def _find(self, name: str, field: str) -> ModelVersions:
+        found = self._models.get(name)
+        if found is not None:
+            return found
+        if name in self._failed:
+            raise RequestError(
+                Status.NOT_FOUND, f"{field}: model {name!r} failed to load: {self._failed[name]}"
+            )
+        raise not_found(f"{field}: unknown model {name!r}; the models served are {self.names}")
+
+    def __iter__(self) -> Iterator[ModelVersions]:
+        return iter(list(self._models.values()))
+
+    # --- loading and unloading ----------------------------------------------------------------
 
     def start(self) -> None:
-        """Load the first versions.
+        """Load the models the mode loads at start.
 
         Raises:
-            ModelError: nothing in the repository can be served (the reasons are in the message).
+            ModelError: a single model that cannot be served (the reason), or a directory where
+                no model loads (the reasons) outside the `explicit` mode.
         """
-        if not self.source.exists():
-            raise ModelError(
-                f"model {str(self.source)!r} does not exist (expected a model.onnx file or a "
-                f"model repository directory, <dir>/<version>/{MODEL_FILE})"
+        if self._single is not None:
+            path, name = self._single
+            versions = ModelVersions(
+                path, name, self.metrics, self.settings.keep, self.settings.shift
             )
-        self._quiet = True  # the caller reports a failed start in one line of its own
+            versions.start()
+            self._models = {name: versions}
+            return
+        if not self.root.is_dir():  # type: ignore[union-attr]
+            raise ModelError(f"model repository {str(self.root)!r} is not a directory")
+        explicit = self.settings.mode == "explicit"
+        for name in self.settings.load if explicit else self.discover():
+            self._load(name)
+        if not self._models and not explicit:
+            reasons = "; ".join(f"{n}: {r}" for n, r in self._failed.items())
+            raise ModelError(reasons or f"model repository {str(self.root)!r} holds no model")
+
+    def discover(self) -> list[str]:
+        """The models of the repository directory: its directories, by name."""
+        if self.root is None or not self.root.is_dir():
+            return []
+        return sorted(
+            child.name
+            for child in self.root.iterdir()
+            if child.is_dir() and not child.name.startswith(".")
+        )
+
+    def _load(self, name: str) -> None:
+        """Load (or reload) one model of the directory; a failure is recorded, not raised."""
+        versions = ModelVersions(
+            self.root / name,
+            name,
+            self.metrics,
+            self.settings.keep,
+            self.settings.shift,  # type: ignore[operator]
+        )
         try:
-            self.refresh()
-        finally:
-            self._quiet = False
-        if self._versions:
-            for refusal in self._refused.values():
-                self._log_refusal(refusal)
-        else:
-            reasons = "; ".join(r.reason for r in self._refused.values())
-            where = f"model repository {str(self.source)!r}"
-            raise ModelError(
-                reasons
-                or f"{where} has no model (expected a model file, "
-                f"{self.source}/<version>/{MODEL_FILE} or {self.source}/{MODEL_FILE})"
-            )
+            versions.start()
+        except ModelError as exc:
+            self._failed[name] = str(exc)
+            log.error("model %s refused: %s", name, exc, extra={"model": name, "reason": str(exc)})
+            return
+        with self._lock:
+            self._failed.pop(name, None)
+            old = self._models.get(name)
+            self._models = {**self._models, name: versions}
+        if old is not None:
+            old.unload()
 
-    def resolve(
-        self, name: str, version: str, name_field: str, version_field: str
-    ) -> LoadedVersion:
-        """The version a request names (empty name/version: the served model, its newest).
+    def load(self, name: str) -> None:
+        """Load a model of the directory, or load it again (`explicit` mode).
 
         Raises:
-            RequestError: NOT_FOUND naming `name_field` or `version_field`.
+            RequestError: FAILED_PRECONDITION outside the `explicit` mode or for a single model;
+                NOT_FOUND for a name the directory does not have; INVALID_ARGUMENT when it
+                fails to load (the reason).
         """
-        versions = self._versions
-        if name and name != self.name:
+        self._check_control("load")
+        if name not in self.discover():
             raise not_found(
-                f"{name_field}: unknown model {name!r}; this server serves {self.name!r}"
+                f"model_name: no model {name!r} in the repository; it has {self.discover()}"
             )
-        served = versions[0] if not version else _find(versions, version)
-        if served is None:
-            loaded = [v.version for v in versions]
-            raise not_found(
-                f"{version_field}: unknown version {version!r} of model {self.name!r}; "
-                f"the loaded versions are {loaded}"
+        self._load(name)
+        if name in self._failed:
+            raise invalid(f"model_name: model {name!r} failed to load: {self._failed[name]}")
+
+    def unload(self, name: str) -> None:
+        """Unload a model (`explicit` mode); its calls in flight finish.
+
+        Raises:
+            RequestError: FAILED_PRECONDITION outside the `explicit` mode; NOT_FOUND for a model
+                that is not loaded.
+        """
+        self._check_control("unload")
+        with self._lock:
+            versions = self._models.get(name)
+            if versions is None:
+                self._failed.pop(name, None)
+                raise not_found(f"model_name: model {name!r} is not loaded")
+            self._models = {k: v for k, v in self._models.items() if k != name}
+        versions.unload()
+        log.info("unloaded model %s", name, extra={"model": name})
+
+    def _check_control(self, action: str) -> None:
+        if self._single is not None or self.settings.mode != "explicit":
+            raise RequestError(
+                Status.FAILED_PRECONDITION,
+                f"model control: cannot {action} models in model control mode "
+                f"{self.settings.mode!r}"
+                + (" serving one model (--model)" if self._single else "")
+                + "; serve a directory with --model-repository DIR --model-control-mode explicit",
             )
-        return served
 
     def refresh(self) -> None:
-        """Load what is new in the repository, then swap the served set in one step."""
-        with self._refresh_lock:
-            current = {v.version: v for v in self._versions}
-            wanted: list[LoadedVersion] = []
-            candidates = scan(self.source)
-            for candidate in candidates:
-                if len(wanted) == self._keep:
-                    break
-                loaded = self._load(candidate, current)
-                if loaded is not None:
-                    wanted.append(loaded)
-            self._forget_refusals({c.key for c in candidates})
-            if wanted:
-                self._swap(tuple(wanted), current)
-            elif current:
-                log.warning("model repository %s: no valid version; keeping", self.source)
-            self._metrics.versions_loaded.set(len(self._versions))
-            self._metrics.versions_refused.set(len(self._refused))
+        """Pick up new versions of every loaded model; in `poll` mode, new and removed models."""
+        for versions in self:
+            versions.refresh()
+        if self._single is not None or self.settings.mode != "poll":
+            return
+        present = set(self.discover())
+        for name in sorted(present - set(self._models) - set(self._failed)):
+            self._load(name)
+        for name in sorted(set(self._failed) - present):
+            self._failed.pop(name, None)
+        for name in sorted(set(self._models) - present):
+            with self._lock:
+                versions = self._models.pop(name)
+                self._models = dict(self._models)
+            versions.unload()
+            log.info("unloaded model %s (gone from the repository)", name, extra={"model": name})
 
-    def _load(
-        self, candidate: Candidate, current: dict[str, LoadedVersion]
-    ) -> LoadedVersion | None:
-        for loaded in current.values():
-            if loaded.model.path == str(candidate.path.resolve()) and (
-                loaded.fingerprint == candidate.fingerprint
-            ):
-                return loaded
-        refused = self._refused.get(candidate.key)
-        if refused is not None and refused.fingerprint == candidate.fingerprint:
-            return None
-        try:
-            model = load_model(
-                candidate.path, self.name, candidate.version, monitor=self._shift.enabled
-            )
-        except ModelError as exc:
-            self._refuse(candidate, str(exc))
-            return None
-        self._accept(candidate.key)
-        metrics = self._metrics.for_version(
-            model.version,
-            sha256=model.sha256,
-            opset=model.opset,
-            foldserve_version=model.foldserve_version,
-            class_labels=model.class_labels,
-        )
-        log.info(
-            "loaded model %s version %s from %s",
-            self.name,
-            model.version,
-            model.path,
-            extra={"model": self.name, "model_version": model.version, "path": model.path},
-        )
-        return LoadedVersion(
-            model.version,
-            model,
-            ModelRunner(model, metrics, self._shift),
-            candidate.fingerprint,
-        )
+    # --- the index ----------------------------------------------------------------------------
 
-    def _swap(self, wanted: tuple[LoadedVersion, ...], current: dict[str, LoadedVersion]) -> None:
-        self._versions = wanted
-        kept = {id(v) for v in wanted}
-        for old in current.values():
-            if id(old) in kept:
-                continue
-            # A file replaced under the same version shares that version's series.
-            successor = next((v for v in wanted if v.version == old.version), None)
-            if successor is None:
-                old.runner.metrics.remove()
-                log.info(
-                    "unloaded model %s version %s",
-                    self.name,
-                    old.version,
-                    extra={"model": self.name, "model_version": old.version},
-                )
-            elif successor.model.sha256 != old.model.sha256:
-                old.runner.metrics.remove_info()
-
-    def _refuse(self, candidate: Candidate, reason: str) -> None:
-        refusal = self._refused[candidate.key] = Refusal(
-            candidate.key, reason, candidate.fingerprint
-        )
-        self._metrics.reload_failures.inc()
-        if not self._quiet:
-            self._log_refusal(refusal)
-
-    def _log_refusal(self, refusal: Refusal) -> None:
-        log.error(
-            "model %s version %s refused: %s",
-            self.name,
-            refusal.version,
-            refusal.reason,
-            extra={"model": self.name, "model_version": refusal.version, "reason": refusal.reason},
-        )
-
-    def _accept(self, key: str) -> None:
-        self._refused.pop(key, None)
-
-    def _forget_refusals(self, present: set[str | None]) -> None:
-        """A refused version that left the repository is no longer refused."""
-        for key in [k for k in self._refused if k not in present]:
-            self._accept(key)
-
-
-def _find(versions: Sequence[LoadedVersion], version: str) -> LoadedVersion | None:
-    return next((v for v in versions if v.version == version), None)
+    def index(self, ready_only: bool) -> list[IndexEntry]:
+        """Every model and version with its state: loaded versions READY, refused versions and
+        models that failed to load UNAVAILABLE with the reason (`ready_only`: READY only);
+        with a directory, models not loaded (explicit mode) are listed with no version."""
+        entries: list[IndexEntry] = []
+        for versions in self:
+            entries += [IndexEntry(versions.name, v.version, READY) for v in versions.versions]
+            if not ready_only:
+                entries += [
+                    IndexEntry(versions.name, r.version, UNAVAILABLE, r.reason)
+                    for r in versions.refused
+                ]
+        if ready_only:
+            return entries
+        entries += [IndexEntry(n, "", UNAVAILABLE, r) for n, r in sorted(self._failed.items())]
+        loaded = set(self._models) | set(self._failed)
+        entries += [IndexEntry(n, "", "", "") for n in self.discover() if n not in loaded]
+        return entries

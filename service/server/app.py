@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2
@@ -20,7 +21,8 @@ from foldserve.core.access import AccessLog
 from foldserve.core.dataplane import CallPolicy, DataPlane, ServerInfo
 from foldserve.core.gate import Gate
 from foldserve.core.metrics import Metrics, serve_metrics
-from foldserve.core.repository import ModelRepository
+from foldserve.core.repository import Repository
+from foldserve.core.repository_settings import RepositorySettings
 from foldserve.core.shift.settings import ShiftSettings
 from foldserve.server import grpc_server
 from foldserve.server.config import ServeConfig
@@ -67,7 +69,7 @@ class RunningServer:
         return self.http.port
 
     @property
-    def repository(self) -> ModelRepository:
+    def repository(self) -> Repository:
         return self.plane.repository
 
     @property
@@ -113,22 +115,32 @@ class RunningServer:
             self.metrics_http.shutdown()  # type: ignore[attr-defined]
 
 
-def open_repository(config: ServeConfig, registry: CollectorRegistry) -> ModelRepository:
-    """The served model's repository, its first versions loaded, its metrics on `registry`.
+def open_repository(config: ServeConfig, registry: CollectorRegistry) -> Repository:
+    """The models to serve (`--model` or `--model-repository`), loaded as the model control
+    mode says, their metrics on `registry`.
 
     Raises:
-        ModelError: nothing in `config.model` can be served.
+        ModelError: nothing can be served.
     """
-    metrics = Metrics(registry, config.model_name, methods=method_names(SERVICES))
+    metrics = Metrics(registry, methods=method_names(SERVICES))
     shift = ShiftSettings(
         config.shift_monitor,
         config.shift_check_every,
         config.shift_margin,
         config.shift_prior_margin,
     )
-    repository = ModelRepository(
-        config.model, config.model_name, metrics, config.keep_versions, shift
+    settings = RepositorySettings(
+        config.keep_versions,
+        shift,
+        config.model_control_mode,
+        config.load_model,
+        config.default_model,
     )
+    if config.model:
+        source = {"model": (Path(config.model), config.model_name)}
+    else:
+        source = {"root": Path(config.model_repository)}  # type: ignore[arg-type]
+    repository = Repository(metrics, settings, **source)
     repository.start()
     return repository
 

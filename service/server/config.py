@@ -16,6 +16,7 @@ from typing import Any
 from foldserve.contract.layout import MODEL_NAME
 from foldserve.core.access import AUTH_TOKEN_ENV
 from foldserve.core.model_config import configured_name
+from foldserve.core.repository_settings import MODES
 from foldserve.core.shift.settings import SHIFT_CHECK_EVERY, SHIFT_MONITOR
 from foldserve.server import setting_types as kind
 from foldserve.server.event_loop import EVENT_LOOPS
@@ -33,18 +34,43 @@ class ConfigError(ValueError):
 class ServeConfig:
     """The settings of `foldserve serve` (a field without `setting` is not a flag)."""
 
-    model: str = setting(
+    model: str | None = setting(
         None,
         str,
         "PATH",
-        "the model.onnx file to serve, or a model repository: a directory of numbered versions, "
-        "DIR/<version>/model.onnx (required)",
+        "one model to serve: a model.onnx file, or a directory of numbered versions, "
+        "DIR/<version>/model.onnx (this or --model-repository)",
     )
     model_name: str = setting(
         MODEL_NAME,
         str,
         "NAME",
-        "name the model is served under (default: the name in the model's config.json, if any)",
+        "the name --model is served under (default: the name in its config.json, if any)",
+    )
+    model_repository: str | None = setting(
+        None,
+        str,
+        "DIR",
+        "many models to serve, Triton's layout: DIR/<model>/<version>/model.onnx (this or --model)",
+    )
+    model_control_mode: str = setting(
+        "none",
+        kind.choice(MODES, str.lower),
+        "MODE",
+        "which models of --model-repository load: none (all, at start), poll (as they come and "
+        "go), explicit (--load-model and clients' RepositoryModelLoad)",
+    )
+    load_model: tuple[str, ...] = setting(
+        (),
+        kind.names,
+        "NAME,...",
+        "with --model-control-mode explicit: the models to load at start",
+    )
+    default_model: str | None = setting(
+        None,
+        str,
+        "NAME",
+        "the model that answers requests naming none (default: the only one, if one)",
     )
     host: str = setting("0.0.0.0", str, "HOST", "address the gRPC and HTTP servers bind")
     port: int = setting(50051, kind.port, "PORT", "gRPC port (0: pick a free one, logged)")
@@ -171,16 +197,9 @@ def settings_markdown() -> str:
 def add_serve_arguments(
     parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
 ) -> None:
-    """Add one flag per setting; each defaults to None so `resolve` can tell "not given".
-
-    `--model` is required unless FOLDSERVE_MODEL is set.
-    """
-    environ = os.environ if environ is None else environ
+    """Add one flag per setting; each defaults to None so `resolve` can tell "not given"."""
     for item in SETTINGS:
-        if item.name == "model":
-            shown = "required unless set" if not environ.get(item.env) else "set"
-            suffix = f"[env {item.env}: {shown}]"
-        elif item.default is None:
+        if item.default is None:
             suffix = f"[env {item.env}, default none]"
         else:
             suffix = f"[env {item.env}, default {item.shown_default}]"
@@ -189,7 +208,6 @@ def add_serve_arguments(
             dest=item.name,
             default=None,
             metavar=item.metavar,
-            required=item.name == "model" and not environ.get(item.env),
             help=f"{item.help} {suffix}",
         )
 
@@ -211,17 +229,22 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
             source = item.env
         if raw is None or raw == "":
             raw = item.default
-            if not isinstance(raw, str) or item.name in ("model",):
+            if not isinstance(raw, str) or item.name in ("model", "model_repository"):
                 values[item.name] = raw
                 continue
         try:
             values[item.name] = item.parse(str(raw))
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from None
-    if not values["model"]:
-        raise ConfigError("no model to serve: pass --model PATH or set FOLDSERVE_MODEL")
+    if bool(values["model"]) == bool(values["model_repository"]):
+        raise ConfigError(
+            "what to serve: pass --model PATH (one model) or --model-repository DIR (many), "
+            "or set FOLDSERVE_MODEL or FOLDSERVE_MODEL_REPOSITORY; exactly one of them"
+        )
+    if values["load_model"] and values["model_control_mode"] != "explicit":
+        raise ConfigError("--load-model goes with --model-control-mode explicit")
     name_env = next(s for s in SETTINGS if s.name == "model_name").env
-    if getattr(args, "model_name", None) is None and not environ.get(name_env):
+    if values["model"] and getattr(args, "model_name", None) is None and not environ.get(name_env):
         # Neither flag nor variable: the name in the model's config.json, if it gives one.
         values["model_name"] = configured_name(values["model"]) or values["model_name"]
     if bool(values["tls_cert"]) != bool(values["tls_key"]):

@@ -23,22 +23,23 @@ def log_serving(
     """The line that says the server is up, with its (gRPC, HTTP) `ports` (tests and tools read
     `grpc_port=` and `http_port=`)."""
     port, http_port = ports
-    model = running.repository.latest.model if running is not None else None
-    version = model.version if model is not None else "(per worker)"
+    if running is None:
+        models = "(per worker)"
+    else:
+        versions = [f"{m.name}:{m.latest.version}" for m in running.repository]
+        models = ",".join(versions) or "(none loaded)"
+    source = config.model_repository or config.model
     log.info(
-        "serving model %s version %s from %s on %s workers=%d grpc_port=%d http_port=%d "
-        "metrics_port=%s",
-        config.model_name,
-        version,
-        config.model,
+        "serving %s from %s on %s workers=%d grpc_port=%d http_port=%d metrics_port=%s",
+        models,
+        source,
         address(config.host, port),
         config.worker_count,
         port,
         http_port,
         metrics_port,
         extra={
-            "model": config.model_name,
-            "model_version": version,
+            "models": models,
             "workers": config.worker_count,
             "grpc_port": port,
             "http_port": http_port,

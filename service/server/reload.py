@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from foldserve.core.repository import ModelRepository
+from foldserve.core.repository import Repository
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ class Reloader:
         interval: seconds between looks; 0: only when triggered.
     """
 
-    def __init__(self, repository: ModelRepository, interval: float) -> None:
+    def __init__(self, repository: Repository, interval: float) -> None:
         self._repository = repository
         self._interval = interval or None
         self._wake = threading.Event()

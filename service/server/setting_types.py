@@ -50,6 +50,8 @@ class Setting:
     def shown_default(self) -> str:
         if isinstance(self.default, bool):
             return "on" if self.default else "off"
+        if isinstance(self.default, tuple):
+            return ",".join(self.default) or "none"
         return "none" if self.default is None else str(self.default)
 
 
@@ -137,6 +139,15 @@ def choice(choices: tuple[str, ...], fold: Callable[[str], str]) -> Callable[[st
         return value
 
     return parse
+
+
+def names(text: str) -> tuple[str, ...]:
+    """A comma-separated list of names (model names, say): "a,b" -> ("a", "b")."""
+    found = tuple(name.strip() for name in text.split(",") if name.strip())
+    bad = [name for name in found if "/" in name or name.startswith(".")]
+    if bad:
+        raise ValueError(f"{bad[0]!r} is not a model name")
+    return found
 
 
 def on_off(text: str) -> bool:

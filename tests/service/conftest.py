@@ -46,12 +46,17 @@ class Served:
     @property
     def model(self) -> Model:
         """The newest served version's model."""
-        return self.running.repository.latest.model
+        return self.running.repository.model().latest.model
 
     def sample(self, name: str, **labels: str) -> float | None:
         """A metric sample value, with the model's name and version labels filled in."""
         full = {"model": self.model.name, "version": self.model.version, **labels}
         return self.registry.get_sample_value(name, full)
+
+    def refused(self, name: str, **labels: str) -> float | None:
+        """A metric sample value of the calls refused before they named a served model (admission,
+        the token, an unknown model, bytes that do not parse): model and version ""."""
+        return self.registry.get_sample_value(name, {"model": "", "version": "", **labels})
 
 
 ServeFactory = Callable[..., Served]

@@ -64,7 +64,10 @@ def test_environment_then_flags() -> None:
 @pytest.mark.parametrize(
     ("argv", "environ", "message"),
     [
-        ((), {}, "no model to serve"),
+        ((), {}, "what to serve: pass --model PATH"),
+        (("--model", "m", "--model-repository", "d"), {}, "exactly one of them"),
+        (("--model-repository", "d", "--load-model", "a"), {}, "--load-model goes with"),
+        (("--model-repository", "d", "--model-control-mode", "x"), {}, "not one of none, poll"),
         (("--model", "m", "--port", "70000"), {}, "--port: 70000 is not a port"),
         (("--model", "m"), {"FOLDSERVE_PORT": "x"}, "FOLDSERVE_PORT: 'x' is not a whole number"),
         (("--model", "m", "--port", "abc"), {}, "--port: 'abc' is not a whole number"),
@@ -80,11 +83,12 @@ def test_bad_values_name_the_setting(argv: tuple, environ: dict, message: str) -
         resolve(parse(*argv), environ=environ)
 
 
-def test_model_flag_is_required_unless_the_environment_names_one(capsys) -> None:
-    with pytest.raises(SystemExit):
-        parse(environ={})
-    assert "the following arguments are required: --model" in capsys.readouterr().err
-    assert parse(environ={"FOLDSERVE_MODEL": "env.onnx"}).model is None  # resolve reads env
+def test_what_to_serve_comes_from_a_flag_or_the_environment() -> None:
+    with pytest.raises(ConfigError, match="what to serve"):
+        resolve(parse(environ={}), environ={})
+    assert resolve(parse(environ={}), environ={"FOLDSERVE_MODEL": "env.onnx"}).model == "env.onnx"
+    repository = resolve(parse("--model-repository", "models"), environ={})
+    assert (repository.model, repository.model_repository) == (None, "models")
 
 
 def test_help_shows_placeholders_and_defaults_as_written() -> None:

@@ -166,6 +166,6 @@ def test_decode_times_decoding_not_the_token_check_or_admission(
         stub.Predict(pb.PredictRequest(features=[0.0] * 64), timeout=5)
     stub.Predict(pb.PredictRequest(features=[0.0] * 64), metadata=metadata, timeout=5)
     assert served.sample("foldserve_requests_total", method="Predict", code="OK") == 1
-    assert served.sample("foldserve_requests_total", method="Predict", code="UNAUTHENTICATED") == 1
+    assert served.refused("foldserve_requests_total", method="Predict", code="UNAUTHENTICATED") == 1
     assert served.sample("foldserve_request_decode_duration_seconds_count") == 1
     assert served.sample("foldserve_request_decode_duration_seconds_sum") < 0.04

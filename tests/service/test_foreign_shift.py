@@ -49,7 +49,7 @@ def test_inputs_like_the_bn_statistics_score_low_and_shifted_ones_alarm(
 
 def test_no_input_bn_no_monitor(tmp_path: Path, serve: ServeFactory) -> None:
     served = serve(write_logits_model(tmp_path / "model.onnx", WEIGHTS))
-    assert served.running.repository.latest.runner.monitor is None
+    assert served.running.repository.model().latest.runner.monitor is None
     description = pb_grpc.PredictorStub(served.channel).DescribeModel(pb.DescribeModelRequest())
     assert not description.shift.enabled
     assert "BN over the model input" in description.shift.reason
@@ -59,6 +59,6 @@ def test_the_monitor_can_be_off(tmp_path: Path, serve: ServeFactory) -> None:
     path = write_folded_classifier(tmp_path / "model.onnx", WEIGHTS, MEAN, VAR)
     assert load_model(path).shift is not None
     served = serve(path, shift_monitor=False)
-    assert served.running.repository.latest.runner.monitor is None
+    assert served.running.repository.model().latest.runner.monitor is None
     description = pb_grpc.PredictorStub(served.channel).DescribeModel(pb.DescribeModelRequest())
     assert description.shift.reason == "the server runs with --shift-monitor off"

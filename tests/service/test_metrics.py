@@ -24,8 +24,8 @@ BAD = pb.PredictRequest(features=[0.5] * 3)
 
 
 def make_metrics(registry: CollectorRegistry) -> VersionMetrics:
-    return Metrics(registry, "m", methods=method_names(SERVICES)).for_version(
-        "1", sha256="ab", opset=17, foldserve_version="0.1.0", class_labels=["a", "b", "c"]
+    return Metrics(registry, methods=method_names(SERVICES)).for_version(
+        "m", "1", sha256="ab", opset=17, foldserve_version="0.1.0", class_labels=["a", "b", "c"]
     )
 
 
@@ -94,13 +94,14 @@ def test_counts_match_the_calls_made(served: Served) -> None:
 
     assert requests("Predict") == 7
     assert requests("Predict", "INVALID_ARGUMENT") == 3
-    assert requests("Predict", "NOT_FOUND") == 1
+    # Calls that name no served model, and the server's own operations, count under model "".
+    assert served.refused("foldserve_requests_total", method="Predict", code="NOT_FOUND") == 1
     assert requests("PredictStream") == 3
     assert requests("PredictStream", "INVALID_ARGUMENT") == 1
     assert requests("DescribeModel") == 1
-    assert requests("ServerLive") == 2
+    assert served.refused("foldserve_requests_total", method="ServerLive", code="OK") == 2
     duration = "foldserve_request_duration_seconds_count"
-    assert served.sample(duration, method="Predict") == 11
+    assert served.sample(duration, method="Predict") == 10
     assert served.sample(duration, method="PredictStream") == 4
     # Compute and decode are observed once per model run: 7 Predict + 3 stream examples.
     assert served.sample("foldserve_model_compute_duration_seconds_count") == 10

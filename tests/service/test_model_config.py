@@ -127,8 +127,8 @@ def test_a_version_with_a_bad_config_is_refused_and_the_old_keeps_serving(
     write_logits_model(root / "2" / "model.onnx", WEIGHTS)
     repository = served.running.repository
     repository.refresh()
-    assert [v.version for v in repository.versions] == ["1"]
-    assert "class_labels: 2 labels" in repository.refused[0].reason
+    assert [v.version for v in repository.model().versions] == ["1"]
+    assert "class_labels: 2 labels" in repository.model().refused[0].reason
     stub = pb_grpc.PredictorStub(served.channel)
     assert stub.Predict(pb.PredictRequest(features=[0.0] * 5)).model_version == "1"
     with pytest.raises(grpc.RpcError) as caught:
@@ -137,5 +137,5 @@ def test_a_version_with_a_bad_config_is_refused_and_the_old_keeps_serving(
     time.sleep(0.01)
     write_config(root / "2", class_labels=LABELS)  # fixing the config alone loads the version
     repository.refresh()
-    assert [v.version for v in repository.versions] == ["2"]
-    assert repository.latest.model.class_labels == tuple(LABELS)
+    assert [v.version for v in repository.model().versions] == ["2"]
+    assert repository.model().latest.model.class_labels == tuple(LABELS)

@@ -171,7 +171,7 @@ def test_monitor_off_serves_without_taps_or_series(serve, tapped_path):
     assert _sample(served, "foldserve_shift_alarm") is None
     shift = stub.DescribeModel(pb.DescribeModelRequest(), timeout=5).shift
     assert not shift.enabled and "--shift-monitor off" in shift.reason
-    assert served.running.repository.latest.model.shift is None
+    assert served.running.repository.model().latest.model.shift is None
 
 
 def test_a_model_without_taps_has_no_monitor(served):

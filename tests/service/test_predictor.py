@@ -165,8 +165,8 @@ def test_core_skips_compute_after_the_deadline(tiny_model) -> None:
 
     registry = CollectorRegistry()
     model = tiny_model
-    metrics = Metrics(registry, model.name).for_version(
-        model.version, sha256=model.sha256, opset=model.opset, foldserve_version="x",
+    metrics = Metrics(registry).for_version(
+        model.name, model.version, sha256=model.sha256, opset=model.opset, foldserve_version="x",
         class_labels=model.class_labels,
     )  # fmt: skip
     runner = ModelRunner(model, metrics)
@@ -210,7 +210,7 @@ def test_over_the_concurrency_limit_is_resource_exhausted_and_counted(serve, tin
         caught.value.details()
     )
     assert (
-        served.sample("foldserve_requests_total", method="Predict", code="RESOURCE_EXHAUSTED") == 1
+        served.refused("foldserve_requests_total", method="Predict", code="RESOURCE_EXHAUSTED") == 1
     )
     # Health and reflection never compete with predictions for the slots.
     health = health_pb2_grpc.HealthStub(served.channel)

@@ -41,7 +41,7 @@ def repo(tmp_path: Path) -> Path:
 
 
 def versions(served: Served) -> list[str]:
-    return [v.version for v in served.running.repository.versions]
+    return [v.version for v in served.running.repository.model().versions]
 
 
 def predict_version(served: Served, version: str = "") -> str:
@@ -195,7 +195,7 @@ def test_predictions_of_each_version_come_from_its_own_file(
 ) -> None:
     served = serve(repo, keep_versions=2)
     stub = pb_grpc.PredictorStub(served.channel)
-    for loaded in served.running.repository.versions:
+    for loaded in served.running.repository.model().versions:
         x = np.linspace(-2, 2, 64, dtype=np.float32)
         expected = loaded.model.run_classifier(x.reshape(1, 64))["probabilities"][0]
         reply = stub.Predict(

@@ -61,7 +61,7 @@ def test_server_metadata_live_and_ready(rest: RestServer) -> None:
 
 
 def test_model_metadata_and_ready(rest: RestServer) -> None:
-    version = rest.plane.repository.latest.version
+    version = rest.plane.repository.model().latest.version
     for path in ("/v2/models/foldserve", f"/v2/models/foldserve/versions/{version}"):
         status, metadata = rest.json("GET", path)
         assert status == 200
@@ -98,7 +98,7 @@ def test_infer_json(rest: RestServer, tiny_model_path: Path) -> None:
     status, answer = rest.json("POST", INFER, infer_body(id="call-1"))
     assert status == 200
     assert answer["model_name"] == "foldserve"
-    assert answer["model_version"] == rest.plane.repository.latest.version
+    assert answer["model_version"] == rest.plane.repository.model().latest.version
     assert answer["id"] == "call-1"
     assert [o["name"] for o in answer["outputs"]] == ["logits", "probabilities"]
     for output in answer["outputs"]:
@@ -108,7 +108,7 @@ def test_infer_json(rest: RestServer, tiny_model_path: Path) -> None:
 
 
 def test_infer_chosen_outputs_and_version(rest: RestServer) -> None:
-    version = rest.plane.repository.latest.version
+    version = rest.plane.repository.model().latest.version
     path = f"/v2/models/foldserve/versions/{version}/infer"
     body = infer_body(outputs=[{"name": "probabilities"}], parameters={"note": 1.5})
     status, answer = rest.json("POST", path, body)
@@ -157,7 +157,7 @@ def test_binary_data_output_asks_every_output_in_binary(rest: RestServer) -> Non
 
 
 def test_repository_index(rest: RestServer) -> None:
-    version = rest.plane.repository.latest.version
+    version = rest.plane.repository.model().latest.version
     entry = {"name": "foldserve", "version": version, "state": "READY", "reason": ""}
     assert rest.request("POST", "/v2/repository/index", b"")[0] == 200
     assert rest.json("POST", "/v2/repository/index", {}) == (200, [entry])
@@ -172,16 +172,19 @@ def test_calls_are_counted_as_their_grpc_twins(start) -> None:
     server.json("POST", INFER, {"inputs": 5})
     server.json("GET", "/v2/models/foldserve/ready")
     server.json("GET", "/nowhere")
-    version = server.plane.repository.latest.version
+    version = server.plane.repository.model().latest.version
 
-    def count(method: str, code: str) -> float | None:
-        labels = {"model": "foldserve", "version": version, "method": method, "code": code}
-        return server.registry.get_sample_value("foldserve_requests_total", labels)
+    def count(method: str, code: str, model: str = "foldserve") -> float | None:
+        labels = {"model": model, "version": version if model else "", "method": method}
+        return server.registry.get_sample_value(
+            "foldserve_requests_total", {**labels, "code": code}
+        )
 
     assert count("ModelInfer", "OK") == 1
-    assert count("ModelInfer", "INVALID_ARGUMENT") == 1
     assert count("ModelReady", "OK") == 1
-    assert count("unknown", "UNIMPLEMENTED") == 1
+    # A body that does not decode and a path nobody serves name no model: model "".
+    assert count("ModelInfer", "INVALID_ARGUMENT", model="") == 1
+    assert count("unknown", "UNIMPLEMENTED", model="") == 1
 
 
 # --- errors -----------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def test_tritonclient_health_and_metadata(client, every: RestServer) -> None:
     assert client.is_server_live(headers=auth())
     assert client.is_server_ready(headers=auth())
     assert client.is_model_ready(MODEL, headers=auth())
-    version = every.plane.repository.latest.version
+    version = every.plane.repository.model().latest.version
     assert client.is_model_ready(MODEL, model_version=version, headers=auth())
     assert not client.is_model_ready("other", headers=auth())
     assert client.is_server_live() and client.is_server_ready()  # probes need no token

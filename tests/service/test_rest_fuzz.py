@@ -35,10 +35,10 @@ def rest(tiny_model_path: Path) -> Iterator[RestServer]:
 
 @pytest.fixture(scope="module")
 def served(rest: RestServer) -> Served:
-    model = rest.plane.repository.latest.model
+    model = rest.plane.repository.model().latest.model
     return Served(
         name=model.name,
-        versions=tuple(v.version for v in rest.plane.repository.versions),
+        versions=tuple(v.version for v in rest.plane.repository.model().versions),
         input_name="input",
         input_shape=(64,),
         classes=10,

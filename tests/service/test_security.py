@@ -89,7 +89,7 @@ def test_bearer_token(serve: ServeFactory, tiny_model, tmp_path: Path, caplog) -
         assert predict(channel(), "wrong") == grpc.StatusCode.UNAUTHENTICATED
         assert predict(channel(), TOKEN + "x") == grpc.StatusCode.UNAUTHENTICATED
         assert predict(channel(), TOKEN) == grpc.StatusCode.OK
-    assert served.sample("foldserve_requests_total", method="Predict", code="UNAUTHENTICATED") == 3
+    assert served.refused("foldserve_requests_total", method="Predict", code="UNAUTHENTICATED") == 3
     assert TOKEN not in caplog.text
     assert caplog.text.count("Predict grpc UNAUTHENTICATED") == 3
     with pytest.raises(grpc.RpcError) as caught:

@@ -50,7 +50,7 @@ def test_bytes_that_are_no_valid_request_are_invalid_argument(
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in error.details()
     name = method.rsplit("/", 1)[1]
-    assert served.sample("foldserve_requests_total", method=name, code="INVALID_ARGUMENT") == 1
+    assert served.refused("foldserve_requests_total", method=name, code="INVALID_ARGUMENT") == 1
     assert raw_call(served, PREDICT, GOOD)  # the server is unharmed
 
 
@@ -99,7 +99,7 @@ def test_an_oversized_request_is_refused_by_us_and_counted(serve, tiny_model) ->
         error.details()
     )
     assert (
-        served.sample("foldserve_requests_total", method="Predict", code="RESOURCE_EXHAUSTED") == 1
+        served.refused("foldserve_requests_total", method="Predict", code="RESOURCE_EXHAUSTED") == 1
     )
     huge = b"\x0a" + b"\x00" * 3000  # over twice the limit: gRPC itself refuses it
     assert refusal(served, PREDICT, huge).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -111,7 +111,7 @@ def test_a_method_nobody_serves_is_unimplemented_and_counted(served: Served) -> 
         error = refusal(served, method, b"")
         assert error.code() == grpc.StatusCode.UNIMPLEMENTED
         assert "is not served here; the services are foldserve.v1.Predictor" in error.details()
-    assert served.sample("foldserve_requests_total", method="unknown", code="UNIMPLEMENTED") == 2
+    assert served.refused("foldserve_requests_total", method="unknown", code="UNIMPLEMENTED") == 2
 
 
 def test_a_cancelled_stream_frees_its_slot(serve, tiny_model) -> None:

@@ -79,13 +79,10 @@ FAMILIES = {
 
 
 class ShiftCollector(Collector):
-    """Collects the series of every watched monitor, one per loaded version of one model."""
+    """Collects the series of every watched monitor, one per loaded version of every model."""
 
-    def __init__(
-        self, registry: CollectorRegistry, model: str, publish_seconds: float = 5.0
-    ) -> None:
-        self._model = model
-        self._watched: dict[str, Watched] = {}
+    def __init__(self, registry: CollectorRegistry, publish_seconds: float = 5.0) -> None:
+        self._watched: dict[tuple[str, str], Watched] = {}
         self._lock = threading.Lock()
         self._publisher: _Publisher | None = None
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # a worker of several
@@ -93,24 +90,24 @@ class ShiftCollector(Collector):
         else:
             registry.register(self)
 
-    def watch(self, version: str, monitor: Watched) -> None:
-        """Export `monitor`'s scores under `version` (replacing any monitor it had)."""
+    def watch(self, labels: tuple[str, str], monitor: Watched) -> None:
+        """Export `monitor`'s scores under (model, version) `labels` (replacing any monitor it
+        had)."""
         with self._lock:
-            self._watched[version] = monitor
+            self._watched[labels] = monitor
         if self._publisher is not None:
             self._publisher.start()
 
-    def forget(self, version: str) -> None:
-        """Stop exporting `version`'s series (it was unloaded)."""
+    def forget(self, labels: tuple[str, str]) -> None:
+        """Stop exporting a (model, version)'s series (it was unloaded)."""
         with self._lock:
-            self._watched.pop(version, None)
+            self._watched.pop(labels, None)
 
     def samples(self) -> Iterator[tuple[str, tuple[str, ...], float]]:
         """(family, label values, value) for every series of every watched monitor."""
         with self._lock:
             watched = list(self._watched.items())
-        for version, monitor in watched:
-            labels = (self._model, version)
+        for labels, monitor in watched:
             shot = monitor.snapshot()
             for name, score, limit in zip(shot.names, shot.scores, shot.thresholds, strict=True):
                 yield "foldserve_shift_score", (*labels, name), score
