@@ -14,6 +14,7 @@ event loop; the adapter's work runs inline (`server.event_loop`).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -69,14 +70,17 @@ def answers_in_stream(on_error: OnError) -> Callable[[Answer], Answer]:
     return mark
 
 
-def _run(
+async def _run(
     plane: DataPlane, call: Call, data: bytes, parse: Parse, answer: Answer
 ) -> tuple[Any, Any, RequestError | None]:
-    """(request, response, error) of one admitted call, which the data plane then finishes."""
+    """(request, response, error) of one admitted call, which the data plane then finishes. An
+    adapter method whose work must leave the loop (loading a model) returns an awaitable."""
     request, response, error = None, None, None
     try:
         request = parse(data)
         response = answer(request, call)
+        if inspect.isawaitable(response):
+            response = await response
     except RequestError as exc:
         error = exc
     except Exception:
@@ -96,7 +100,7 @@ def unary(plane: DataPlane, method: MethodDescriptor, answer: Answer, parse: Par
             plane.begin(call, len(data))
         except RequestError as refused:
             await _abort(context, refused)
-        _request, response, error = _run(plane, call, data, parse, answer)
+        _request, response, error = await _run(plane, call, data, parse, answer)
         if error is not None:
             await _abort(context, error)
         return response
@@ -125,7 +129,7 @@ def stream(
             except RequestError as refused:
                 yield on_error(empty, refused)
                 continue
-            request, response, error = _run(plane, call, data, parse, answer)
+            request, response, error = await _run(plane, call, data, parse, answer)
             yield response if error is None else on_error(request or empty, error)
 
     return behaviour

@@ -5,11 +5,15 @@ Each method decodes its request, calls the data plane and encodes the answer.
 
 from __future__ import annotations
 
+import asyncio
+
 from foldserve._proto.inference import grpc_predict_v2_pb2 as pb
+from foldserve.api.calls import answers_in_stream
 from foldserve.api.v2_tensors import decode_request, encode_response
 from foldserve.core.call import Call
 from foldserve.core.dataplane import DataPlane, required
 from foldserve.core.datatypes import datatype_of
+from foldserve.core.errors import RequestError, Status, invalid
 from foldserve.core.model import Model
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
@@ -17,6 +21,28 @@ SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 PLATFORM = "onnxruntime_onnx"
 NAME_FIELDS = ("name", "version")
 INFER_FIELDS = ("model_name", "model_version")
+
+
+def _stream_error(
+    request: pb.ModelInferRequest, error: RequestError
+) -> pb.ModelStreamInferResponse:
+    return pb.ModelStreamInferResponse(
+        error_message=f"{error.status.name}: {error.message}",
+        infer_response=pb.ModelInferResponse(
+            model_name=request.model_name, model_version=request.model_version, id=request.id
+        ),
+    )
+
+
+def _refuse_parameters(parameters) -> None:
+    """Model control takes no parameters here (Triton's `config` and file overrides are not
+    implemented): refused, never ignored."""
+    if parameters:
+        names = sorted(parameters)
+        raise invalid(
+            f"parameters: {names} not implemented by foldserve; load a model as the repository "
+            "holds it"
+        )
 
 
 class InferenceAdapter:
@@ -57,6 +83,52 @@ class InferenceAdapter:
         self._required(request.model_name, "model_name")
         decoded, raw = decode_request(request)
         return encode_response(self._plane.infer(call, decoded), raw)
+
+    @answers_in_stream(_stream_error)
+    def ModelStreamInfer(
+        self, request: pb.ModelInferRequest, call: Call
+    ) -> pb.ModelStreamInferResponse:
+        return pb.ModelStreamInferResponse(infer_response=self.ModelInfer(request, call))
+
+    def ModelConfig(self, request: pb.ModelConfigRequest, call: Call) -> pb.ModelConfigResponse:
+        raise RequestError(Status.UNIMPLEMENTED, "ModelConfig: not served yet")
+
+    def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, call: Call
+    ) -> pb.ModelStatisticsResponse:
+        raise RequestError(Status.UNIMPLEMENTED, "ModelStatistics: not served yet")
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, call: Call
+    ) -> pb.RepositoryModelLoadResponse:
+        _refuse_parameters(request.parameters)
+        # Loading reads and checks the files: off the serving loop, which keeps answering.
+        load = self._plane.load_model
+        await asyncio.to_thread(load, call, request.repository_name, request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, call: Call
+    ) -> pb.RepositoryModelUnloadResponse:
+        _refuse_parameters(request.parameters)
+        unload = self._plane.unload_model
+        await asyncio.to_thread(unload, call, request.repository_name, request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    def SystemSharedMemoryStatus(
+        self, request: pb.SystemSharedMemoryStatusRequest, call: Call
+    ) -> pb.SystemSharedMemoryStatusResponse:
+        raise RequestError(Status.UNIMPLEMENTED, "SystemSharedMemoryStatus: not served yet")
+
+    def SystemSharedMemoryRegister(
+        self, request: pb.SystemSharedMemoryRegisterRequest, call: Call
+    ) -> pb.SystemSharedMemoryRegisterResponse:
+        raise RequestError(Status.UNIMPLEMENTED, "SystemSharedMemoryRegister: not served yet")
+
+    def SystemSharedMemoryUnregister(
+        self, request: pb.SystemSharedMemoryUnregisterRequest, call: Call
+    ) -> pb.SystemSharedMemoryUnregisterResponse:
+        raise RequestError(Status.UNIMPLEMENTED, "SystemSharedMemoryUnregister: not served yet")
 
     def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, call: Call

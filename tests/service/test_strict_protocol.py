@@ -107,7 +107,7 @@ def test_an_oversized_request_is_refused_by_us_and_counted(serve, tiny_model) ->
 
 
 def test_a_method_nobody_serves_is_unimplemented_and_counted(served: Served) -> None:
-    for method in ("/inference.GRPCInferenceService/ModelStreamInfer", "/no.Such/Method"):
+    for method in ("/inference.GRPCInferenceService/CudaSharedMemoryStatus", "/no.Such/Method"):
         error = refusal(served, method, b"")
         assert error.code() == grpc.StatusCode.UNIMPLEMENTED
         assert "is not served here; the services are foldserve.v1.Predictor" in error.details()
