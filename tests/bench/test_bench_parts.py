@@ -175,12 +175,18 @@ def test_the_short_preset_takes_given_flags_over_its_own() -> None:
         "workers",
         "h2load",
         "bn_kept_model",
+        "runtimes",
+        "baselines",
+        "peer",
+        "peer_cache",
     )
     args = argparse.Namespace(**dict.fromkeys(names), model="m.onnx", out="o", short=True)
     args.calls, args.workers = 7, (2,)
     settings = plan.from_args(args)
     assert settings.short and settings.calls == 7 and settings.rounds == 1
     assert settings.workers == (1, 2)  # one worker is always the baseline of the comparison
+    # The short run: the echo floor on one runtime, beside foldserve.
+    assert settings.baselines == ("echo",) and settings.runtimes == (plan.SHORT_RUNTIME,)
     with pytest.raises(argparse.ArgumentTypeError):
         plan.int_list("1,x")
     assert plan.int_list("1, 8,32") == (1, 8, 32)
@@ -195,7 +201,8 @@ def test_the_short_preset_takes_given_flags_over_its_own() -> None:
 
 def test_workers_are_passed_only_above_one() -> None:
     commands = {spec.name: spec.command for spec in servers.specs("m.onnx", (1, 2), 128)}
-    assert list(commands) == ["echo", "bare", "foldserve", "foldserve-w2"]
+    baselines = [f"{kind}-{r}" for kind in ("echo", "bare") for r in ("sync", "aio", "uvloop")]
+    assert list(commands) == [*baselines, "foldserve", "foldserve-w2"]
     assert "--workers" not in commands["foldserve"]
     assert commands["foldserve-w2"][-2:] == ("--workers", "2")
     for command in commands.values():
@@ -205,8 +212,10 @@ def test_workers_are_passed_only_above_one() -> None:
 def test_the_one_worker_run_is_one_process() -> None:
     """`serve` defaults to a worker per CPU; the one-worker run, like the baselines, is one."""
     env = {spec.name: dict(spec.env) for spec in servers.specs("m.onnx", (1, 2), 128)}
-    assert env["foldserve"] == {"FOLDSERVE_WORKERS": "1"}
-    assert env["foldserve-w2"] == {} and env["echo"] == {} and env["bare"] == {}
+    # Every foldserve asks for a REST port on a free port (a serve without one ignores it).
+    assert env["foldserve"] == {"FOLDSERVE_WORKERS": "1", "FOLDSERVE_HTTP_PORT": "0"}
+    assert env["foldserve-w2"] == {"FOLDSERVE_HTTP_PORT": "0"}
+    assert env["echo-sync"] == {} and env["bare-aio"] == {}
 
 
 def test_a_server_that_rejects_a_flag_is_reported_not_raised(tmp_path: Path) -> None:
@@ -281,7 +290,8 @@ def test_a_timed_run_that_completes_nothing_runs_once_longer(tmp_path: Path) -> 
     workload = workloads.Workload(PREDICT, "/p", b"x")
     with pytest.raises(h2load.NoCallsError):
         generator.run("127.0.0.1:1", workload, 50, duration=0.2)
-    result = measure.measure(generator, _Server(), workload, 50, measure.Load(duration=0.2))
+    load = measure.Load(duration=0.2)
+    result = measure.measure(generator, _Server(), "127.0.0.1:1", workload, 50, load)
     assert result.error is None and result.figures["calls"] == 3
     assert result.figures["server_cpu_us_per_call"] == 0.0  # the stand-in's CPU never moves
 
