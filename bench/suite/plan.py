@@ -4,10 +4,11 @@ any flag given on the command line taking its place."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from foldserve.bench.baselines.runtimes import RUNTIMES
+from foldserve.bench.baselines.runtimes import AIO, RUNTIMES, UVLOOP
 from foldserve.server.config import MAX_CONCURRENT_RPCS
 
 BENCH_OUT = "bench-results"  # where the JSON, the Markdown table and the plots go
@@ -21,9 +22,16 @@ BENCH_STREAMS = 4  # "several streams": each on its own connection
 ECHO, BARE = "echo", "bare"  # the baseline servers, each run on every runtime asked for
 BASELINE_KINDS = (ECHO, BARE)
 PEERS = ("mlserver",)  # other model servers `--peer` measures beside foldserve
-# The short run's one runtime: the echo floor's cheapest per call at every level on the 2-core
-# development box (a full run measures all three; see the README's performance section).
-SHORT_RUNTIME = "sync"
+
+
+def short_runtime() -> str:
+    """The short run's one runtime: uvloop where it is installed (the echo floor's cheapest and
+    fastest at almost every level on the 2-core development box: a full run measures all
+    three), else asyncio's own loop. Looked up, not imported: the parser must stay light."""
+    return UVLOOP if importlib.util.find_spec("uvloop") is not None else AIO
+
+
+SHORT_RUNTIME = short_runtime()
 # The full run (`foldserve bench`, a few minutes) and the short one (`--short`, seconds; `make
 # test` runs it). Calls are per server, method and round; seconds per measurement.
 BENCH_FULL = {
