@@ -78,7 +78,7 @@ def _check(lineup: Lineup, server: Server, workload: Workload) -> None:
             kind_of(name) == FOLDSERVE and workload.name not in REST
         ):
             raise SetupError(f"{name} does not answer {exc}") from None
-        lineup.note(name, workload.name, str(exc))
+        lineup.note(name, workload.name, str(exc).removeprefix(f"{workload.name}: "))
         return
     lineup.serving.setdefault(workload.name, []).append(name)
 

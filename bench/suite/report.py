@@ -14,6 +14,7 @@ from foldserve.bench.suite.report_tables import (
     value,
 )
 from foldserve.bench.suite.rounds import WORKERS
+from foldserve.bench.suite.servers import FOLDSERVE
 
 
 def _targets(targets: list[dict]) -> list[str]:
@@ -45,6 +46,19 @@ def _figures(result: dict) -> list[str]:
     return [*lines, client_line(result)]
 
 
+def _peer_targets(targets: list[dict], peer: str) -> list[str]:
+    lines = []
+    for target in targets:
+        digits = 0 if target["top"] is None or target["top"]["median"] > 10 else 2
+        measured = value(target["ratio"], 2) if target["ratio"] else target.get("missing", "–")
+        met = {True: "yes", False: "**no**", None: "–"}[target["met"]]
+        lines.append(
+            [target["name"], value(target["top"], digits), value(target["bottom"], digits)]
+        )
+        lines[-1] += [measured.splitlines()[0], target["goal"], met]
+    return table(["figure", FOLDSERVE, peer, f"foldserve / {peer}", "goal", "met"], lines)
+
+
 def _peer(result: dict) -> list[str]:
     peer = result["peer"]
     name = peer["name"]
@@ -57,7 +71,7 @@ def _peer(result: dict) -> list[str]:
         f"Ratios are foldserve / {name}, round by round.",
         "",
     ]
-    lines += _targets(peer["targets"])
+    lines += _peer_targets(peer["targets"], name)
     for entry in result.get("not_served", []):
         lines.append(f"\n{entry['server']} does not serve {entry['workload']}: {entry['why']}")
     return lines

@@ -136,6 +136,11 @@ def _target(
         met = median <= limit if relation == "<=" else median >= limit
     entry: dict[str, object] = {"name": name, "goal": f"{relation} {limit}", "ratio": ratio}
     entry["met"] = met
+    # The two figures the ratio is of, each over its rounds.
+    entry["top"], entry["bottom"] = (
+        spread(values(collected, *top)),
+        spread(values(collected, *bottom)),
+    )
     if against:
         entry["against"] = against
     if ratio is None:

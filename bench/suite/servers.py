@@ -92,9 +92,7 @@ class Server:
         if workload.protocol != HTTP:
             return self.target
         if self.http_port is None:
-            raise NoHttpPort(
-                f"{self.spec.name} reported no http_port= (its serve has no REST port yet)"
-            )
+            raise NoHttpPort("no http_port= on its startup line (its serve has no REST port yet)")
         return f"127.0.0.1:{self.http_port}"
 
     def cpu_seconds(self) -> float:
