@@ -9,10 +9,14 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from foldserve.bench.suite import peer, suite
+from foldserve.bench.suite import peer, report, results, suite
+from foldserve.bench.suite.measure import Measurement
 from foldserve.bench.suite.plan import Plan
+from foldserve.bench.suite.rounds import IN_FLIGHT, SEQUENTIAL, Collected
+from foldserve.bench.suite.workloads import INFER_TYPED, REST_JSON
 from foldserve.core.model import Model
 
 
@@ -137,3 +141,28 @@ def test_a_peer_that_cannot_be_installed_leaves_the_rest_measured(
     specs, info = suite._specs(settings, tiny_model, tmp_path)
     assert "mlserver" not in [s.name for s in specs] and "foldserve" in [s.name for s in specs]
     assert info == {"name": "mlserver", "error": "could not install mlserver==1.7.1: no network"}
+
+
+def test_the_peer_targets_are_ratios_of_the_same_workload(tmp_path: Path) -> None:
+    collected = Collected()
+    figures = {
+        "foldserve": {"calls_per_s": 3000.0, "server_cpu_us_per_call": 150.0, "p50_us": 200.0},
+        "mlserver": {"calls_per_s": 1000.0, "server_cpu_us_per_call": 400.0, "p50_us": 400.0},
+    }
+    for server, figure in figures.items():
+        for key in ((IN_FLIGHT, INFER_TYPED, server, 32), (SEQUENTIAL, INFER_TYPED, server, 1)):
+            collected.add(key, Measurement(figure, np.empty(0)))
+    settings = Plan(model="m", out=tmp_path)
+    why = {REST_JSON: "foldserve: no http_port= on its startup line"}
+    targets = {t["name"]: t for t in results.peer_targets(collected, settings, "mlserver", why)}
+    rate = targets["ModelInfer typed: calls/s at 32 in flight"]
+    assert rate["ratio"]["median"] == 3.0 and rate["met"] is True
+    assert rate["top"]["median"] == 3000.0 and rate["bottom"]["median"] == 1000.0
+    cpu = targets["ModelInfer typed: server CPU per call, sequential"]
+    assert cpu["ratio"]["median"] == 0.375 and cpu["goal"] == "<= 0.6" and cpu["met"] is True
+    assert targets["ModelInfer typed: sequential p50"]["met"] is True
+    rest = targets["REST JSON: sequential p50"]
+    assert rest["ratio"] is None and rest["missing"] == why[REST_JSON]
+    lines = report._peer_targets(list(targets.values()), "mlserver")
+    assert lines[0] == "| figure | foldserve | mlserver | foldserve / mlserver | goal | met |"
+    assert "| ModelInfer typed: calls/s at 32 in flight | 3,000 | 1,000 | 3.00 |" in lines[2]
