@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import argparse
 
+from foldserve.bench.baselines.runtimes import DESCRIPTIONS, RUNTIMES
 from foldserve.bench.suite.plan import (
+    BASELINE_KINDS,
     BENCH_CONNECTIONS,
     BENCH_FULL,
     BENCH_IN_FLIGHT,
     BENCH_OUT,
     BENCH_SHORT,
     BENCH_STREAMS,
+    PEERS,
 )
 from foldserve.client.commands import TARGET, add_channel_arguments
 from foldserve.contract.layout import MODEL_DIR, MODEL_FILE
@@ -55,7 +58,41 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     add("--out", default=BENCH_OUT, help="directory for the results")
     add("--short", action="store_true", help="a few seconds of load (what make test runs)")
     _add_bench_load_flags(bench)
+    _add_bench_server_flags(bench)
     bench.set_defaults(func=_bench)
+
+
+def _add_bench_server_flags(bench: argparse.ArgumentParser) -> None:
+    """Which servers stand beside foldserve: the baselines, their runtimes, a peer."""
+    from foldserve.bench.suite.plan import choices
+
+    full, short = BENCH_FULL, BENCH_SHORT
+    add = bench.add_argument
+    add(
+        "--baselines",
+        type=choices(BASELINE_KINDS, none=True),
+        help="baseline servers, each on every --runtimes: echo (canned replies), bare (the "
+        f"model, nothing else), or none (default {','.join(full['baselines'])}; --short "
+        f"{','.join(short['baselines'])})",
+    )
+    runtimes = "; ".join(f"{name}: {text}" for name, text in DESCRIPTIONS.items())
+    add(
+        "--runtimes",
+        type=choices(RUNTIMES),
+        help=f"the runtimes the baselines run on ({runtimes}) (default "
+        f"{','.join(full['runtimes'])}; --short {','.join(short['runtimes'])})",
+    )
+    add(
+        "--peer",
+        choices=PEERS,
+        help="also measure another model server on the same model, client and V2 workloads, "
+        "installed on first use in a venv of its own under the cache directory",
+    )
+    add(
+        "--peer-cache",
+        metavar="DIR",
+        help="where the peer's venv lives (default $XDG_CACHE_HOME or ~/.cache, /foldserve/peers)",
+    )
 
 
 def _add_bench_load_flags(bench: argparse.ArgumentParser) -> None:
@@ -110,13 +147,14 @@ def _add_bench_load_flags(bench: argparse.ArgumentParser) -> None:
 
 BENCH_HELP = "the benchmark suite: echo floor, bare model server and foldserve side by side"
 BENCH_DESCRIPTION = (
-    "Start the echo floor (canned replies on foldserve's server stack), a bare model server and "
-    "foldserve (once per --workers count), each in its own process, and load them with h2load "
-    "(nghttp2-client) in alternating rounds: sequential latency, throughput at each level of "
-    "calls in flight, PredictStream, server and client CPU per call; then the folded vs the "
-    "BN-kept model in onnxruntime alone. Writes JSON, a Markdown table of ratios to the echo "
-    "floor and PNG plots (with matplotlib) to --out. Exit 1: something could not be measured "
-    "(the rest was); 2: nothing could."
+    "Start the echo floor (canned replies) and a bare model server on each Python gRPC runtime "
+    "(sync, asyncio, uvloop), foldserve (once per --workers count) and, with --peer, another "
+    "model server, each in its own process, and load them with h2load (nghttp2-client; HTTP/1.1 "
+    "for V2 REST) in alternating rounds: sequential latency, throughput at each level of calls "
+    "in flight, PredictStream, server and client CPU per call; then the folded vs the BN-kept "
+    "model in onnxruntime alone. Writes JSON, a Markdown report of ratios to the fastest echo "
+    "(and to the peer) and PNG plots (with matplotlib) to --out. Exit 1: something could not be "
+    "measured (the rest was); 2: nothing could."
 )
 
 

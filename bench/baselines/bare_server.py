@@ -3,12 +3,12 @@
 Per example it decodes the input, makes one onnxruntime run (foldserve's session options,
 through `foldserve.core.loading.load_model`) and encodes the reply: `Predict`, `PredictStream` and
 `ModelInfer` (typed contents answered typed, raw answered raw, as foldserve does), on the echo
-floor's server stack (`bench.baselines.echo`). No validation, metrics, admission or logging:
-foldserve's distance from it is what our own serving code costs, its distance from the echo what
-the model costs.
+floor's server stacks (`bench.baselines.echo`, `--runtime sync|aio|uvloop`). No validation,
+metrics, admission or logging: foldserve's distance from it is what our own serving code costs,
+its distance from the echo what the model costs.
 
-Run `python -m bench.baselines.bare_server --model FILE`; it prints `grpc_port=N` and serves until
-killed.
+Run `python -m foldserve.bench.baselines.bare_server --model FILE [--runtime R]`; it prints
+`grpc_port=N` and serves until killed.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 
 from foldserve._proto.foldserve.v1 import predictor_pb2 as pb
 from foldserve._proto.inference import grpc_predict_v2_pb2 as v2
-from foldserve.bench.baselines.echo import FP32, add_arguments, serve
+from foldserve.bench.baselines.echo import FP32, run
 from foldserve.contract import LOGITS, PROBABILITIES
 from foldserve.core.loading import load_model
 from foldserve.core.model import Model
@@ -73,10 +73,7 @@ class Bare:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", required=True, help="the model.onnx to run per call")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    serve(args.host, Bare(load_model(args.model)), args.max_concurrent_rpcs, args.runtime)
-    return 0
+    return run(lambda args: Bare(load_model(args.model)), argv, parser)
 
 
 if __name__ == "__main__":

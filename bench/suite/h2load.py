@@ -1,4 +1,5 @@
-"""The load generator: nghttp2's `h2load`, a C HTTP/2 client, sending prebuilt gRPC bodies.
+"""The load generator: nghttp2's `h2load`, a C HTTP/2 client, sending prebuilt gRPC bodies, and
+in its HTTP/1.1 mode (`--h1`) the V2 REST bodies.
 
 Why h2load and not Python clients: on a small machine a grpcio client spends about as much CPU
 per call as the server it measures, and would share the cores the server needs; h2load sends
@@ -7,7 +8,14 @@ reported, from `wait4`). It keeps exactly `connections × streams` calls in flig
 count of calls (`-n`) or a bounded time (`-D`), and logs every call's start and duration.
 
 What h2load cannot see, a gRPC status in the trailers, is checked by the reply bytes: each OK
-call brings back exactly the reply `workloads.reply_bytes` measured; an error brings none.
+call brings back exactly the reply `workloads.reply_bytes` measured; an error brings none. Over
+HTTP/1.1 a call is one request on a keep-alive connection (no pipelining: one call in flight per
+connection, as HTTP/1.1 clients do), and a status other than 2xx counts as failed.
+
+Why h2load for REST too, rather than wrk: the same client for both protocols (one thread, the
+same per-call log, the same CPU accounting from `wait4`), bodies from a file with `-d` and
+headers with `-H`, and no Lua script to write a POST; wrk reports a latency summary, not each
+call.
 Debian/Ubuntu: `apt-get install nghttp2-client`; macOS: `brew install nghttp2`.
 """
 
@@ -24,9 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from foldserve.bench.suite.cpu import rusage_seconds
-from foldserve.bench.suite.workloads import Workload
+from foldserve.bench.suite.workloads import HTTP, Workload
 
-HEADERS = ("content-type: application/grpc", "te: trailers")
 # Past a run's own length (calls at 1 ms, or its duration), the margin before it is killed.
 TIMEOUT_MARGIN_SECONDS = 60.0
 _DONE = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded")
@@ -103,11 +110,12 @@ class H2Load:
         return self._bodies[workload]
 
     def _command(
-        self, url: str, body: Path, log: Path, count: str, connections: int, streams: int
+        self, workload: Workload, url: str, log: Path, count: str, connections: int, streams: int
     ) -> list[str]:
-        headers = [arg for header in HEADERS for arg in ("-H", header)]
+        headers = [arg for header in workload.request_headers for arg in ("-H", header)]
         return [
             self._binary,
+            *(["--h1"] if workload.protocol == HTTP else []),
             "-t",
             "1",
             "-c",
@@ -116,7 +124,7 @@ class H2Load:
             str(streams),
             *count.split(),
             "-d",
-            str(body),
+            str(self._body(workload)),
             *headers,
             f"--log-file={log}",
             url,
@@ -134,7 +142,7 @@ class H2Load:
         streams: int = 1,
     ) -> LoadRun:
         """Send `calls` calls (or as many as fit in `duration` seconds), `connections × streams`
-        at a time, and return the per-call figures.
+        at a time (an HTTP workload: give `streams` 1), and return the per-call figures.
 
         Raises:
             LoadError: h2load failed or timed out, or replies were missing (gRPC errors).
@@ -146,7 +154,7 @@ class H2Load:
         log = self._workdir / "calls.log"
         log.unlink(missing_ok=True)  # h2load appends to an existing log
         url = f"http://{target}{workload.path}"
-        command = self._command(url, self._body(workload), log, count, connections, streams)
+        command = self._command(workload, url, log, count, connections, streams)
         output = self._workdir / "h2load.out"
         with output.open("w") as sink:
             process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
@@ -168,12 +176,14 @@ class H2Load:
         completed, received = int(done.group(3)), int(data.group(1))
         if not completed:
             raise NoCallsError(f"{workload.name}: no call completed; is the server still up?")
-        if int(done.group(4)) != completed or received < completed * reply_bytes:
+        succeeded = int(done.group(4))
+        if succeeded != completed or received < completed * reply_bytes:
             missing = completed - received // reply_bytes if reply_bytes else completed
+            why = "a gRPC error" if workload.protocol != HTTP else "an HTTP error or a short body"
             raise LoadError(
-                f"{workload.name}: {missing} of {completed} calls came back without their reply "
-                f"({received} bytes of data, {reply_bytes} expected per call): the server "
-                "answered them with a gRPC error"
+                f"{workload.name}: {max(missing, completed - succeeded)} of {completed} calls came "
+                f"back without their reply ({received} bytes of data, {reply_bytes} expected per "
+                f"call): the server answered them with {why}"
             )
         starts, latencies = _read_log(log)
         return LoadRun(latencies, starts, completed, received, rusage_seconds(usage))

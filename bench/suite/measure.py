@@ -49,10 +49,10 @@ def _per(total: float, count: int) -> float | None:
 
 
 def _run(
-    generator: H2Load, server: Server, workload: Workload, reply_bytes: int, load: Load
+    generator: H2Load, target: str, workload: Workload, reply_bytes: int, load: Load
 ) -> LoadRun:
     return generator.run(
-        server.target,
+        target,
         workload,
         reply_bytes,
         calls=load.calls,
@@ -63,21 +63,22 @@ def _run(
 
 
 def measure(
-    generator: H2Load, server: Server, workload: Workload, reply_bytes: int, load: Load
+    generator: H2Load, server: Server, target: str, workload: Workload, reply_bytes: int, load: Load
 ) -> Measurement:
-    """Run `load` of `workload` against `server`; a failed run is returned with its error.
+    """Run `load` of `workload` against `server` at `target` (the port that serves it); a failed
+    run is returned with its error.
 
     A timed run in which no call completed is run once more, five times longer (at least 1 s):
     on a starved machine a short window can end before the first answer.
     """
     try:
-        return _measured(generator, server, workload, reply_bytes, load)
+        return _measured(generator, server, target, workload, reply_bytes, load)
     except NoCallsError as exc:
         if load.duration is None:
             return Measurement({}, np.empty(0), str(exc))
         longer = dataclasses.replace(load, duration=max(5 * load.duration, 1.0))
         try:
-            return _measured(generator, server, workload, reply_bytes, longer)
+            return _measured(generator, server, target, workload, reply_bytes, longer)
         except LoadError as again:
             return Measurement({}, np.empty(0), str(again))
     except LoadError as exc:
@@ -85,10 +86,10 @@ def measure(
 
 
 def _measured(
-    generator: H2Load, server: Server, workload: Workload, reply_bytes: int, load: Load
+    generator: H2Load, server: Server, target: str, workload: Workload, reply_bytes: int, load: Load
 ) -> Measurement:
     before = server.cpu_seconds()
-    run = _run(generator, server, workload, reply_bytes, load)
+    run = _run(generator, target, workload, reply_bytes, load)
     used = server.cpu_seconds() - before if cpu.available() else None
     span = run.span_seconds
     examples = run.done * workload.messages
@@ -111,9 +112,9 @@ def _measured(
 
 
 def warm_up(
-    generator: H2Load, server: Server, workload: Workload, reply_bytes: int, load: Load
+    generator: H2Load, target: str, workload: Workload, reply_bytes: int, load: Load
 ) -> None:
     """Untimed load, so the measurement after it finds threads started and caches warm."""
     # A warm-up that fails is not reported: the timed run after it fails the same way, and is.
     with contextlib.suppress(LoadError):
-        _run(generator, server, workload, reply_bytes, load)
+        _run(generator, target, workload, reply_bytes, load)

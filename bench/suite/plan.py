@@ -4,9 +4,11 @@ any flag given on the command line taking its place."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from foldserve.bench.baselines.runtimes import AIO, RUNTIMES, UVLOOP
 from foldserve.server.config import MAX_CONCURRENT_RPCS
 
 BENCH_OUT = "bench-results"  # where the JSON, the Markdown table and the plots go
@@ -17,6 +19,19 @@ BENCH_TARGET_IN_FLIGHT = 32
 # connection, so one connection would put every call on one worker.
 BENCH_CONNECTIONS = 8
 BENCH_STREAMS = 4  # "several streams": each on its own connection
+ECHO, BARE = "echo", "bare"  # the baseline servers, each run on every runtime asked for
+BASELINE_KINDS = (ECHO, BARE)
+PEERS = ("mlserver",)  # other model servers `--peer` measures beside foldserve
+
+
+def short_runtime() -> str:
+    """The short run's one runtime: uvloop where it is installed (the echo floor's cheapest and
+    fastest at almost every level on the 2-core development box: a full run measures all
+    three), else asyncio's own loop. Looked up, not imported: the parser must stay light."""
+    return UVLOOP if importlib.util.find_spec("uvloop") is not None else AIO
+
+
+SHORT_RUNTIME = short_runtime()
 # The full run (`foldserve bench`, a few minutes) and the short one (`--short`, seconds; `make
 # test` runs it). Calls are per server, method and round; seconds per measurement.
 BENCH_FULL = {
@@ -27,6 +42,8 @@ BENCH_FULL = {
     "stream_messages": 5000,
     "workers": (1, 2),
     "ort_seconds": 0.3,
+    "runtimes": RUNTIMES,
+    "baselines": BASELINE_KINDS,
 }
 BENCH_SHORT = {
     "rounds": 1,
@@ -36,6 +53,8 @@ BENCH_SHORT = {
     "stream_messages": 200,
     "workers": (1,),
     "ort_seconds": 0.02,
+    "runtimes": (SHORT_RUNTIME,),
+    "baselines": (ECHO,),
 }
 BENCH_ORT_BATCHES = (1, 32, 256)  # the onnxruntime-alone comparison, folded vs BN kept
 
@@ -60,6 +79,10 @@ class Plan:
     workers: tuple[int, ...] = (1, 2)
     ort_seconds: float = 0.3
     h2load: str | None = None
+    runtimes: tuple[str, ...] = RUNTIMES
+    baselines: tuple[str, ...] = BASELINE_KINDS
+    peer: str | None = None
+    peer_cache: Path | None = None
 
     @property
     def concurrency_limit(self) -> int:
@@ -77,9 +100,11 @@ class Plan:
         """Untimed load before each timed run at a level of calls in flight."""
         return min(0.25, self.duration / 4)
 
-    def split(self, in_flight: int) -> tuple[int, int]:
+    def split(self, in_flight: int, multiplexed: bool = True) -> tuple[int, int]:
         """(connections, streams per connection) carrying `in_flight` calls: as many of
-        `connections` as divide it evenly."""
+        `connections` as divide it evenly; not `multiplexed` (HTTP/1.1), one per call."""
+        if not multiplexed:
+            return in_flight, 1
         connections = max(
             c for c in range(1, min(self.connections, in_flight) + 1) if not in_flight % c
         )
@@ -121,6 +146,25 @@ def int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def choices(allowed: tuple[str, ...], none: bool = False):
+    """A parser, for argparse, of a comma-separated subset of `allowed` ("none": the empty
+    one, where `none`), kept in the order of `allowed`."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        words = [word.strip() for word in text.split(",") if word.strip()]
+        if none and words == ["none"]:
+            return ()
+        unknown = [word for word in words if word not in allowed]
+        if unknown or not words:
+            also = ", or none" if none else ""
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected some of {', '.join(allowed)}{also}, comma-separated"
+            )
+        return tuple(name for name in allowed if name in words)
+
+    return parse
+
+
 def from_args(args: argparse.Namespace) -> Plan:
     """The plan for parsed `foldserve bench` arguments: the preset of `--short` or the full run,
     with every flag that was given (not None) in place of its preset value."""
@@ -132,5 +176,7 @@ def from_args(args: argparse.Namespace) -> Plan:
             values[field.name] = given
     values["model"] = str(values["model"])
     values["out"] = Path(values["out"])  # type: ignore[arg-type]
+    if values.get("peer_cache") is not None:
+        values["peer_cache"] = Path(values["peer_cache"])  # type: ignore[arg-type]
     values["workers"] = tuple(sorted(set(values["workers"]) | {1}))  # type: ignore[call-overload]
     return Plan(**values)  # type: ignore[arg-type]

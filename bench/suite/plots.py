@@ -1,5 +1,6 @@
 """The suite's plots, drawn from its JSON result with matplotlib (Agg, no display needed):
-the sequential latency CDF, throughput against calls in flight, and against worker processes.
+the sequential latency CDF, throughput against calls in flight (a panel per workload, a line per
+server), and against worker processes.
 
 matplotlib is in the `dev` extra only (the serving install stays small); without it `write`
 draws nothing and says so, and the tables are still printed.
@@ -10,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from foldserve.bench.suite.rounds import IN_FLIGHT, WORKERS
-from foldserve.bench.suite.servers import BASELINES, LABELS
 from foldserve.bench.suite.workloads import UNARY
 
 FILES = {
@@ -43,13 +43,25 @@ def _plain_log_axis(axis, ticks: list[int] | None = None) -> None:
     axis.xaxis.set_minor_formatter(NullFormatter())
 
 
+def _servers(result: dict) -> list[str]:
+    return [server["name"] for server in result["servers"]]
+
+
+def _panels(plt, workloads: list[str]):
+    """A figure with a panel per workload (at least one)."""
+    count = max(len(workloads), 1)
+    figure, axes = plt.subplots(1, count, figsize=(5 * count, 4), sharey=True, squeeze=False)
+    return figure, list(axes[0])
+
+
 def _cdf(plt, result: dict, path: Path) -> None:
-    figure, axes = plt.subplots(1, len(UNARY), figsize=(5 * len(UNARY), 4), sharey=True)
-    for axis, workload in zip(axes, UNARY, strict=True):
-        for server in BASELINES:
+    workloads = [w for w in UNARY if result["cdf"].get(w)]
+    figure, axes = _panels(plt, workloads)
+    for axis, workload in zip(axes, workloads, strict=False):
+        for server in _servers(result):
             curve = result["cdf"].get(workload, {}).get(server)
             if curve:
-                axis.plot(curve["latency_us"], curve["quantile"], label=LABELS[server])
+                axis.plot(curve["latency_us"], curve["quantile"], label=server)
         axis.set_xscale("log")
         _plain_log_axis(axis)
         axis.set_title(f"{workload}, sequential")
@@ -75,14 +87,17 @@ def _errorbars(axis, xs: list[int], entries: list[dict | None], label: str) -> N
 
 
 def _in_flight(plt, result: dict, path: Path) -> None:
-    figure, axes = plt.subplots(1, len(UNARY), figsize=(5 * len(UNARY), 4), sharey=True)
-    for axis, workload in zip(axes, UNARY, strict=True):
+    workloads = [w for w in UNARY if result[IN_FLIGHT].get(w)]
+    figure, axes = _panels(plt, workloads)
+    for axis, workload in zip(axes, workloads, strict=False):
         xs: list[int] = []
-        for server in BASELINES:
+        for server in _servers(result):
             levels = result[IN_FLIGHT].get(workload, {}).get(server, {})
+            if not levels:
+                continue
             xs = sorted(int(level) for level in levels)
             entries = [levels[str(x)].get("calls_per_s") for x in xs]
-            _errorbars(axis, xs, entries, LABELS[server])
+            _errorbars(axis, xs, entries, server)
         axis.set_xscale("log", base=2)
         _plain_log_axis(axis, xs)
         axis.set_title(workload)

@@ -1,94 +1,84 @@
-"""The suite's Markdown report: the targets, every figure beside the echo floor's, the workers,
-onnxruntime alone, and what the machine was doing. Every cell is "median (min–max)" over the
-rounds; a ratio is the median of the round-by-round ratios."""
+"""The suite's Markdown report: the targets, foldserve against the peer, every figure of every
+server (the baselines on each runtime, foldserve, the peer) with foldserve's ratio to the fastest
+echo, the workers, onnxruntime alone, and what the machine was doing. Every cell is "median
+(min–max)" over the rounds; a ratio is the median of the round-by-round ratios."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-from foldserve.bench.suite.rounds import IN_FLIGHT, SEQUENTIAL, STREAMS, WORKERS
-from foldserve.bench.suite.servers import BASELINES, LABELS
-from foldserve.bench.suite.workloads import UNARY
-
-
-def value(entry: object, digits: int = 0) -> str:
-    """A spread as "median (min–max)", or "–" for none."""
-    if not isinstance(entry, dict) or "median" not in entry:
-        return "–"
-    median, low, high = entry["median"], entry["min"], entry["max"]
-    if len(entry["rounds"]) == 1 or low == high:
-        return f"{median:,.{digits}f}"
-    return f"{median:,.{digits}f} ({low:,.{digits}f}–{high:,.{digits}f})"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    aligns = ["---"] + ["---:"] * (len(header) - 1)
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(aligns) + " |"]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+from foldserve.bench.suite.report_tables import (
+    client_line,
+    figure_table,
+    stream_rows,
+    table,
+    unary_rows,
+    value,
+)
+from foldserve.bench.suite.rounds import WORKERS
+from foldserve.bench.suite.servers import FOLDSERVE
 
 
 def _targets(targets: list[dict]) -> list[str]:
-    rows = []
+    lines = []
     for target in targets:
         met = {True: "yes", False: "**no**", None: "–"}[target["met"]]
         measured = value(target["ratio"], 2) if target["ratio"] else target.get("missing", "–")
-        rows.append([target["name"], target["goal"], measured.splitlines()[0], met])
-    return _table(["target", "goal", "measured", "met"], rows)
+        lines.append([target["name"], target["goal"], measured.splitlines()[0], met])
+        if target.get("against"):
+            lines[-1][0] += f" ({target['against']})"
+    return table(["target", "goal", "measured", "met"], lines)
 
 
-# (label, figure, digits) of each row group.
-_SEQUENTIAL = (
-    ("p50 µs", "p50_us", 0),
-    ("p90 µs", "p90_us", 0),
-    ("p99 µs", "p99_us", 0),
-    ("server CPU µs/call", "server_cpu_us_per_call", 0),
-    ("h2load CPU µs/call", "client_cpu_us_per_call", 1),
-)
-_FLIGHT = (
-    ("calls/s", "calls_per_s", 0),
-    ("p50 µs", "p50_us", 0),
-    ("p99 µs", "p99_us", 0),
-    ("server CPU µs/call", "server_cpu_us_per_call", 0),
-    ("h2load CPU µs/call", "client_cpu_us_per_call", 1),
-)
-_STREAM = (
-    ("examples/s", "examples_per_s", 0),
-    ("server CPU µs/example", "server_cpu_us_per_example", 0),
-)
+def _figures(result: dict) -> list[str]:
+    """One table per figure, every server a column."""
+    parts = [
+        ("Server CPU µs per call", "server_cpu_us_per_call", 0, list(unary_rows(result))),
+        ("Calls per second", "calls_per_s", 0, list(unary_rows(result, sequential=False))),
+        ("Latency p50 µs", "p50_us", 0, list(unary_rows(result))),
+        ("Latency p99 µs", "p99_us", 0, list(unary_rows(result))),
+        ("PredictStream: examples per second", "examples_per_s", 0, list(stream_rows(result))),
+        ("PredictStream: server CPU µs per example", "server_cpu_us_per_example", 0,
+         list(stream_rows(result))),
+    ]  # fmt: skip
+    lines: list[str] = []
+    for title, figure, digits, measured in parts:
+        if measured:
+            lines += [f"### {title}", "", *figure_table(result, figure, digits, measured), ""]
+    return [*lines, client_line(result)]
 
 
-def _row(label: str, cells: dict[str, dict], figure: str, digits: int) -> list[str]:
-    row = [label] + [value((cells.get(name) or {}).get(figure), digits) for name in BASELINES]
-    for name in BASELINES[1:]:
-        ratio = ((cells.get(name) or {}).get("over_echo") or {}).get(figure)
-        row.append(value(ratio, 2))
-    return row
+def _peer_targets(targets: list[dict], peer: str) -> list[str]:
+    lines = []
+    for target in targets:
+        digits = 0 if target["top"] is None or target["top"]["median"] > 10 else 2
+        measured = value(target["ratio"], 2) if target["ratio"] else target.get("missing", "–")
+        met = {True: "yes", False: "**no**", None: "–"}[target["met"]]
+        lines.append(
+            [target["name"], value(target["top"], digits), value(target["bottom"], digits)]
+        )
+        lines[-1] += [measured.splitlines()[0], target["goal"], met]
+    return table(["figure", FOLDSERVE, peer, f"foldserve / {peer}", "goal", "met"], lines)
 
 
-def _comparison_rows(sections: dict[str, dict]) -> Iterator[list[str]]:
-    for workload in UNARY:
-        cells = sections[SEQUENTIAL].get(workload, {})
-        for label, figure, digits in _SEQUENTIAL:
-            yield _row(f"{workload}, sequential: {label}", cells, figure, digits)
-    flight = sections[IN_FLIGHT]
-    levels = sorted({int(level) for w in flight.values() for s in w.values() for level in s})
-    for level in levels:
-        for workload in UNARY:
-            servers = flight.get(workload, {})
-            cells = {name: servers.get(name, {}).get(str(level)) or {} for name in BASELINES}
-            for label, figure, digits in _FLIGHT:
-                yield _row(f"{workload}, {level} in flight: {label}", cells, figure, digits)
-    counts = sorted({int(c) for server in sections[STREAMS].values() for c in server})
-    for count in counts:
-        cells = {name: sections[STREAMS].get(name, {}).get(str(count)) or {} for name in BASELINES}
-        for label, figure, digits in _STREAM:
-            yield _row(f"{count} PredictStream: {label}", cells, figure, digits)
+def _peer(result: dict) -> list[str]:
+    peer = result["peer"]
+    name = peer["name"]
+    if "error" in peer:
+        return [f"{name} could not be measured:", "", "```", peer["error"], "```"]
+    lines = [
+        f"{name} {peer.get('version', '')} in its own venv ({peer.get('venv')}: "
+        f"{', '.join(peer.get('requirements', []))}), in-process (parallel_workers 0), the same "
+        f"model through a custom onnxruntime runtime, the same client and request bodies. "
+        f"Ratios are foldserve / {name}, round by round.",
+        "",
+    ]
+    lines += _peer_targets(peer["targets"], name)
+    for entry in result.get("not_served", []):
+        lines.append(f"\n{entry['server']} does not serve {entry['workload']}: {entry['why']}")
+    return lines
 
 
-def _comparison(sections: dict[str, dict]) -> list[str]:
-    header = ["measurement", *(LABELS[n] for n in BASELINES)]
-    header += [f"{LABELS[n]} / echo" for n in BASELINES[1:]]
-    return _table(header, list(_comparison_rows(sections)))
+def _missing(result: dict) -> list[str]:
+    return [f"- {e['server']}, {e['workload']}: {e['why']}" for e in result.get("missing", [])]
 
 
 def _workers(workers: dict[str, dict], level: int) -> list[str]:
@@ -114,7 +104,7 @@ def _workers(workers: dict[str, dict], level: int) -> list[str]:
         "server cores busy",
         "over 1 worker",
     ]
-    return _table(header, rows)
+    return table(header, rows)
 
 
 def _onnxruntime(ort: dict) -> list[str]:
@@ -143,7 +133,7 @@ def _onnxruntime(ort: dict) -> list[str]:
         f"{name}: {n['file']} in the file, {n['after_ort']} after onnxruntime's optimizations"
         for name, n in ort["bn_nodes"].items()
     )
-    lines = [*_table(header, rows), "", f"BatchNormalization nodes: {nodes}."]
+    lines = [*table(header, rows), "", f"BatchNormalization nodes: {nodes}."]
     if ort.get("max_abs_difference") is not None:
         difference = ort["max_abs_difference"]
         lines.append(
@@ -183,7 +173,13 @@ def markdown(result: dict) -> str:
             "",
             *_targets(result["targets"]),
         ],
-        ["## Every figure beside the echo floor's", "", *_comparison(result)],
+    ]
+    if result.get("peer"):
+        parts.append([f"## foldserve against {result['peer']['name']}", "", *_peer(result)])
+    if result.get("missing"):
+        parts.append(["## Not measured", "", *_missing(result)])
+    parts += [
+        ["## Every figure, every server", "", *_figures(result)],
         [
             f"## foldserve --workers (Predict, {level} in flight)",
             "",

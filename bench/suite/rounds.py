@@ -2,8 +2,9 @@
 
 One round measures everything once: sequential calls of each method, each level of calls in
 flight, one stream and several, foldserve at each worker count. Within a measurement the servers
-take turns, in an order that rotates from round to round, so that load from elsewhere on the
-machine lands on all of them alike and no server is always measured first.
+that serve the workload take turns, in an order that rotates from round to round, so that load
+from elsewhere on the machine lands on all of them alike and no server is always measured first.
+A REST workload keeps its calls in flight on as many HTTP/1.1 connections, one call each.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import numpy as np
 from foldserve.bench.suite.h2load import H2Load
 from foldserve.bench.suite.measure import Load, Measurement, measure, warm_up
 from foldserve.bench.suite.plan import Plan
-from foldserve.bench.suite.servers import BASELINES, Server
-from foldserve.bench.suite.workloads import PREDICT, STREAM, UNARY, Workload
+from foldserve.bench.suite.servers import Server
+from foldserve.bench.suite.workloads import HTTP, PREDICT, STREAM, UNARY, Workload
 
 SEQUENTIAL, IN_FLIGHT, STREAMS, WORKERS = "sequential", "in_flight", "streams", "workers"
 # (section, workload, server, level): level is calls in flight, streams, or worker processes.
@@ -48,7 +49,9 @@ class Collected:
 class Bench:
     """What the rounds run: the plan, the load generator, the servers and their workloads.
 
-    `replies` holds the reply bytes of each (server name, workload name), as checked.
+    `servers` holds every server by name, in table order; `serving` the names of those that
+    answer each workload, in the same order; `replies` the reply bytes of each (server name,
+    workload name), as checked.
     """
 
     plan: Plan
@@ -57,13 +60,19 @@ class Bench:
     workers: dict[int, Server]
     workloads: dict[str, Workload]
     replies: dict[tuple[str, str], int]
+    serving: dict[str, list[str]]
     say: Callable[[str], None] = print
 
     def measure(self, name: str, server: Server, load: Load, warm: Load | None) -> Measurement:
         workload, reply = self.workloads[name], self.replies[(server.spec.name, name)]
+        target = server.target_for(workload)
         if warm is not None:
-            warm_up(self.generator, server, workload, reply, warm)
-        return measure(self.generator, server, workload, reply, load)
+            warm_up(self.generator, target, workload, reply, warm)
+        return measure(self.generator, server, target, workload, reply, load)
+
+    def unary(self) -> list[str]:
+        """The unary workloads some server answers, in table order."""
+        return [name for name in UNARY if self.serving.get(name)]
 
 
 def _order(names: Sequence, index: int) -> list:
@@ -72,9 +81,7 @@ def _order(names: Sequence, index: int) -> list:
 
 def _line(label: str, results: dict[str, Measurement], figure: str, unit: str) -> str:
     cells = []
-    # Baselines first, in table order, then worker counts.
-    for name in sorted(results, key=lambda n: (BASELINES.index(n) if n in BASELINES else 9, n)):
-        result = results[name]
+    for name, result in results.items():
         if result.error:
             cells.append(f"{name} FAILED")
             continue
@@ -84,42 +91,65 @@ def _line(label: str, results: dict[str, Measurement], figure: str, unit: str) -
     return f"  {label:<30} " + " | ".join(cells)
 
 
+def _take_turns(
+    bench: Bench,
+    collected: Collected,
+    index: int,
+    name: str,
+    key: Callable[[str], Key],
+    loads: tuple[Load, Load | None],
+) -> dict[str, Measurement]:
+    """Measure workload `name` on every server that serves it, in this round's order; return
+    the results in table order."""
+    results = {}
+    for server_name in _order(bench.serving[name], index):
+        result = bench.measure(name, bench.servers[server_name], *loads)
+        results[server_name] = result
+        collected.add(key(server_name), result)
+    return {n: results[n] for n in bench.serving[name]}
+
+
 def _sequential(bench: Bench, index: int, collected: Collected) -> None:
     plan = bench.plan
-    for name in UNARY:
-        results = {}
-        for server_name in _order(BASELINES, index):
-            load, warm = Load(calls=plan.calls), Load(calls=plan.warmup)
-            result = bench.measure(name, bench.servers[server_name], load, warm)
-            collected.add((SEQUENTIAL, name, server_name, 1), result)
+    loads = (Load(calls=plan.calls), Load(calls=plan.warmup))
+    for name in bench.unary():
+        results = _take_turns(
+            bench, collected, index, name, lambda s, n=name: (SEQUENTIAL, n, s, 1), loads
+        )
+        for server_name, result in results.items():
             collected.latencies[(name, server_name)].append(result.latencies_us)
-            results[server_name] = result
         bench.say(_line(f"sequential {name}", results, "p50_us", "µs p50"))
 
 
 def _in_flight(bench: Bench, index: int, collected: Collected) -> None:
     plan = bench.plan
     for level in plan.in_flight:
-        connections, streams = plan.split(level)
-        load = Load(duration=plan.duration, connections=connections, streams=streams)
-        warm = Load(duration=plan.warmup_seconds, connections=connections, streams=streams)
-        for name in UNARY:
-            results = {}
-            for server_name in _order(BASELINES, index):
-                result = bench.measure(name, bench.servers[server_name], load, warm)
-                collected.add((IN_FLIGHT, name, server_name, level), result)
-                results[server_name] = result
+        for name in bench.unary():
+            multiplexed = bench.workloads[name].protocol != HTTP
+            connections, streams = plan.split(level, multiplexed)
+            loads = (
+                Load(duration=plan.duration, connections=connections, streams=streams),
+                Load(duration=plan.warmup_seconds, connections=connections, streams=streams),
+            )
+            results = _take_turns(
+                bench,
+                collected,
+                index,
+                name,
+                lambda s, n=name, lv=level: (IN_FLIGHT, n, s, lv),
+                loads,
+            )
             bench.say(_line(f"{level:>2} in flight {name}", results, "calls_per_s", "calls/s"))
 
 
 def _streams(bench: Bench, index: int, collected: Collected) -> None:
+    if not bench.serving.get(STREAM):
+        return
     for count in sorted({1, bench.plan.streams}):
-        results = {}
-        for server_name in _order(BASELINES, index):
-            load = Load(calls=count, connections=count)
-            result = bench.measure(STREAM, bench.servers[server_name], load, None)
-            collected.add((STREAMS, STREAM, server_name, count), result)
-            results[server_name] = result
+        loads = (Load(calls=count, connections=count), None)
+        results = _take_turns(
+            bench, collected, index, STREAM, lambda s, c=count: (STREAMS, STREAM, s, c), loads
+        )
         bench.say(_line(f"{count} PredictStream", results, "examples_per_s", "examples/s"))
 
 

@@ -1,10 +1,12 @@
-"""`foldserve bench`, end to end: start the servers, check every workload, run the rounds, time
-onnxruntime alone, then write the JSON, the Markdown report and the plots, and print the report.
+"""`foldserve bench`, end to end: start the servers (installing the peer first, once, with
+`--peer`), check every workload, run the rounds, time onnxruntime alone, then write the JSON, the
+Markdown report and the plots, and print the report.
 
 Exit codes: 0 when everything was measured; 1 when something was not (a server that did not
-start, such as a `foldserve serve` without `--workers` yet, or a measurement that failed: the
-rest is still measured and written); 2 when nothing could be (no h2load, a bad model, a
-baseline server or foldserve itself not answering).
+start, such as a `foldserve serve` without `--workers` yet; foldserve's REST when its serve
+reports no `http_port=`; a peer that could not be installed; a measurement that failed: the rest
+is still measured and written); 2 when nothing could be (no h2load, a bad model, a baseline
+server or foldserve's gRPC not answering).
 """
 
 from __future__ import annotations
@@ -23,24 +25,22 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from foldserve.bench.suite import cpu, h2load, ort_alone, plots, report, results
-from foldserve.bench.suite.plan import BENCH_ORT_BATCHES, Plan, from_args
+from foldserve.bench.suite import cpu, h2load, ort_alone, peer, plots, report, results
+from foldserve.bench.suite.lineup import Lineup, SetupError, check
+from foldserve.bench.suite.plan import BASELINE_KINDS, BENCH_ORT_BATCHES, Plan, from_args
 from foldserve.bench.suite.rounds import Bench, Collected, run_rounds
 from foldserve.bench.suite.servers import (
-    BASELINES,
     FOLDSERVE,
-    Server,
+    ServerSpec,
     ServerStartError,
+    kind_of,
     specs,
     start_all,
-    workers_name,
 )
 from foldserve.bench.suite.stats import cdf
 from foldserve.bench.suite.workloads import (
-    PREDICT,
     STREAM,
-    WorkloadError,
-    reply_bytes,
+    rest_workloads,
     stream_workload,
     unary_workloads,
 )
@@ -51,10 +51,6 @@ from foldserve.runtime import ort
 JSON_FILE, MARKDOWN_FILE = "bench.json", "bench.md"
 
 
-class SetupError(RuntimeError):
-    """Nothing can be measured; the message says why."""
-
-
 def _say(text: str) -> None:
     print(text, flush=True)
 
@@ -63,59 +59,46 @@ def _warn(text: str) -> None:
     print(f"foldserve bench: {text}", file=sys.stderr, flush=True)
 
 
-def _servers(
-    started: dict[str, Server | ServerStartError], workers: tuple[int, ...]
-) -> tuple[dict[str, Server], dict[int, Server], dict[int, str]]:
-    """The baselines (each one needed), foldserve by worker count, and why a count did not
-    start."""
-    baselines = {}
-    for name in BASELINES:
-        server = started[name]
-        if isinstance(server, ServerStartError):
-            raise SetupError(str(server))
-        baselines[name] = server
-    by_count, errors = {1: baselines[FOLDSERVE]}, {}
-    for count in workers:
-        server = started[workers_name(count)]
-        if isinstance(server, ServerStartError):
-            errors[count] = server.reason
-            _warn(f"measuring the rest without it: {server}")
-        else:
-            by_count[count] = server
-    return baselines, by_count, errors
+def _specs(plan: Plan, model: Model, workdir: Path) -> tuple[list[ServerSpec], dict | None]:
+    """Every server to start, and what to record of the peer (None: no `--peer`)."""
+    server_specs = specs(
+        plan.model, plan.workers, plan.concurrency_limit, plan.baselines, plan.runtimes
+    )
+    if not plan.peer:
+        return server_specs, None
+    try:
+        spec, info = peer.prepare(plan.peer_cache, workdir / "peer", model, _say)
+    except peer.PeerError as exc:
+        _warn(f"measuring without {plan.peer}: {exc}")
+        return server_specs, {"name": plan.peer, "error": str(exc)}
+    return [*server_specs, spec], info
 
 
-def _replies(
-    baselines: dict[str, Server], workers: dict[int, Server], workloads: dict, errors: dict
-) -> dict[tuple[str, str], int]:
-    replies = {}
-    for name, server in baselines.items():
-        for workload in workloads.values():
-            try:
-                replies[(name, workload.name)] = reply_bytes(server.target, workload)
-            except WorkloadError as exc:
-                raise SetupError(f"{name} does not answer {exc}") from None
-    for count, server in list(workers.items()):
-        try:
-            replies[(server.spec.name, PREDICT)] = reply_bytes(server.target, workloads[PREDICT])
-        except WorkloadError as exc:
-            errors[count] = f"{server.spec.name} does not answer {exc}"
-            del workers[count]
-    return replies
-
-
-def _measure_servers(plan: Plan, model: Model, binary: str) -> tuple[Collected, dict[int, str]]:
+def _measure_servers(plan: Plan, model: Model, binary: str) -> tuple[Collected, Lineup, dict]:
+    classifier = model.require_classifier()
+    workloads = {**unary_workloads(classifier), **rest_workloads(classifier)}
+    workloads[STREAM] = stream_workload(classifier, plan.stream_messages)
     with tempfile.TemporaryDirectory(prefix="foldserve-bench-") as scratch:
         workdir = Path(scratch)
-        with start_all(specs(plan.model, plan.workers, plan.concurrency_limit), workdir) as started:
-            baselines, workers, errors = _servers(started, plan.workers)
-            workloads = unary_workloads(model.require_classifier())
-            workloads[STREAM] = stream_workload(model.require_classifier(), plan.stream_messages)
-            replies = _replies(baselines, workers, workloads, errors)
+        server_specs, peer_info = _specs(plan, model, workdir)
+        with start_all(server_specs, workdir) as started:
+            if peer_info and "error" not in peer_info:
+                error = started.get(peer_info["name"])
+                if isinstance(error, ServerStartError):
+                    peer_info["error"] = str(error)
+            lineup = check(started, workloads, _warn)
+            generator = h2load.H2Load(binary, workdir)
             bench = Bench(
-                plan, h2load.H2Load(binary, workdir), baselines, workers, workloads, replies, _say
+                plan,
+                generator,
+                lineup.servers,
+                lineup.workers,
+                workloads,
+                lineup.replies,
+                lineup.serving,
+                _say,
             )
-            return run_rounds(bench), errors
+            return run_rounds(bench), lineup, peer_info or {}
 
 
 def _command(plan: Plan) -> str:
@@ -124,6 +107,10 @@ def _command(plan: Plan) -> str:
         words += [f"--{name.replace('_', '-')}", str(getattr(plan, name))]
     words += ["--in-flight", ",".join(map(str, plan.in_flight))]
     words += ["--workers", ",".join(map(str, plan.workers))]
+    words += ["--baselines", ",".join(plan.baselines) or "none"]
+    words += ["--runtimes", ",".join(plan.runtimes)]
+    if plan.peer:
+        words += ["--peer", plan.peer]
     if plan.bn_kept_model:
         words += ["--bn-kept-model", plan.bn_kept_model]
     return " ".join(words)
@@ -188,25 +175,50 @@ def _run(plan: Plan) -> int:
         f"foldserve bench ({'short' if plan.short else 'full'}): {plan.rounds} rounds; load "
         f"average {load_before[0]:.2f}; h2load from {binary}"
     )
-    collected, start_errors = _measure_servers(plan, model, binary)
+    collected, lineup, peer_info = _measure_servers(plan, model, binary)
     _say("onnxruntime alone: folded vs BN kept")
     ort_result = ort_alone.compare(
         model, plan.bn_kept_model, BENCH_ORT_BATCHES, plan.ort_seconds, plan.rounds
     )
     result = {
         "meta": _meta(plan, model, binary, load_before, started),
-        "targets": results.targets(collected, plan, start_errors),
-        **results.sections(collected, start_errors),
+        "servers": _server_table(lineup),
+        "targets": results.targets(collected, plan, lineup.start_errors),
+        **results.sections(collected, lineup.start_errors),
+        "missing": lineup.missing,
+        "not_served": lineup.not_served,
         "onnxruntime": ort_result,
         "cdf": _curves(collected),
     }
+    if plan.peer:
+        result["peer"] = {**peer_info, "targets": _peer_targets(collected, plan, lineup)}
     paths = _write(result, plan.out)
     _say("\n" + report.markdown(result))
     _say("wrote " + ", ".join(str(path) for path in paths))
-    failures = len(collected.errors) + len(start_errors)
+    failures = len(collected.errors) + len(lineup.start_errors) + len(lineup.missing)
+    failures += 1 if "error" in peer_info else 0
     if failures:
         _warn(f"{failures} measurement(s) could not be made; see the report")
     return 1 if failures else 0
+
+
+def _server_table(lineup: Lineup) -> list[dict[str, object]]:
+    """Every server measured, in table order: name, kind (echo, bare, foldserve, a peer) and
+    runtime (a baseline's)."""
+    table = []
+    for name in lineup.servers:
+        kind = kind_of(name)
+        runtime = name.split("-", 1)[1] if kind in BASELINE_KINDS else None
+        table.append({"name": name, "kind": kind, "runtime": runtime})
+    return table
+
+
+def _peer_targets(collected: Collected, plan: Plan, lineup: Lineup) -> list[dict]:
+    missing = {}
+    for entry in lineup.missing + lineup.not_served:
+        if entry["server"] in (FOLDSERVE, plan.peer):
+            missing.setdefault(entry["workload"], f"{entry['server']}: {entry['why']}")
+    return results.peer_targets(collected, plan, plan.peer or "", missing)
 
 
 def run_bench(args: argparse.Namespace) -> int:

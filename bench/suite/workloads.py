@@ -1,4 +1,5 @@
-"""What the load generator sends: prebuilt gRPC request bodies, and a check that they work.
+"""What the load generator sends: prebuilt gRPC request bodies (and V2 REST ones, built in
+`rest_workloads`), and a check that they work.
 
 A gRPC request body is a sequence of length-prefixed messages (1 byte "not compressed", 4 bytes
 big-endian length, the serialized message). The load generator sends these bytes as they are,
@@ -20,11 +21,19 @@ import numpy as np
 
 from foldserve._proto.foldserve.v1 import predictor_pb2 as pb
 from foldserve._proto.inference import grpc_predict_v2_pb2 as v2
+from foldserve.bench.suite import rest_workloads as rest
 from foldserve.contract.layout import MODEL_NAME
 from foldserve.core.model import Classifier
 
 PREDICT, INFER_TYPED, INFER_RAW, STREAM = "Predict", "ModelInfer typed", "ModelInfer raw", "stream"
-UNARY = (PREDICT, INFER_TYPED, INFER_RAW)
+REST_JSON, REST_BINARY = "REST JSON", "REST binary"
+GRPC_UNARY = (PREDICT, INFER_TYPED, INFER_RAW)
+REST = (REST_JSON, REST_BINARY)
+UNARY = (*GRPC_UNARY, *REST)
+GRPC, HTTP = "grpc", "http"
+GRPC_HEADERS = ("content-type: application/grpc", "te: trailers")
+# h2load asks for gzip unless told otherwise; every reply is measured as sent, uncompressed.
+IDENTITY = "accept-encoding: identity"
 CHECK_TIMEOUT_SECONDS = 30.0
 FRAME_HEADER = 5
 
@@ -35,12 +44,18 @@ class WorkloadError(RuntimeError):
 
 @dataclass(frozen=True)
 class Workload:
-    """One kind of call: the method's path and its request, `messages` of them per call."""
+    """One kind of call: the method's path and its request, `messages` of them per call.
+
+    A gRPC workload's `message` is one serialized request; an HTTP one's is the whole body, sent
+    with its `headers`.
+    """
 
     name: str
     path: str
     message: bytes
     messages: int = 1
+    protocol: str = GRPC
+    headers: tuple[str, ...] = ()
 
     @property
     def streaming(self) -> bool:
@@ -48,8 +63,15 @@ class Workload:
 
     @property
     def body(self) -> bytes:
-        """The request body on the wire: every message, length-prefixed."""
+        """The request body on the wire: every message, length-prefixed (gRPC), or the body."""
+        if self.protocol == HTTP:
+            return self.message
         return frame(self.message) * self.messages
+
+    @property
+    def request_headers(self) -> tuple[str, ...]:
+        """The headers sent with every call, as "name: value"."""
+        return GRPC_HEADERS if self.protocol == GRPC else self.headers
 
 
 def frame(message: bytes) -> bytes:
@@ -86,6 +108,26 @@ def unary_workloads(spec: Classifier) -> dict[str, Workload]:
     }
 
 
+def rest_workloads(spec: Classifier) -> dict[str, Workload]:
+    """V2 REST infer with a JSON body and with the binary extension, each carrying one example
+    (shape [1, *example shape]); the binary one asks for the classifier's outputs as bytes."""
+    values = example(spec).reshape(1, *spec.example_shape)
+    outputs = [spec.logits, *([spec.probabilities] if spec.probabilities else [])]
+    binary, header = rest.binary_body(spec.input.name, values, outputs)
+    path = rest.infer_path()
+    json_headers = (f"content-type: {rest.JSON_TYPE}", IDENTITY)
+    binary_headers = (
+        f"content-type: {rest.BINARY_TYPE}",
+        f"{rest.HEADER_LENGTH}: {header}",
+        IDENTITY,
+    )
+    body = rest.json_body(spec.input.name, values)
+    return {
+        REST_JSON: Workload(REST_JSON, path, body, protocol=HTTP, headers=json_headers),
+        REST_BINARY: Workload(REST_BINARY, path, binary, protocol=HTTP, headers=binary_headers),
+    }
+
+
 def stream_workload(spec: Classifier, messages: int) -> Workload:
     """A PredictStream call of `messages` examples."""
     request = pb.PredictRequest(features=example(spec).tolist()).SerializeToString()
@@ -105,12 +147,15 @@ def _parse(workload: Workload, reply: bytes) -> None:
 
 
 def reply_bytes(target: str, workload: Workload) -> int:
-    """Send `workload` once through grpcio; return the bytes on the wire of one call's replies.
+    """Send `workload` once to `target` (host:port); return the bytes on the wire of one call's
+    replies (an HTTP workload's: its body's).
 
     Raises:
-        WorkloadError: a status other than OK, a reply that does not parse, or (a stream) not
-            one reply per message.
+        WorkloadError: a status other than OK (200), a reply that does not parse, or (a stream)
+            not one reply per message.
     """
+    if workload.protocol == HTTP:
+        return _http_reply_bytes(target, workload)
     identity = {"request_serializer": None, "response_deserializer": None}
     with grpc.insecure_channel(target) as channel:
         try:
@@ -135,3 +180,16 @@ def reply_bytes(target: str, workload: Workload) -> int:
     except Exception as exc:  # a DecodeError, or one of ours
         raise WorkloadError(f"{workload.name}: bad reply: {exc}") from None
     return sum(FRAME_HEADER + len(reply) for reply in replies)
+
+
+def _http_reply_bytes(target: str, workload: Workload) -> int:
+    host, _, port = target.rpartition(":")
+    headers = dict(header.split(": ", 1) for header in workload.headers)
+    try:
+        answer = rest.post(host, int(port), workload.path, workload.body, headers)
+        rest.check_reply(*answer)
+    except rest.RestError as exc:
+        raise WorkloadError(f"{workload.name}: {exc}") from None
+    except OSError as exc:
+        raise WorkloadError(f"{workload.name}: {exc}") from None
+    return len(answer[2])

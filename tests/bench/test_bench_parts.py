@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import stat
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -22,8 +20,8 @@ from foldserve._proto.foldserve.v1 import predictor_pb2 as pb
 from foldserve._proto.inference import grpc_predict_v2_pb2 as v2
 from foldserve.bench.baselines import echo
 from foldserve.bench.baselines.bare_server import Bare
-from foldserve.bench.suite import cpu, h2load, measure, plan, servers, stats, workloads
-from foldserve.bench.suite.workloads import INFER_RAW, INFER_TYPED, PREDICT, STREAM
+from foldserve.bench.suite import cpu, plan, servers, stats, workloads
+from foldserve.bench.suite.workloads import INFER_RAW, INFER_TYPED, STREAM
 from foldserve.core.model import Model
 
 
@@ -175,12 +173,18 @@ def test_the_short_preset_takes_given_flags_over_its_own() -> None:
         "workers",
         "h2load",
         "bn_kept_model",
+        "runtimes",
+        "baselines",
+        "peer",
+        "peer_cache",
     )
     args = argparse.Namespace(**dict.fromkeys(names), model="m.onnx", out="o", short=True)
     args.calls, args.workers = 7, (2,)
     settings = plan.from_args(args)
     assert settings.short and settings.calls == 7 and settings.rounds == 1
     assert settings.workers == (1, 2)  # one worker is always the baseline of the comparison
+    # The short run: the echo floor on one runtime, beside foldserve.
+    assert settings.baselines == ("echo",) and settings.runtimes == (plan.SHORT_RUNTIME,)
     with pytest.raises(argparse.ArgumentTypeError):
         plan.int_list("1,x")
     assert plan.int_list("1, 8,32") == (1, 8, 32)
@@ -195,7 +199,8 @@ def test_the_short_preset_takes_given_flags_over_its_own() -> None:
 
 def test_workers_are_passed_only_above_one() -> None:
     commands = {spec.name: spec.command for spec in servers.specs("m.onnx", (1, 2), 128)}
-    assert list(commands) == ["echo", "bare", "foldserve", "foldserve-w2"]
+    baselines = [f"{kind}-{r}" for kind in ("echo", "bare") for r in ("sync", "aio", "uvloop")]
+    assert list(commands) == [*baselines, "foldserve", "foldserve-w2"]
     assert "--workers" not in commands["foldserve"]
     assert commands["foldserve-w2"][-2:] == ("--workers", "2")
     for command in commands.values():
@@ -205,8 +210,10 @@ def test_workers_are_passed_only_above_one() -> None:
 def test_the_one_worker_run_is_one_process() -> None:
     """`serve` defaults to a worker per CPU; the one-worker run, like the baselines, is one."""
     env = {spec.name: dict(spec.env) for spec in servers.specs("m.onnx", (1, 2), 128)}
-    assert env["foldserve"] == {"FOLDSERVE_WORKERS": "1"}
-    assert env["foldserve-w2"] == {} and env["echo"] == {} and env["bare"] == {}
+    # Every foldserve asks for a REST port on a free port (a serve without one ignores it).
+    assert env["foldserve"] == {"FOLDSERVE_WORKERS": "1", "FOLDSERVE_HTTP_PORT": "0"}
+    assert env["foldserve-w2"] == {"FOLDSERVE_HTTP_PORT": "0"}
+    assert env["echo-sync"] == {} and env["bare-aio"] == {}
 
 
 def test_a_server_that_rejects_a_flag_is_reported_not_raised(tmp_path: Path) -> None:
@@ -227,74 +234,6 @@ def test_a_server_that_rejects_a_flag_is_reported_not_raised(tmp_path: Path) -> 
         assert "exited with code 1" in str(error) and "--workers yet" in error.reason
         process = started["echo"].process
     assert process.poll() is not None  # stopped on exit
-
-
-FAKE_H2LOAD = """\
-    #!{python}
-    # A stand-in for h2load: logs `-n` calls (or, timed, none under a second and three from a
-    # second on) and prints h2load's summary lines.
-    import sys
-    args = sys.argv[1:]
-    if "-n" in args:
-        calls = int(args[args.index("-n") + 1])
-    else:
-        calls = 0 if int(args[args.index("-D") + 1].removesuffix("ms")) < 1000 else 3
-    log = next(a for a in args if a.startswith("--log-file=")).split("=", 1)[1]
-    with open(log, "w") as sink:
-        for i in range(calls):
-            sink.write(f"{{1000000 + 1000 * i}}\\t200\\t{{100 + i}}\\n")
-    data = calls * {reply} - {short}
-    n = calls
-    print(f"requests: {{n}} total, {{n}} started, {{n}} done, {{n}} succeeded, 0 failed")
-    print(f"traffic: 1KB (1000) total, 10B (10) headers, {{data}}B ({{data}}) data")
-"""
-
-
-def _fake_h2load(tmp_path: Path, reply: int, short: int) -> str:
-    path = tmp_path / "h2load"
-    path.write_text(
-        textwrap.dedent(FAKE_H2LOAD).format(python=sys.executable, reply=reply, short=short)
-    )
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    return str(path)
-
-
-def test_a_load_run_reads_h2load_log_and_counts_its_own_cpu(tmp_path: Path) -> None:
-    generator = h2load.H2Load(h2load.find(_fake_h2load(tmp_path, reply=50, short=0)), tmp_path)
-    run = generator.run("127.0.0.1:1", workloads.Workload(PREDICT, "/p", b"x"), 50, calls=4)
-    assert run.done == 4 and list(run.latencies_us) == [100, 101, 102, 103]
-    assert run.span_seconds == pytest.approx((3000 + 103) / 1e6)
-    assert run.client_cpu_seconds > 0
-
-
-class _Server:
-    """Just what `measure` asks of a server."""
-
-    target = "127.0.0.1:1"
-
-    def cpu_seconds(self) -> float:
-        return 1.0
-
-
-def test_a_timed_run_that_completes_nothing_runs_once_longer(tmp_path: Path) -> None:
-    generator = h2load.H2Load(h2load.find(_fake_h2load(tmp_path, reply=50, short=0)), tmp_path)
-    workload = workloads.Workload(PREDICT, "/p", b"x")
-    with pytest.raises(h2load.NoCallsError):
-        generator.run("127.0.0.1:1", workload, 50, duration=0.2)
-    result = measure.measure(generator, _Server(), workload, 50, measure.Load(duration=0.2))
-    assert result.error is None and result.figures["calls"] == 3
-    assert result.figures["server_cpu_us_per_call"] == 0.0  # the stand-in's CPU never moves
-
-
-def test_calls_answered_without_a_reply_are_a_load_error(tmp_path: Path) -> None:
-    generator = h2load.H2Load(h2load.find(_fake_h2load(tmp_path, reply=50, short=50)), tmp_path)
-    with pytest.raises(h2load.LoadError, match="1 of 4 calls came back without their reply"):
-        generator.run("127.0.0.1:1", workloads.Workload(PREDICT, "/p", b"x"), 50, calls=4)
-
-
-def test_a_missing_h2load_names_its_package() -> None:
-    with pytest.raises(h2load.LoadError, match="nghttp2-client"):
-        h2load.find("/nonexistent/h2load")
 
 
 def test_the_command_line_parser_loads_no_bench_machinery() -> None:
