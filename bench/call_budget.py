@@ -93,7 +93,7 @@ def stages(plane: DataPlane) -> dict[str, Callable[[], object]]:
     parse_infer = parser(v2.ModelInferRequest)
     request = predictor.parse_predict(predict_bytes)
     infer_message = parse_infer(infer_bytes)
-    infer_request, _raw = decode_request(infer_message)
+    infer_request = decode_request(infer_message)
     classify = InferRequest("", "", (InferInput("", request.features, "FP32", "features"),),
                             classify=True)  # fmt: skip
     feeds = validate.feeds(model, classify)
@@ -121,7 +121,7 @@ def stages(plane: DataPlane) -> dict[str, Callable[[], object]]:
             feeds[name], taps=tapped
         ),
         "metrics of a call": _metrics_stage(runner, labels),
-        "ModelInfer: encode reply (typed)": lambda: encode_response(answer, False),
+        "ModelInfer: encode reply (raw)": lambda: encode_response(answer),
         "runner.run (model, metrics, monitor)": lambda: runner.run(feeds, names, None),
         "Predict handler, whole": lambda: pb.PredictResponse.SerializeToString(
             predict(predict_bytes, context)

@@ -54,7 +54,7 @@ class Requests:
             )
         if name == "ModelInfer":
             return self._good_infer(version)
-        if name in ("ModelReady", "ModelMetadata"):
+        if name in ("ModelReady", "ModelMetadata", "ModelConfig", "ModelStatistics"):
             return _request(method)(name=served.name, version=version)
         if name == "DescribeModel":
             return pb.DescribeModelRequest(model_version=version)

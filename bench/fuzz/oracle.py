@@ -25,7 +25,11 @@ SERVICES = (
 )
 METHODS = {f"/{s.full_name}/{m.name}": m for s in SERVICES for m in s.methods}
 # What a server may answer to a call that cannot be valid (never OK, INTERNAL or UNKNOWN).
-REFUSALS = frozenset({"INVALID_ARGUMENT", "NOT_FOUND", "RESOURCE_EXHAUSTED", "UNIMPLEMENTED"})
+REFUSALS = frozenset(
+    {"INVALID_ARGUMENT", "NOT_FOUND", "RESOURCE_EXHAUSTED", "UNIMPLEMENTED", "FAILED_PRECONDITION"}
+)
+# A request's own `timeout` (µs) that a good call surely meets.
+AMPLE_TIMEOUT_US = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ def _named(request, served: Served) -> bool:
 def _infer(request, served: Served) -> bool:
     if request.model_name != served.name or not _version_ok(request.model_version, served):
         return False
-    if len(request.id) > MAX_ID or len(request.inputs) != 1:
+    if len(request.id) > MAX_ID or len(request.inputs) != 1 or not _parameters_ok(request):
         return False
     names = [o.name for o in request.outputs]
     if len(set(names)) != len(names) or not set(names) <= set(served.output_names):
@@ -137,8 +141,34 @@ def _infer_input(request, served: Served) -> bool:
     return bool(np.isfinite(values).all())
 
 
+def _parameters_ok(request) -> bool:
+    """Only Triton's `timeout`, long enough; no tensor parameters (shared memory is off)."""
+    if any(t.parameters for t in request.inputs) or any(o.parameters for o in request.outputs):
+        return False
+    if set(request.parameters) - {"timeout"}:
+        return False
+    if "timeout" not in request.parameters:
+        return True
+    timeout = request.parameters["timeout"]
+    kind = timeout.WhichOneof("parameter_choice")
+    value = getattr(timeout, kind) if kind in ("int64_param", "uint64_param") else None
+    return value is not None and value >= AMPLE_TIMEOUT_US
+
+
 def _repository_index(request, served: Served) -> bool:
     return request.repository_name == ""
+
+
+def _statistics(request, served: Served) -> bool:
+    if not request.name:
+        return not request.version
+    return _named(request, served)
+
+
+def _never(request, served: Served) -> bool:
+    """Not a valid call of the server under test: one model (`--model`), so no model control;
+    shared memory off."""
+    return False
 
 
 _CHECKS = {
@@ -148,4 +178,11 @@ _CHECKS = {
     "ModelMetadata": _named,
     "ModelInfer": _infer,
     "RepositoryIndex": _repository_index,
+    "ModelConfig": _named,
+    "ModelStatistics": _statistics,
+    "RepositoryModelLoad": _never,
+    "RepositoryModelUnload": _never,
+    "SystemSharedMemoryStatus": _never,
+    "SystemSharedMemoryRegister": _never,
+    "SystemSharedMemoryUnregister": _never,
 }

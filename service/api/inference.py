@@ -81,8 +81,7 @@ class InferenceAdapter:
 
     def ModelInfer(self, request: pb.ModelInferRequest, call: Call) -> pb.ModelInferResponse:
         self._required(request.model_name, "model_name")
-        decoded, raw = decode_request(request)
-        return encode_response(self._plane.infer(call, decoded), raw)
+        return encode_response(self._plane.infer(call, decode_request(request)))
 
     @answers_in_stream(_stream_error)
     def ModelStreamInfer(

@@ -74,7 +74,6 @@ HTTP_STATUS = {
     Status.DEADLINE_EXCEEDED: 504,
 }
 TOO_LARGE = 413  # RESOURCE_EXHAUSTED for a body over the size limit (busy: 429)
-EXTENSION = "binary_tensor_data"  # Triton's name for the binary tensor extension
 FIELDS = ("model_name", "model_version")  # how messages name the URL's model and version
 HEADER_BYTES = HEADER_LENGTH.encode()
 
@@ -109,7 +108,7 @@ class RestAdapter:
 
     def ServerMetadata(self, request: Request, call: Call) -> Reply:
         info = self._plane.server_metadata(call)
-        extensions = list(dict.fromkeys((*info.extensions, EXTENSION)))
+        extensions = list(info.extensions)
         return _json({"name": info.name, "version": info.version, "extensions": extensions})
 
     def ModelReady(self, request: Request, call: Call) -> Reply:

@@ -22,7 +22,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from foldserve.core import validate
+from foldserve.core import parameters, validate
 from foldserve.core.access import REQUEST_ID_HEADER, AccessLog, Headers, TokenCheck, header
 from foldserve.core.call import Call
 from foldserve.core.errors import RequestError, Status, invalid
@@ -205,11 +205,12 @@ class DataPlane:
         fields = ("model_name", "model_version")
         served = self._resolve(call, request.model_name, request.model_version, fields)
         model = served.model
+        deadline = _deadline(call.deadline, parameters.check(request))
         feeds = validate.feeds(model, request)
         names = validate.output_names(model, request)
         series = served.runner.metrics
         series.decode.observe(time.perf_counter() - call.decode_started)
-        outputs = served.runner.run(feeds, names, call.deadline)
+        outputs = served.runner.run(feeds, names, deadline)
         classification = _classification(model, outputs) if request.classify else None
         return InferResponse(model.name, model.version, request.id, outputs, classification)
 
@@ -259,6 +260,14 @@ class DataPlane:
         series.in_flight.inc()
         call.series = series
         return served
+
+
+def _deadline(deadline: float | None, timeout: float | None) -> float | None:
+    """The earlier of the call's deadline and the request's own `timeout` (seconds from now)."""
+    if timeout is None:
+        return deadline
+    own = time.monotonic() + timeout
+    return own if deadline is None else min(deadline, own)
 
 
 def _classification(model: Model, outputs: dict) -> Classification:

@@ -71,7 +71,21 @@ def feeds(model: Model, request: InferRequest) -> dict[str, np.ndarray]:
     if len(found) < len(specs):
         missing = [name for name in specs if name not in found]
         raise invalid(f"inputs: input(s) {missing} missing; the model's inputs are {list(specs)}")
+    if len(found) > 1 and all(spec.shape and spec.shape[0] is None for spec in specs.values()):
+        _check_batch(request)
     return found
+
+
+def _check_batch(request: InferRequest) -> None:
+    """Inputs whose first dimension is the model's batch axis agree on the batch size (no
+    broadcast answer for inputs of different batches)."""
+    first = request.inputs[0]
+    for tensor in request.inputs[1:]:
+        if tensor.data.shape[0] != first.data.shape[0]:
+            raise invalid(
+                f"{tensor.field}.shape: batch size {tensor.data.shape[0]} does not match other "
+                f"inputs ({first.field}: {first.data.shape[0]})"
+            )
 
 
 def _check_tensor(tensor: InferInput, spec: TensorSpec) -> None:

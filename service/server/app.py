@@ -40,6 +40,15 @@ LIVENESS_SERVICE = "liveness"
 DRAIN_QUIET_SECONDS = 0.25
 # The name `ServerMetadata` answers with (the V2 protocol's server name).
 SERVER_NAME = "foldserve"
+# The protocol extensions `ServerMetadata` lists, by Triton's names (`docs/protocol/`).
+EXTENSIONS = (
+    "binary_tensor_data",
+    "classification",
+    "model_configuration",
+    "model_repository",
+    "parameters",
+    "statistics",
+)
 
 
 log = logging.getLogger(__name__)
@@ -200,7 +209,7 @@ def start_server(
     credentials, policy = _security(config)
     repository = open_repository(config, registry)
     gate = Gate(config.max_concurrent_rpcs)
-    plane = DataPlane(repository, gate, policy, ServerInfo(SERVER_NAME, VERSION))
+    plane = DataPlane(repository, gate, policy, ServerInfo(SERVER_NAME, VERSION, EXTENSIONS))
     loop = LoopThread(config.event_loop)
     try:
         server, health_servicer, port = loop.call(

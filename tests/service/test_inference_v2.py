@@ -97,16 +97,47 @@ def test_infer_raw_answers_raw(
     np.testing.assert_array_equal(got[1], probabilities)
 
 
-def test_infer_typed_answers_typed(
+def test_a_typed_request_is_answered_raw_as_triton_answers(
     stub: pb_grpc.GRPCInferenceServiceStub, shared_server: Served
 ) -> None:
     one = BATCH[:1]
     reply = stub.ModelInfer(typed_request(one, outputs=[Requested(name="probabilities")]))
     assert [o.name for o in reply.outputs] == ["probabilities"]
-    assert not reply.raw_output_contents
+    assert not reply.outputs[0].HasField("contents")
     probabilities = shared_server.model.run_classifier(one)["probabilities"]
-    got = np.array(reply.outputs[0].contents.fp32_contents, np.float32).reshape(1, 10)
+    got = np.frombuffer(reply.raw_output_contents[0], "<f4").reshape(1, 10)
     np.testing.assert_array_equal(got, probabilities)
+
+
+INVALID_PARAMETERS = [
+    ({"sequence_id": pb.InferParameter(int64_param=7)}, "parameters.sequence_id: not implemented"),
+    ({"priority": pb.InferParameter(uint64_param=1)}, "parameters.priority: not implemented"),
+    ({"note": pb.InferParameter(string_param="x")}, "parameters.note: unknown parameter"),
+    ({"timeout": pb.InferParameter(int64_param=-5)}, "parameters.timeout: -5; expected"),
+]
+
+
+@pytest.mark.parametrize(("parameters", "message"), INVALID_PARAMETERS)
+def test_parameters_not_implemented_are_refused_by_name(
+    stub: pb_grpc.GRPCInferenceServiceStub, parameters, message: str
+) -> None:
+    request = raw_request()
+    for name, value in parameters.items():
+        request.parameters[name].CopyFrom(value)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(request, timeout=5)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in caught.value.details()
+
+
+def test_a_request_timeout_is_its_deadline(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
+    request = raw_request()
+    request.parameters["timeout"].int64_param = 5_000_000  # µs: ample
+    assert stub.ModelInfer(request, timeout=5).outputs
+    request.parameters["timeout"].int64_param = 1  # over before the model runs
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(request, timeout=5)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 def test_requested_outputs_keep_their_order(stub: pb_grpc.GRPCInferenceServiceStub) -> None:

@@ -110,7 +110,10 @@ def test_infer_json(rest: RestServer, tiny_model_path: Path) -> None:
 def test_infer_chosen_outputs_and_version(rest: RestServer) -> None:
     version = rest.plane.repository.model().latest.version
     path = f"/v2/models/foldserve/versions/{version}/infer"
-    body = infer_body(outputs=[{"name": "probabilities"}], parameters={"note": 1.5})
+    body = infer_body(outputs=[{"name": "probabilities"}], parameters={"timeout": 5_000_000})
+    refused = infer_body(parameters={"note": 1.5})
+    status, answer = rest.json("POST", path, refused)
+    assert status == 400 and answer["error"].startswith("parameters.note: unknown parameter")
     status, answer = rest.json("POST", path, body)
     assert status == 200
     assert [o["name"] for o in answer["outputs"]] == ["probabilities"]
