@@ -34,15 +34,20 @@ def _stream_error(
     )
 
 
-def _refuse_parameters(parameters) -> None:
+def _refuse_parameters(parameters, accepted: frozenset[str] = frozenset()) -> None:
     """Model control takes no parameters here (Triton's `config` and file overrides are not
-    implemented): refused, never ignored."""
-    if parameters:
-        names = sorted(parameters)
+    implemented): refused, never ignored. `accepted`: those that change nothing here."""
+    names = sorted(set(parameters) - accepted)
+    if names:
         raise invalid(
             f"parameters: {names} not implemented by foldserve; load a model as the repository "
             "holds it"
         )
+
+
+# Triton's unload also unloads the ensembles a model is part of; foldserve serves none, so the
+# parameter changes nothing (tritonclient always sends it).
+UNLOAD_ACCEPTED = frozenset({"unload_dependents"})
 
 
 class InferenceAdapter:
@@ -109,7 +114,7 @@ class InferenceAdapter:
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, call: Call
     ) -> pb.RepositoryModelUnloadResponse:
-        _refuse_parameters(request.parameters)
+        _refuse_parameters(request.parameters, UNLOAD_ACCEPTED)
         unload = self._plane.unload_model
         await asyncio.to_thread(unload, call, request.repository_name, request.model_name)
         return pb.RepositoryModelUnloadResponse()

@@ -10,6 +10,8 @@
 | GET | `/v2/models/{name}[/versions/{version}]/ready` | ModelReady |
 | POST | `/v2/models/{name}[/versions/{version}]/infer` | ModelInfer |
 | POST | `/v2/repository/index` | RepositoryIndex (Triton's) |
+| POST | `/v2/repository/models/{name}/load` | RepositoryModelLoad (Triton's) |
+| POST | `/v2/repository/models/{name}/unload` | RepositoryModelUnload (Triton's) |
 
 Each call runs as a gRPC call does (`api/calls.py`): admitted by the data plane as it arrives
 (`admit`: the bearer token from the `authorization` header, the drain, the in-flight bound; the
@@ -29,11 +31,12 @@ noise of each other (about 8k at 1 in flight, 17k at 32, the load generator's co
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
-import re
 import time
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from foldserve.api.asgi import (
     BINARY,
@@ -47,8 +50,9 @@ from foldserve.api.asgi import (
     read_body,
     send_reply,
 )
-from foldserve.api.inference import PLATFORM
+from foldserve.api.inference import PLATFORM, UNLOAD_ACCEPTED
 from foldserve.api.json_fields import dumps, expect, load_json
+from foldserve.api.rest_routes import Endpoint, route
 from foldserve.api.rest_tensors import HEADER_LENGTH, decode_request, encode_response
 from foldserve.core.access import header
 from foldserve.core.call import Call
@@ -113,7 +117,8 @@ class RestAdapter:
 
     def ModelReady(self, request: Request, call: Call) -> Reply:
         ready = self._plane.model_ready(call, request.name, request.version, FIELDS)
-        return _json({"name": request.name, "ready": ready})
+        # As Triton answers: 200 when ready, 400 when not (unknown, failed, unloaded).
+        return Reply(dumps({"name": request.name, "ready": ready}), 200 if ready else 400)
 
     def ModelMetadata(self, request: Request, call: Call) -> Reply:
         model, versions = self._plane.model_metadata(call, request.name, request.version, FIELDS)
@@ -136,6 +141,27 @@ class RestAdapter:
         entries = self._plane.repository_index(call, "", ready)
         return _json([{"name": e.name, "version": e.version, "state": e.state, "reason": e.reason}
                       for e in entries])  # fmt: skip
+
+    async def RepositoryModelLoad(self, request: Request, call: Call) -> Reply:
+        _no_parameters(request)
+        # Loading reads and checks the files: off the serving loop, which keeps answering.
+        await asyncio.to_thread(self._plane.load_model, call, "", request.name)
+        return Reply(b"")
+
+    async def RepositoryModelUnload(self, request: Request, call: Call) -> Reply:
+        _no_parameters(request, UNLOAD_ACCEPTED)
+        await asyncio.to_thread(self._plane.unload_model, call, "", request.name)
+        return Reply(b"")
+
+
+def _no_parameters(request: Request, accepted: frozenset[str] = frozenset()) -> None:
+    """Model control takes no parameters here (Triton's `config` and file overrides are not
+    implemented): refused, never ignored. `accepted`: those that change nothing here."""
+    body = _plain_body(request)
+    asked = expect(load_json(body, "body") if body.strip() else {}, dict, "an object", "body")
+    given = expect(asked.get("parameters", {}), dict, "an object", "parameters")
+    if set(given) - accepted:
+        raise invalid(f"parameters: {sorted(set(given) - accepted)} not implemented by foldserve")
 
 
 def model_metadata(model: Model, versions: list[str]) -> dict[str, Any]:
@@ -174,39 +200,6 @@ def _header_length(request: Request) -> int | None:
     if length > len(request.body):
         raise invalid(f"{HEADER_LENGTH}: {length} bytes, but the body has {len(request.body)}")
     return length
-
-
-class Endpoint(NamedTuple):
-    """An operation and the HTTP verb it answers."""
-
-    verb: str
-    method: str
-
-
-STATIC_ROUTES = {
-    "/v2": Endpoint("GET", "ServerMetadata"),
-    "/v2/health/live": Endpoint("GET", "ServerLive"),
-    "/v2/health/ready": Endpoint("GET", "ServerReady"),
-    "/v2/repository/index": Endpoint("POST", "RepositoryIndex"),
-}
-MODEL_ROUTES = {
-    "": Endpoint("GET", "ModelMetadata"),
-    "/ready": Endpoint("GET", "ModelReady"),
-    "/infer": Endpoint("POST", "ModelInfer"),
-}
-_MODEL_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?(|/ready|/infer)")
-
-
-def route(path: str) -> tuple[Endpoint, str, str] | None:
-    """The endpoint a path names, with the model name and version in it ("" where none)."""
-    endpoint = STATIC_ROUTES.get(path)
-    if endpoint is not None:
-        return endpoint, "", ""
-    found = _MODEL_PATH.fullmatch(path)
-    if found is None:
-        return None
-    name, version, tail = found.groups()
-    return MODEL_ROUTES[tail], name, version or ""
 
 
 def rest_app(plane: DataPlane) -> ASGIApp:
@@ -253,12 +246,13 @@ class RestApp:
                 headers=lambda: headers, peer=lambda: peer(scope),
             )  # fmt: skip
             request = Request(name, version, body.data, headers)
-            await send_reply(send, self._answer(call, endpoint, request, body.size))
+            await send_reply(send, await self._answer(call, endpoint, request, body.size))
         finally:
             self._plane.release()
 
-    def _answer(self, call: Call, endpoint: Endpoint, request: Request, size: int) -> Reply:
-        """The reply to an admitted request: begun, answered and finished by the data plane."""
+    async def _answer(self, call: Call, endpoint: Endpoint, request: Request, size: int) -> Reply:
+        """The reply to an admitted request: begun, answered and finished by the data plane. An
+        operation whose work must leave the loop (loading a model) returns an awaitable."""
         try:
             self._plane.begin(call, size)
         except RequestError as refused:
@@ -267,6 +261,8 @@ class RestApp:
         error, reply = None, None
         try:
             reply = getattr(self._adapter, endpoint.method)(request, call)
+            if inspect.isawaitable(reply):
+                reply = await reply
         except RequestError as exc:
             error = exc
         except Exception:

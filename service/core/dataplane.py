@@ -174,7 +174,14 @@ class DataPlane:
         return self._server
 
     def model_ready(self, call: Call, name: str, version: str, fields: tuple[str, str]) -> bool:
-        self._resolve(call, name, version, fields)
+        """Whether a model (version) is loaded and serving: false, not an error, for one that
+        is not (unknown, failed to load, unloaded), as Triton answers."""
+        try:
+            self._resolve(call, name, version, fields)
+        except RequestError as error:
+            if error.status is not Status.NOT_FOUND:
+                raise
+            return False
         return True
 
     def model_metadata(

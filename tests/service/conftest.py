@@ -45,7 +45,7 @@ class Served:
 
     @property
     def model(self) -> Model:
-        """The newest served version's model."""
+        """The newest served version's model (of the default model)."""
         return self.running.repository.model().latest.model
 
     def sample(self, name: str, **labels: str) -> float | None:
@@ -67,9 +67,10 @@ def serve() -> Iterator[ServeFactory]:
     """Start servers (fresh registry each) on 127.0.0.1:0; all are stopped at teardown."""
     started: list[Served] = []
 
-    def start(model: Model | Path, metrics_http: bool = False, **settings: object) -> Served:
-        """Serve a loaded model's file, or a model file or repository directory by path."""
-        source = str(model.path if isinstance(model, Model) else model)
+    def start(model: Model | Path | None, metrics_http: bool = False, **settings: object) -> Served:
+        """Serve a loaded model's file, or a model file or versions directory by path (None:
+        `model_repository=DIR` among the settings)."""
+        source = None if model is None else str(model.path if isinstance(model, Model) else model)
         config = ServeConfig(
             model=source, host="127.0.0.1", port=0, http_port=0, metrics_port=0, **settings
         )

@@ -82,15 +82,21 @@ def test_model_metadata_and_ready(rest: RestServer) -> None:
     ("path", "message"),
     [
         ("/v2/models/other", "model_name: unknown model 'other'"),
-        ("/v2/models/other/ready", "model_name: unknown model 'other'"),
         ("/v2/models/foldserve/versions/7", "model_version: unknown version '7'"),
-        ("/v2/models/foldserve/versions/7/ready", "model_version: unknown version '7'"),
     ],
 )
 def test_an_unknown_model_or_version_is_404(rest: RestServer, path: str, message: str) -> None:
     status, answer = rest.json("GET", path)
     assert status == 404
     assert answer["error"].startswith(message)
+
+
+@pytest.mark.parametrize(
+    "path", ["/v2/models/other/ready", "/v2/models/foldserve/versions/7/ready"]
+)
+def test_a_model_not_served_is_not_ready_400_as_triton_answers(rest: RestServer, path: str) -> None:
+    status, answer = rest.json("GET", path)
+    assert status == 400 and answer["ready"] is False
 
 
 def test_infer_json(rest: RestServer, tiny_model_path: Path) -> None:
