@@ -4,8 +4,10 @@
         [--in-flight 64] [--max-seconds 600] [--reload-every 5] [--sigterm-after 30]
 
 Starts the server (its own process, default settings), keeps exactly `--in-flight` ModelInfer
-calls in flight from one asyncio client process, and prints the calls made, the errors by status,
-p50/p99 latency and the server's resident memory at start, after warm-up and at the end.
+calls in flight from one asyncio client process, over gRPC (one channel) or, with `--protocol
+http`, V2 REST (a keep-alive connection per call in flight, Triton's binary tensors), and prints
+the calls made, the errors by status, p50/p99 latency and the server's resident memory at start,
+after warm-up and at the end.
 `--reload-every S` serves a model repository and pushes a new version every S seconds (the old
 one is removed), so the run also counts calls failed during swaps. `--sigterm-after S` sends
 SIGTERM S seconds in and counts what happened to the calls: answered, refused UNAVAILABLE (the
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -34,14 +37,16 @@ import numpy as np
 
 from foldserve._proto.inference import grpc_predict_v2_pb2 as v2
 from foldserve._proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+from foldserve.bench.http_client import CODES, HttpConnection
 
 WARMUP_CALLS = 20_000
-READY = re.compile(r"grpc_port=(\d+)")
+READY = re.compile(r"grpc_port=(\d+) http_port=(\d+)")
 
 
 @contextmanager
-def _server(command: list[str], log: Path) -> Iterator[tuple[int, subprocess.Popen]]:
-    """Start the server; yield its gRPC port and process; kill it if still running at the end."""
+def _server(command: list[str], log: Path) -> Iterator[tuple[tuple[int, int], subprocess.Popen]]:
+    """Start the server; yield its (gRPC, HTTP) ports and process; kill it if still running at
+    the end."""
     with log.open("w") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=sink)
     try:
@@ -50,7 +55,7 @@ def _server(command: list[str], log: Path) -> Iterator[tuple[int, subprocess.Pop
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the server did not start:\n{log.read_text()}")
             time.sleep(0.05)
-        yield int(match.group(1)), process
+        yield (int(match.group(1)), int(match.group(2))), process
     finally:
         if process.poll() is None:
             process.kill()
@@ -84,6 +89,20 @@ def _rss_mb(pid: int) -> float:
     return total if total else float("nan")
 
 
+def _rest_request(request: v2.ModelInferRequest) -> tuple[str, bytes, dict[str, str]]:
+    """The V2 REST twin of a raw gRPC request: Triton's binary tensor extension."""
+    tensor = request.inputs[0]
+    raw = request.raw_input_contents[0]
+    header = json.dumps({
+        "inputs": [{"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape),
+                    "parameters": {"binary_data_size": len(raw)}}],
+        "parameters": {"binary_data_output": True},
+    }).encode()  # fmt: skip
+    headers = {"inference-header-content-length": str(len(header)),
+               "content-type": "application/octet-stream"}  # fmt: skip
+    return f"/v2/models/{request.model_name}/infer", header + raw, headers
+
+
 def _request(shape: tuple[int, ...]) -> v2.ModelInferRequest:
     batch = np.random.default_rng(0).uniform(0, 16, (1, *shape)).astype(np.float32)
     tensor = v2.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=batch.shape)
@@ -108,22 +127,43 @@ class Load:
     async def run(self, request: v2.ModelInferRequest, on_warm) -> None:
         async with grpc.aio.insecure_channel(self.target) as channel:
             stub = v2_grpc.GRPCInferenceServiceStub(channel)
-            await asyncio.gather(
-                *(self._worker(stub, request, on_warm) for _ in range(self.in_flight))
-            )
 
-    async def _worker(self, stub, request, on_warm) -> None:
+            async def call() -> str:
+                try:
+                    await stub.ModelInfer(request, timeout=30)
+                    return "OK"
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code().name
+
+            await asyncio.gather(*(self._worker(call, on_warm) for _ in range(self.in_flight)))
+
+    async def run_http(self, request: v2.ModelInferRequest, on_warm) -> None:
+        host, port = self.target.rsplit(":", 1)
+        path, body, headers = _rest_request(request)
+
+        async def worker() -> None:
+            connection = HttpConnection(host, int(port))
+
+            async def call() -> str:
+                try:
+                    status, _ = await connection.request("POST", path, body, headers)
+                except OSError:
+                    return "CONNECTION"
+                return CODES.get(status, f"HTTP {status}")
+
+            await self._worker(call, on_warm)
+            await connection.close()
+
+        await asyncio.gather(*(worker() for _ in range(self.in_flight)))
+
+    async def _worker(self, call, on_warm) -> None:
         while self.started < self.calls and time.monotonic() < self.deadline:
             self.started += 1
             if self.started == WARMUP_CALLS:
                 on_warm()
             start = time.perf_counter()
             late = self.signalled is not None
-            try:
-                await stub.ModelInfer(request, timeout=30)
-                code = "OK"
-            except grpc.aio.AioRpcError as exc:
-                code = exc.code().name
+            code = await call()
             self.latencies.append(time.perf_counter() - start)
             self.statuses[code] += 1
             if late:
@@ -159,15 +199,17 @@ async def _soak(args: argparse.Namespace, workdir: Path) -> int:
         "127.0.0.1", "--port", "0", "--http-port", "0", "--metrics-port", "0",
         "--poll-seconds", "1",
     ]  # fmt: skip
-    with _server(command, workdir / "server.log") as (port, process):
+    with _server(command, workdir / "server.log") as (ports, process):
         from foldserve.core.loading import load_model
 
         shape = load_model(args.model).require_classifier().example_shape
         rss = {"start": _rss_mb(process.pid)}
+        port = ports[1] if args.protocol == "http" else ports[0]
         load = Load(
             f"127.0.0.1:{port}", args.calls, args.in_flight, time.monotonic() + args.max_seconds
         )
-        tasks = [load.run(_request(shape), lambda: rss.setdefault("warm", _rss_mb(process.pid)))]
+        run = load.run_http if args.protocol == "http" else load.run
+        tasks = [run(_request(shape), lambda: rss.setdefault("warm", _rss_mb(process.pid)))]
         if args.reload_every:
             tasks.append(_push_versions(source, args.model, args.reload_every, load.deadline))
         if args.sigterm_after:
@@ -192,6 +234,7 @@ def _report(args, load: Load, rss: dict, elapsed: float, results, exit_code) -> 
     errors = {k: n for k, n in load.statuses.items() if k != "OK"}
     print(
         f"calls: {calls} in {elapsed:.1f} s ({calls / elapsed:.0f}/s) at {args.in_flight} in flight"
+        f" over {args.protocol}"
     )
     print(f"answers: {dict(load.statuses.most_common())}")
     print(f"latency ms: p50 {p50:.2f} p99 {p99:.2f}")
@@ -242,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=600, help="bound on the run")
     parser.add_argument("--reload-every", type=float, default=0, help="push a version every S s")
     parser.add_argument("--sigterm-after", type=float, default=0, help="SIGTERM after S s")
+    parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     args = parser.parse_args(argv)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     with tempfile.TemporaryDirectory() as workdir:
