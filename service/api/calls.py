@@ -122,7 +122,7 @@ def stream(
     async def behaviour(
         messages: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
-        async for data in messages:
+        async for data in read_ahead(messages):
             call = new_call(name, context)
             try:
                 plane.begin(call, len(data))
@@ -133,6 +133,32 @@ def stream(
             yield response if error is None else on_error(request or empty, error)
 
     return behaviour
+
+
+async def read_ahead(messages: AsyncIterator[bytes], depth: int = 64) -> AsyncIterator[bytes]:
+    """A stream's messages, read by a task of their own up to `depth` ahead: the next message is
+    read while this one is answered and its reply written, instead of after."""
+    queue: asyncio.Queue = asyncio.Queue(depth)
+    end = object()
+
+    async def read() -> None:
+        try:
+            async for data in messages:
+                await queue.put(data)
+        except asyncio.CancelledError:  # the stream ended: nobody waits for the end
+            raise
+        except Exception:
+            await queue.put(end)  # then `await reader` raises it to the stream
+            raise
+        await queue.put(end)
+
+    reader = asyncio.get_running_loop().create_task(read())
+    try:
+        while (data := await queue.get()) is not end:
+            yield data
+        await reader  # a read that failed (the client went away) fails the stream
+    finally:
+        reader.cancel()
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: RequestError) -> None:

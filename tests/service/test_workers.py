@@ -76,6 +76,38 @@ def test_calls_spread_over_the_workers_and_the_metrics_add_up(
     assert not torch_maps, "a worker mapped libtorch"
 
 
+def test_the_http_port_is_shared_by_the_workers_too(tmp_path: Path, tiny_model_path: Path) -> None:
+    """Each new HTTP connection may land on either worker (SO_REUSEPORT): both answer, and the
+    metrics count every call, with its protocol in the access log."""
+    body = json.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": [0.5] * 64}]}
+    ).encode()
+    with server_process(tiny_model_path, tmp_path, [*WORKERS, "--access-log", "on"]) as server:
+        url = f"http://127.0.0.1:{server.http_port}/v2/models/foldserve/infer"
+        for _ in range(40):  # urllib opens a connection per call
+            request = urllib.request.Request(url, data=body, method="POST")
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                assert answer.status == 200
+        text = (
+            urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10)
+            .read()
+            .decode()
+        )
+        assert server.terminate() == 0, server.stderr()
+    records = [r for r in log_records(server) if r.get("method") == "ModelInfer"]
+    assert {r["protocol"] for r in records} == {"http"} and len(records) == 40
+    assert len({r["pid"] for r in records}) == 2, "every worker answers on the HTTP port"
+    total = sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "foldserve_requests_total"
+        and sample.labels.get("method") == "ModelInfer"
+        and sample.labels.get("code") == "OK"
+    )
+    assert total == 40
+
+
 def test_sigterm_drains_every_worker_under_load(tmp_path: Path, tiny_model_path: Path) -> None:
     with server_process(tiny_model_path, tmp_path, WORKERS) as server:
         codes: Counter = Counter()
