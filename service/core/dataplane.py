@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from foldserve.core import validate
 from foldserve.core.access import REQUEST_ID_HEADER, AccessLog, Headers, TokenCheck, header
 from foldserve.core.call import Call
+from foldserve.core.classification import classified_outputs, classify_outputs
 from foldserve.core.errors import RequestError, Status, invalid
 from foldserve.core.gate import Gate
 from foldserve.core.graph import softmax
@@ -195,6 +196,9 @@ class DataPlane:
     def infer(self, call: Call, request: InferRequest) -> InferResponse:
         """Run one inference request.
 
+        An output requested with the `classification` parameter is answered with its top
+        classes (Triton's classification extension, `core.classification`).
+
         Raises:
             RequestError: NOT_FOUND for an unknown model or version, INVALID_ARGUMENT for inputs
                 or outputs that do not fit the model, FAILED_PRECONDITION for a `classify`
@@ -207,9 +211,11 @@ class DataPlane:
         model = served.model
         feeds = validate.feeds(model, request)
         names = validate.output_names(model, request)
+        ranked = classified_outputs(model, request)
         series = served.runner.metrics
         series.decode.observe(time.perf_counter() - call.decode_started)
         outputs = served.runner.run(feeds, names, call.deadline)
+        classify_outputs(model, ranked, outputs)
         classification = _classification(model, outputs) if request.classify else None
         return InferResponse(model.name, model.version, request.id, outputs, classification)
 

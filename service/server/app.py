@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from foldserve.api import inference, predictor
 from foldserve.api.calls import method_names, service_handler
+from foldserve.core import classification
 from foldserve.core.access import AccessLog
 from foldserve.core.dataplane import CallPolicy, DataPlane, ServerInfo
 from foldserve.core.gate import Gate
@@ -40,6 +41,8 @@ LIVENESS_SERVICE = "liveness"
 DRAIN_QUIET_SECONDS = 0.25
 # The name `ServerMetadata` answers with (the V2 protocol's server name).
 SERVER_NAME = "foldserve"
+# The protocol extensions `ServerMetadata` lists (REST adds its binary tensor extension).
+EXTENSIONS = (classification.EXTENSION,)
 
 
 log = logging.getLogger(__name__)
@@ -200,7 +203,7 @@ def start_server(
     credentials, policy = _security(config)
     repository = open_repository(config, registry)
     gate = Gate(config.max_concurrent_rpcs)
-    plane = DataPlane(repository, gate, policy, ServerInfo(SERVER_NAME, VERSION))
+    plane = DataPlane(repository, gate, policy, ServerInfo(SERVER_NAME, VERSION, EXTENSIONS))
     loop = LoopThread(config.event_loop)
     try:
         server, health_servicer, port = loop.call(
