@@ -48,6 +48,11 @@ class TensorSpec:
     def is_float(self) -> bool:
         return self.dtype.kind == "f"
 
+    @property
+    def type_name(self) -> str:
+        """The element type as people read it: numpy's name ("float32"), "string" for strings."""
+        return "string" if self.dtype == np.dtype(object) else self.dtype.name
+
     @cached_property
     def shown_shape(self) -> list[int]:
         """The shape as the V2 protocol shows it: -1 for a dynamic dimension."""
@@ -148,7 +153,7 @@ def classifier_of(
         return f"{len(inputs)} inputs"
     tensor = inputs[0]
     if not tensor.is_float:
-        return f"input {tensor.name!r} is {tensor.dtype.name}, not a float type"
+        return f"input {tensor.name!r} is {tensor.type_name}, not a float type"
     example = tensor.shape[1:]
     if not example or tensor.shape[0] not in (None, 1) or None in example:
         shown = ["N" if d is None else d for d in tensor.shape]

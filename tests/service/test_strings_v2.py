@@ -17,6 +17,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from foldserve._proto.foldserve.v1 import predictor_pb2 as predictor
+from foldserve._proto.foldserve.v1 import predictor_pb2_grpc as predictor_grpc
 from foldserve._proto.inference import grpc_predict_v2_pb2 as pb
 from foldserve._proto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from tests.service.rest_server import RestServer, start_rest
@@ -34,6 +36,7 @@ class Serving:
 
     server: RestServer
     stub: pb_grpc.GRPCInferenceServiceStub
+    channel: grpc.Channel
 
 
 @contextmanager
@@ -41,7 +44,7 @@ def serving(path: Path) -> Iterator[Serving]:
     server = start_rest(path)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.running.port}")
     try:
-        yield Serving(server, pb_grpc.GRPCInferenceServiceStub(channel))
+        yield Serving(server, pb_grpc.GRPCInferenceServiceStub(channel), channel)
     finally:
         channel.close()
         server.stop()
@@ -166,6 +169,16 @@ def test_bytes_in_another_contents_field_are_refused(words: Serving) -> None:
     assert "inputs[0].contents: BYTES data belongs in bytes_contents, got int_contents" in (
         caught.value.details()
     )
+
+
+def test_the_domain_api_names_the_string_input(words: Serving) -> None:
+    stub = predictor_grpc.PredictorStub(words.channel)
+    described = stub.DescribeModel(predictor.DescribeModelRequest(), timeout=5)
+    assert (described.input_name, described.input_dtype) == ("text", "string")
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Predict(predictor.PredictRequest(features=[1.0]), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "(input 'text' is string, not a float type)" in caught.value.details()
 
 
 TRITON_SCRIPT = textwrap.dedent("""
