@@ -3,12 +3,14 @@ decoded into the data plane's `InferRequest`, and an `InferResponse` encoded bac
 
 JSON data: an input's `data` is a JSON array, flat or nested, read in row-major order; its values
 must be JSON values of the datatype: `true`/`false` for BOOL, integers in range for INT*/UINT*,
-numbers for FP16/FP32/FP64 (FP16 is served in JSON too, where Triton takes it in binary only).
+numbers for FP16/FP32/FP64 (FP16 is served in JSON too, where Triton takes it in binary only),
+strings for BYTES (each element the string's UTF-8 bytes; binary data carries any bytes).
 Outputs come back flat, row-major.
 
 Binary data (Triton's `binary_tensor_data` extension): the body is the JSON header, whose length
 the `Inference-Header-Content-Length` header gives, followed by the raw bytes of every input that
-has the `binary_data_size` parameter, in input order (layout in `core.datatypes`). An output is
+has the `binary_data_size` parameter, in input order (layout in `core.datatypes`; BYTES: each
+element's 4-byte little-endian length, then its bytes). An output is
 answered in binary when its `binary_data` parameter is true, or when it has none and the request's
 `binary_data_output` parameter is true; the reply is then laid out the same way.
 
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from foldserve.api.json_fields import dumps, expect, load_json, parameters
+from foldserve.api.json_strings import json_strings, string_values
 from foldserve.core.datatypes import (
     Datatype,
     check_shape,
@@ -219,6 +222,8 @@ def json_values(data: Any, datatype: Datatype, shape: list[int], field: str) -> 
             f"got {len(values)}"
         )
     dtype = datatype.dtype
+    if datatype.name == "BYTES":
+        return string_values(values, shape, field)
     if dtype.kind == "b":
         _check_each(values, lambda v: type(v) is bool, "true or false", field)
         return np.array(values, dtype=dtype).reshape(shape)
@@ -277,7 +282,9 @@ def encode_response(answer: InferResponse, encoding: Encoding) -> tuple[bytes, i
             output["parameters"] = {BINARY_SIZE: len(raw)}
             binaries.append(raw)
         else:
-            output["data"] = array.ravel().tolist()
+            output["data"] = (
+                json_strings(array, name) if array.dtype == object else array.ravel().tolist()
+            )
         outputs.append(output)
     reply["outputs"] = outputs
     header = dumps(reply)

@@ -14,6 +14,7 @@ Data comes either all raw (`raw_input_contents`, one entry per input in request 
 | `FP16` | none: raw only, as in Triton |
 | `FP32` | `fp32_contents` |
 | `FP64` | `fp64_contents` |
+| `BYTES` | `bytes_contents` (raw: each element's 4-byte little-endian length, then its bytes) |
 
 Decoding checks what the request says of itself (datatype names, byte and value counts, value
 ranges); whether it fits the model is the data plane's check (`core.validate`). Every error is
@@ -37,6 +38,7 @@ from foldserve.core.datatypes import (
     named,
 )
 from foldserve.core.errors import invalid
+from foldserve.core.strings import bytes_array
 from foldserve.core.types import InferInput, InferRequest, InferResponse, Parameter, RequestedOutput
 
 TYPED_FIELDS = {
@@ -51,8 +53,9 @@ TYPED_FIELDS = {
     "UINT64": "uint64_contents",
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
 }
-CONTENTS_FIELDS = (*dict.fromkeys(TYPED_FIELDS.values()), "bytes_contents")
+CONTENTS_FIELDS = tuple(dict.fromkeys(TYPED_FIELDS.values()))
 
 
 def parameters(fields: Mapping[str, v2.InferParameter]) -> dict[str, Parameter]:
@@ -143,6 +146,8 @@ def decode_typed(
             f"{field}.{name}: expected {count} values for shape {shape}, got {len(values)}"
         )
     dtype = datatype.dtype
+    if datatype.name == "BYTES":
+        return bytes_array(list(values), shape)
     if dtype.kind not in "iu":
         return np.array(values, dtype=dtype).reshape(shape)
     wide = np.array(values, dtype=np.int64 if dtype.kind == "i" else np.uint64)

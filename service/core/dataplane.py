@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from foldserve.core import parameters, validate
 from foldserve.core.access import REQUEST_ID_HEADER, AccessLog, Headers, TokenCheck, header
 from foldserve.core.call import Call
+from foldserve.core.classification import classified_outputs, classify_outputs
 from foldserve.core.errors import RequestError, Status, invalid
 from foldserve.core.gate import Gate
 from foldserve.core.graph import softmax
@@ -202,6 +203,9 @@ class DataPlane:
     def infer(self, call: Call, request: InferRequest) -> InferResponse:
         """Run one inference request.
 
+        An output requested with the `classification` parameter is answered with its top
+        classes (Triton's classification extension, `core.classification`).
+
         Raises:
             RequestError: NOT_FOUND for an unknown model or version, INVALID_ARGUMENT for inputs
                 or outputs that do not fit the model, FAILED_PRECONDITION for a `classify`
@@ -215,9 +219,11 @@ class DataPlane:
         deadline = _deadline(call.deadline, parameters.check(request))
         feeds = validate.feeds(model, request)
         names = validate.output_names(model, request)
+        ranked = classified_outputs(model, request)
         series = served.runner.metrics
         series.decode.observe(time.perf_counter() - call.decode_started)
         outputs = served.runner.run(feeds, names, deadline)
+        classify_outputs(model, ranked, outputs)
         classification = _classification(model, outputs) if request.classify else None
         return InferResponse(model.name, model.version, request.id, outputs, classification)
 

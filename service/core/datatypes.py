@@ -7,9 +7,11 @@ here speaks: each name with its numpy dtype, and the protocol's raw binary layou
 | `INT8`, `INT16`, `INT32`, `INT64` | `int8`, `int16`, `int32`, `int64` |
 | `UINT8`, `UINT16`, `UINT32`, `UINT64` | `uint8`, `uint16`, `uint32`, `uint64` |
 | `FP16`, `FP32`, `FP64` | `float16`, `float`, `double` |
+| `BYTES` | `string` |
 
 Raw data (gRPC's `raw_input_contents` and `raw_output_contents`, REST's binary tensor extension)
-is little-endian, row-major; BOOL is one byte per value, 0 or 1.
+is little-endian, row-major; BOOL is one byte per value, 0 or 1; BYTES is each element's 4-byte
+length, then its bytes (`core.strings`, which also says how BYTES meets ONNX's UTF-8 strings).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from foldserve.core.errors import invalid
+from foldserve.core.strings import decode_bytes, encode_bytes, is_strings
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ DATATYPES = tuple(
         ("FP16", np.float16),
         ("FP32", np.float32),
         ("FP64", np.float64),
+        ("BYTES", np.object_),  # each value a `bytes` (`core.strings`)
     )
 )
 BY_NAME = {d.name: d for d in DATATYPES}
@@ -97,10 +101,12 @@ def decode_raw(data: bytes, datatype: Datatype, shape: list[int], field: str) ->
     """One tensor's raw bytes as an array of `shape`.
 
     Raises:
-        RequestError: INVALID_ARGUMENT for a byte count that does not fit, or a BOOL byte that
-            is not 0 or 1.
+        RequestError: INVALID_ARGUMENT for a byte count that does not fit, a BOOL byte that
+            is not 0 or 1, or BYTES lengths that do not add up (`strings.decode_bytes`).
     """
     count = element_count(shape)
+    if is_strings(datatype.dtype):
+        return decode_bytes(data, count, shape, field)
     size = datatype.dtype.itemsize
     if len(data) != size * count:
         raise invalid(
@@ -117,5 +123,7 @@ def decode_raw(data: bytes, datatype: Datatype, shape: list[int], field: str) ->
 
 
 def encode_raw(array: np.ndarray) -> bytes:
-    """An array's raw bytes (little-endian, row-major)."""
+    """An array's raw bytes (little-endian, row-major; BYTES: `strings.encode_bytes`)."""
+    if is_strings(array.dtype):
+        return encode_bytes(array)
     return np.ascontiguousarray(array, datatype_of(array.dtype).wire).tobytes()

@@ -30,6 +30,7 @@ ONNX_TYPES = {
     "tensor(uint32)": np.dtype(np.uint32),
     "tensor(uint64)": np.dtype(np.uint64),
     "tensor(bool)": np.dtype(np.bool_),
+    "tensor(string)": np.dtype(object),  # served as V2 BYTES: object arrays (`core.strings`)
 }
 PROBABILITIES_HINT = "prob"  # an output whose name holds this is taken as probabilities
 
@@ -46,6 +47,11 @@ class TensorSpec:
     @property
     def is_float(self) -> bool:
         return self.dtype.kind == "f"
+
+    @property
+    def type_name(self) -> str:
+        """The element type as people read it: numpy's name ("float32"), "string" for strings."""
+        return "string" if self.dtype == np.dtype(object) else self.dtype.name
 
     @cached_property
     def shown_shape(self) -> list[int]:
@@ -80,8 +86,8 @@ def read_tensors(session: ort.InferenceSession, where: str) -> tuple[tuple[Tenso
     """(inputs, outputs) of a loaded graph, in graph order.
 
     Raises:
-        ModelError: a graph without inputs, or an input or output of a type not served (strings,
-            sequences, maps, bfloat16...).
+        ModelError: a graph without inputs, or an input or output of a type not served
+            (sequences, maps, bfloat16...).
     """
     inputs = tuple(_tensor(arg, "input", where) for arg in session.get_inputs())
     outputs = tuple(_tensor(arg, "output", where) for arg in session.get_outputs())
@@ -102,8 +108,12 @@ def _tensor(arg: ort.NodeArg, kind: str, where: str) -> TensorSpec:
 
 
 def example_feeds(inputs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
-    """Zeros for every input, each dynamic dimension 1."""
-    return {t.name: np.zeros([1 if d is None else d for d in t.shape], t.dtype) for t in inputs}
+    """Zeros for every input (empty strings for a string input), each dynamic dimension 1."""
+    return {t.name: _zeros([1 if d is None else d for d in t.shape], t.dtype) for t in inputs}
+
+
+def _zeros(shape: list[int], dtype: np.dtype) -> np.ndarray:
+    return np.full(shape, "", dtype) if dtype == np.dtype(object) else np.zeros(shape, dtype)
 
 
 def check_run(session: ort.InferenceSession, inputs: tuple[TensorSpec, ...], where: str) -> bool:
@@ -143,7 +153,7 @@ def classifier_of(
         return f"{len(inputs)} inputs"
     tensor = inputs[0]
     if not tensor.is_float:
-        return f"input {tensor.name!r} is {tensor.dtype.name}, not a float type"
+        return f"input {tensor.name!r} is {tensor.type_name}, not a float type"
     example = tensor.shape[1:]
     if not example or tensor.shape[0] not in (None, 1) or None in example:
         shown = ["N" if d is None else d for d in tensor.shape]

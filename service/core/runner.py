@@ -20,6 +20,7 @@ from foldserve.core.metrics import VersionMetrics
 from foldserve.core.model import Model
 from foldserve.core.shift.monitor import ShiftMonitor
 from foldserve.core.shift.settings import ShiftSettings
+from foldserve.core.strings import from_onnx, is_strings
 
 Outputs = dict[str, np.ndarray]
 
@@ -51,6 +52,7 @@ class ModelRunner:
         self._logits = classifier.logits if classifier is not None else None
         self._single = classifier if len(model.inputs) == 1 else None
         self._bound = _bound_runs(model, self._all, self._tapped)
+        self._strings = frozenset(o.name for o in model.outputs if is_strings(o.dtype))
 
     def run(
         self, feeds: dict[str, np.ndarray], names: Sequence[str], deadline: float | None
@@ -83,7 +85,10 @@ class ModelRunner:
             if monitor is not None:
                 model_input = feeds[self._single.input.name] if self._single else None
                 monitor.observe(self.model.shift.rows(model_input, outputs), labels)  # type: ignore[union-attr,arg-type]
-        return {name: outputs[name] for name in names}
+        result = {name: outputs[name] for name in names}
+        for name in self._strings.intersection(result):  # `str` elements -> UTF-8 bytes
+            result[name] = from_onnx(result[name])
+        return result
 
     def _compute(self, feeds: dict[str, np.ndarray], names: Sequence[str]) -> Outputs:
         single = self._single

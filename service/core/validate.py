@@ -3,7 +3,8 @@ return.
 
 Every input given exactly once, by name, with the model's datatype and rank, its fixed dimensions
 as the graph has them and its dynamic ones of any size >= 1; float values finite; requested
-outputs known and not repeated. A `classify` request (`Predict`) gives one example's flat values
+outputs known and not repeated; BYTES elements for a string input valid UTF-8 (fed as `str`,
+`core.strings`). A `classify` request (`Predict`) gives one example's flat values
 for the classifier input instead. Every error is INVALID_ARGUMENT naming the field, e.g.
 "inputs[1].datatype: input 'mask' is BOOL, got 'FP32'".
 """
@@ -16,6 +17,7 @@ from foldserve.core.datatypes import datatype_of
 from foldserve.core.errors import invalid
 from foldserve.core.graph import TensorSpec
 from foldserve.core.model import Model
+from foldserve.core.strings import is_strings, onnx_strings
 from foldserve.core.types import InferInput, InferRequest
 
 MAX_REQUEST_ID_CHARS = 1024  # a request id is echoed in the reply: bounded
@@ -67,7 +69,7 @@ def feeds(model: Model, request: InferRequest) -> dict[str, np.ndarray]:
         if tensor.name in found:
             raise invalid(f"{tensor.field}.name: input {tensor.name!r} given twice")
         _check_tensor(tensor, spec)
-        found[tensor.name] = tensor.data
+        found[tensor.name] = _feed(tensor, spec)
     if len(found) < len(specs):
         missing = [name for name in specs if name not in found]
         raise invalid(f"inputs: input(s) {missing} missing; the model's inputs are {list(specs)}")
@@ -107,6 +109,13 @@ def _check_tensor(tensor: InferInput, spec: TensorSpec) -> None:
         )
     if spec.is_float:
         check_finite(data, f"{field} values")
+
+
+def _feed(tensor: InferInput, spec: TensorSpec) -> np.ndarray:
+    """A checked input as onnxruntime takes it (a string input: `str` elements)."""
+    if is_strings(spec.dtype):
+        return onnx_strings(tensor.data, tensor.field, spec.name)
+    return tensor.data
 
 
 def _classifier_feeds(model: Model, request: InferRequest) -> dict[str, np.ndarray]:

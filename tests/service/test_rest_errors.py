@@ -50,7 +50,11 @@ JSON_ERRORS = [
     ({"inputs": [without("name")]}, "inputs[0].name: expected a string, got null"),
     ({"inputs": [tensor(datatype=32)]}, "inputs[0].datatype: expected a string"),
     ({"inputs": [tensor(datatype="FP33")]}, "inputs[0].datatype: unknown datatype 'FP33'"),
-    ({"inputs": [tensor(datatype="BYTES")]}, "inputs[0].datatype: unknown datatype 'BYTES'"),
+    ({"inputs": [tensor(datatype="BF16")]}, "inputs[0].datatype: unknown datatype 'BF16'"),
+    (
+        {"inputs": [tensor(datatype="BYTES")]},
+        "inputs[0].data: value 0 (row-major) is 0.5; expected a",
+    ),
     ({"inputs": [tensor(shape="1,64")]}, "inputs[0].shape: expected an array of dimensions"),
     ({"inputs": [tensor(shape=[1, "64"])]}, "inputs[0].shape[1]: expected an integer, got a str"),
     ({"inputs": [tensor(shape=[1, True])]}, "inputs[0].shape[1]: expected an integer, got a bool"),
