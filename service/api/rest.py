@@ -10,6 +10,7 @@
 | GET | `/v2/models/{name}[/versions/{version}]/ready` | ModelReady |
 | POST | `/v2/models/{name}[/versions/{version}]/infer` | ModelInfer |
 | POST | `/v2/repository/index` | RepositoryIndex (Triton's) |
+| GET, POST | `/v2/systemsharedmemory/...` | SystemSharedMemory* (`api/rest_shared_memory.py`) |
 
 Each call runs as a gRPC call does (`api/calls.py`): admitted by the data plane as it arrives
 (`admit`: the bearer token from the `authorization` header, the drain, the in-flight bound; the
@@ -49,6 +50,7 @@ from foldserve.api.asgi import (
 )
 from foldserve.api.inference import PLATFORM
 from foldserve.api.json_fields import dumps, expect, load_json
+from foldserve.api.rest_shared_memory import SharedMemoryOperations, shared_memory_route
 from foldserve.api.rest_tensors import HEADER_LENGTH, decode_request, encode_response
 from foldserve.core.access import header
 from foldserve.core.call import Call
@@ -94,7 +96,7 @@ def _json(value: Any) -> Reply:
     return Reply(dumps(value))
 
 
-class RestAdapter:
+class RestAdapter(SharedMemoryOperations):
     """Serves the data plane over V2 REST: one method per operation, named as over gRPC."""
 
     def __init__(self, plane: DataPlane) -> None:
@@ -199,13 +201,15 @@ _MODEL_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?(|/ready|/inf
 
 
 def route(path: str) -> tuple[Endpoint, str, str] | None:
-    """The endpoint a path names, with the model name and version in it ("" where none)."""
+    """The endpoint a path names, with the model name (or shared memory region) and version in
+    it ("" where none)."""
     endpoint = STATIC_ROUTES.get(path)
     if endpoint is not None:
         return endpoint, "", ""
     found = _MODEL_PATH.fullmatch(path)
     if found is None:
-        return None
+        shared = shared_memory_route(path)
+        return None if shared is None else (Endpoint(*shared[:2]), shared[2], "")
     name, version, tail = found.groups()
     return MODEL_ROUTES[tail], name, version or ""
 

@@ -37,6 +37,7 @@ from foldserve.core.datatypes import (
     named,
 )
 from foldserve.core.errors import invalid
+from foldserve.core.shared_tensors import awaiting, names_shared_memory
 from foldserve.core.types import InferInput, InferRequest, InferResponse, Parameter, RequestedOutput
 
 TYPED_FIELDS = {
@@ -72,15 +73,22 @@ def decode_request(request: v2.ModelInferRequest) -> tuple[InferRequest, bool]:
     """
     raw_contents = request.raw_input_contents
     raw = bool(raw_contents)
-    if raw and len(raw_contents) != len(request.inputs):
+    # Inputs in shared memory have no entry (tritonclient sends them so, Triton reads them so).
+    carried = [i for i, t in enumerate(request.inputs) if not names_shared_memory(t.parameters)]
+    if raw and len(raw_contents) != len(carried):
         raise invalid(
-            f"raw_input_contents: expected {len(request.inputs)} entries (one per input, in "
-            f"input order), got {len(raw_contents)}"
+            f"raw_input_contents: expected {len(carried)} entries (one per input not in shared "
+            f"memory, in input order), got {len(raw_contents)}"
         )
+    entries = dict(zip(carried, enumerate(raw_contents), strict=True)) if raw else {}
     inputs = [
-        _decode_input(tensor, index, raw_contents[index] if raw else None)
+        _decode_input(tensor, index, entries.get(index))
         for index, tensor in enumerate(request.inputs)
     ]
+    # A request whose data is all in shared memory is answered raw, as Triton answers.
+    raw = raw or (
+        len(carried) < len(inputs) and not any(i.HasField("contents") for i in request.inputs)
+    )
     outputs = [
         RequestedOutput(o.name, f"outputs[{i}]", parameters(o.parameters) if o.parameters else {})
         for i, o in enumerate(request.outputs)
@@ -97,16 +105,21 @@ def decode_request(request: v2.ModelInferRequest) -> tuple[InferRequest, bool]:
 
 
 def _decode_input(
-    tensor: v2.ModelInferRequest.InferInputTensor, index: int, raw: bytes | None
+    tensor: v2.ModelInferRequest.InferInputTensor, index: int, raw: tuple[int, bytes] | None
 ) -> InferInput:
+    """One input; `raw`: its entry of `raw_input_contents` (position, bytes), None when none."""
     where = f"inputs[{index}]"
     datatype = named(tensor.datatype, f"{where}.datatype")
     shape = check_shape(tensor.shape, f"{where}.shape")
     typed = tensor.HasField("contents")
-    if raw is not None:
+    if names_shared_memory(tensor.parameters):
+        if typed:
+            raise invalid(f"{where}.contents: data given both in contents and in shared memory")
+        data = awaiting(datatype, shape, f"{where}.shape")
+    elif raw is not None:
         if typed:
             raise invalid(f"{where}.contents: data given in both contents and raw_input_contents")
-        data = decode_raw(raw, datatype, shape, f"raw_input_contents[{index}]")
+        data = decode_raw(raw[1], datatype, shape, f"raw_input_contents[{raw[0]}]")
     elif typed:
         data = decode_typed(tensor.contents, datatype, shape, f"{where}.contents")
     else:
@@ -169,11 +182,28 @@ def encode_response(answer: InferResponse, raw: bool) -> v2.ModelInferResponse:
     )
     outputs = answer.outputs
     raw = raw or any(datatype_of(a.dtype).name not in TYPED_FIELDS for a in outputs.values())
+    shared = answer.in_shared_memory
     for name, array in outputs.items():
         datatype = datatype_of(array.dtype)
         output = response.outputs.add(name=name, datatype=datatype.name, shape=array.shape)
-        if raw:
+        if name in shared:
+            _shared_output(output, shared[name], response if raw else None)
+        elif raw:
             response.raw_output_contents.append(encode_raw(array))
         else:
             getattr(output.contents, TYPED_FIELDS[datatype.name]).extend(array.ravel().tolist())
     return response
+
+
+def _shared_output(
+    output: v2.ModelInferResponse.InferOutputTensor,
+    parameters: Mapping[str, Parameter],
+    raw: v2.ModelInferResponse | None,
+) -> None:
+    """An output written to shared memory: its parameters, no data (and, in a raw reply, an empty
+    entry, so that each output's raw entry stays at its index, as tritonclient reads them)."""
+    for key, value in parameters.items():
+        kind = "string_param" if isinstance(value, str) else "int64_param"
+        setattr(output.parameters[key], kind, value)
+    if raw is not None:
+        raw.raw_output_contents.append(b"")
