@@ -39,6 +39,7 @@ class Served:
     classes: int
     output_names: tuple[str, ...]
     max_message_bytes: int
+    shared_memory: bool = False  # `--shared-memory`: off, every shared memory call is refused
 
 
 def parse(method: str, data: bytes) -> Message | None:
@@ -141,6 +142,15 @@ def _repository_index(request, served: Served) -> bool:
     return request.repository_name == ""
 
 
+def _shared_memory_status(request, served: Served) -> bool:
+    # A fuzzer registers no region (its keys name no object on the host): only "all" is found.
+    return served.shared_memory and request.name == ""
+
+
+def _shared_memory_unregister(request, served: Served) -> bool:
+    return served.shared_memory  # a name not registered is no error (as in Triton)
+
+
 _CHECKS = {
     "Predict": _predict,
     "DescribeModel": _describe,
@@ -148,4 +158,7 @@ _CHECKS = {
     "ModelMetadata": _named,
     "ModelInfer": _infer,
     "RepositoryIndex": _repository_index,
+    "SystemSharedMemoryStatus": _shared_memory_status,
+    "SystemSharedMemoryRegister": lambda request, served: False,  # no object of a fuzzer's keys
+    "SystemSharedMemoryUnregister": _shared_memory_unregister,
 }
