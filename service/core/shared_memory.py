@@ -190,8 +190,7 @@ class SystemSharedMemory:
 
     def _drop(self, name: str) -> None:
         with self._lock:
-            names = list(self._regions) if not name else [name] if name in self._regions else []
-            for each in names:
+            for each in [n for n in self._regions if not name or n == name]:
                 region = self._regions.pop(each)
                 region.retired = True
                 if region.users == 0:
