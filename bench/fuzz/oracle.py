@@ -43,6 +43,7 @@ class Served:
     classes: int
     output_names: tuple[str, ...]
     max_message_bytes: int
+    shared_memory: bool = False  # `--shared-memory`: off, every shared memory call is refused
 
 
 def parse(method: str, data: bytes) -> Message | None:
@@ -171,6 +172,15 @@ def _never(request, served: Served) -> bool:
     return False
 
 
+def _shared_memory_status(request, served: Served) -> bool:
+    # A fuzzer registers no region (its keys name no object on the host): only "all" is found.
+    return served.shared_memory and request.name == ""
+
+
+def _shared_memory_unregister(request, served: Served) -> bool:
+    return served.shared_memory  # a name not registered is no error (as in Triton)
+
+
 _CHECKS = {
     "Predict": _predict,
     "DescribeModel": _describe,
@@ -182,7 +192,7 @@ _CHECKS = {
     "ModelStatistics": _statistics,
     "RepositoryModelLoad": _never,
     "RepositoryModelUnload": _never,
-    "SystemSharedMemoryStatus": _never,
-    "SystemSharedMemoryRegister": _never,
-    "SystemSharedMemoryUnregister": _never,
+    "SystemSharedMemoryStatus": _shared_memory_status,
+    "SystemSharedMemoryRegister": _never,  # no object of a fuzzer's keys
+    "SystemSharedMemoryUnregister": _shared_memory_unregister,
 }

@@ -122,17 +122,27 @@ class InferenceAdapter:
     def SystemSharedMemoryStatus(
         self, request: pb.SystemSharedMemoryStatusRequest, call: Call
     ) -> pb.SystemSharedMemoryStatusResponse:
-        raise RequestError(Status.UNIMPLEMENTED, "SystemSharedMemoryStatus: not served yet")
+        regions = self._plane.shared_memory_status(call, request.name)
+        status = pb.SystemSharedMemoryStatusResponse.RegionStatus
+        return pb.SystemSharedMemoryStatusResponse(
+            regions={
+                r.name: status(name=r.name, key=r.key, offset=r.offset, byte_size=r.byte_size)
+                for r in regions
+            }
+        )
 
     def SystemSharedMemoryRegister(
         self, request: pb.SystemSharedMemoryRegisterRequest, call: Call
     ) -> pb.SystemSharedMemoryRegisterResponse:
-        raise RequestError(Status.UNIMPLEMENTED, "SystemSharedMemoryRegister: not served yet")
+        r = request
+        self._plane.shared_memory_register(call, r.name, r.key, r.offset, r.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
 
     def SystemSharedMemoryUnregister(
         self, request: pb.SystemSharedMemoryUnregisterRequest, call: Call
     ) -> pb.SystemSharedMemoryUnregisterResponse:
-        raise RequestError(Status.UNIMPLEMENTED, "SystemSharedMemoryUnregister: not served yet")
+        self._plane.shared_memory_unregister(call, request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
 
     def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, call: Call

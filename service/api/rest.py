@@ -12,6 +12,7 @@
 | POST | `/v2/repository/index` | RepositoryIndex (Triton's) |
 | POST | `/v2/repository/models/{name}/load` | RepositoryModelLoad (Triton's) |
 | POST | `/v2/repository/models/{name}/unload` | RepositoryModelUnload (Triton's) |
+| GET, POST | `/v2/systemsharedmemory/...` | SystemSharedMemory* (`api/rest_shared_memory.py`) |
 
 Each call runs as a gRPC call does (`api/calls.py`): admitted by the data plane as it arrives
 (`admit`: the bearer token from the `authorization` header, the drain, the in-flight bound; the
@@ -53,6 +54,7 @@ from foldserve.api.asgi import (
 from foldserve.api.inference import PLATFORM, UNLOAD_ACCEPTED
 from foldserve.api.json_fields import dumps, expect, load_json
 from foldserve.api.rest_routes import Endpoint, route
+from foldserve.api.rest_shared_memory import SharedMemoryOperations
 from foldserve.api.rest_tensors import HEADER_LENGTH, decode_request, encode_response
 from foldserve.core.access import header
 from foldserve.core.call import Call
@@ -97,7 +99,7 @@ def _json(value: Any) -> Reply:
     return Reply(dumps(value))
 
 
-class RestAdapter:
+class RestAdapter(SharedMemoryOperations):
     """Serves the data plane over V2 REST: one method per operation, named as over gRPC."""
 
     def __init__(self, plane: DataPlane) -> None:

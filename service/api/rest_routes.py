@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from foldserve.api.rest_shared_memory import shared_memory_route
+
 
 class Endpoint(NamedTuple):
     """An operation and the HTTP verb it answers."""
@@ -34,7 +36,8 @@ CONTROL_ROUTES = {
 
 
 def route(path: str) -> tuple[Endpoint, str, str] | None:
-    """The endpoint a path names, with the model name and version in it ("" where none)."""
+    """The endpoint a path names, with the model name (or shared memory region) and version in
+    it ("" where none)."""
     endpoint = STATIC_ROUTES.get(path)
     if endpoint is not None:
         return endpoint, "", ""
@@ -45,4 +48,5 @@ def route(path: str) -> tuple[Endpoint, str, str] | None:
     control = _CONTROL_PATH.fullmatch(path)
     if control is not None:
         return CONTROL_ROUTES[control.group(2)], control.group(1), ""
-    return None
+    shared = shared_memory_route(path)  # the region's name stands where a model's would
+    return None if shared is None else (Endpoint(*shared[:2]), shared[2], "")

@@ -14,6 +14,9 @@ element's 4-byte little-endian length, then its bytes). An output is
 answered in binary when its `binary_data` parameter is true, or when it has none and the request's
 `binary_data_output` parameter is true; the reply is then laid out the same way.
 
+Shared memory (Triton's extension, `core.shared_tensors`): an input whose parameters name a region
+has no data in the body; an output written to one is answered with those parameters, no data.
+
 Decoding checks what the request says of itself (JSON types, datatype names, value counts and
 ranges, byte counts); whether it fits the model is the data plane's check (`core.validate`). Every
 error is INVALID_ARGUMENT naming the field ("inputs[0].data", "inputs[1].shape", ...).
@@ -40,6 +43,7 @@ from foldserve.core.datatypes import (
     named,
 )
 from foldserve.core.errors import invalid
+from foldserve.core.shared_tensors import awaiting, names_shared_memory
 from foldserve.core.types import InferInput, InferRequest, InferResponse, Parameter, RequestedOutput
 from foldserve.core.validate import check_request_id
 
@@ -156,6 +160,11 @@ def _data(
     """An input's values, from its JSON `data` or its binary data, and where the next input's
     binary data starts."""
     size_field = f"{where}.parameters.{BINARY_SIZE}"
+    if names_shared_memory(extra):
+        if "data" in tensor or BINARY_SIZE in extra:
+            given = f"{where}.data" if "data" in tensor else size_field
+            raise invalid(f"{given}: data given both in the request and in shared memory")
+        return awaiting(datatype, shape, f"{where}.shape"), offset
     if BINARY_SIZE in extra:
         size = expect(extra[BINARY_SIZE], int, "a number of bytes", size_field)
         if "data" in tensor:
@@ -277,7 +286,9 @@ def encode_response(answer: InferResponse, encoding: Encoding) -> tuple[bytes, i
     outputs, binaries = [], []
     for name, array in answer.outputs.items():
         output = {"name": name, "datatype": datatype_of(array.dtype).name, "shape": array.shape}
-        if encoding.is_binary(name):
+        if name in answer.in_shared_memory:  # written there: its parameters say where
+            output["parameters"] = dict(answer.in_shared_memory[name])
+        elif encoding.is_binary(name):
             raw = encode_raw(array)
             output["parameters"] = {BINARY_SIZE: len(raw)}
             binaries.append(raw)

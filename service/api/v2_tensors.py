@@ -38,6 +38,7 @@ from foldserve.core.datatypes import (
     named,
 )
 from foldserve.core.errors import invalid
+from foldserve.core.shared_tensors import awaiting, names_shared_memory
 from foldserve.core.strings import bytes_array
 from foldserve.core.types import InferInput, InferRequest, InferResponse, Parameter, RequestedOutput
 
@@ -75,15 +76,22 @@ def decode_request(request: v2.ModelInferRequest) -> InferRequest:
     """
     raw_contents = request.raw_input_contents
     raw = bool(raw_contents)
-    if raw and len(raw_contents) != len(request.inputs):
+    # Inputs in shared memory have no entry (tritonclient sends them so, Triton reads them so).
+    carried = [i for i, t in enumerate(request.inputs) if not names_shared_memory(t.parameters)]
+    if raw and len(raw_contents) != len(carried):
         raise invalid(
-            f"raw_input_contents: expected {len(request.inputs)} entries (one per input, in "
-            f"input order), got {len(raw_contents)}"
+            f"raw_input_contents: expected {len(carried)} entries (one per input not in shared "
+            f"memory, in input order), got {len(raw_contents)}"
         )
+    entries = dict(zip(carried, enumerate(raw_contents), strict=True)) if raw else {}
     inputs = [
-        _decode_input(tensor, index, raw_contents[index] if raw else None)
+        _decode_input(tensor, index, entries.get(index))
         for index, tensor in enumerate(request.inputs)
     ]
+    # A request whose data is all in shared memory is answered raw, as Triton answers.
+    raw = raw or (
+        len(carried) < len(inputs) and not any(i.HasField("contents") for i in request.inputs)
+    )
     outputs = [
         RequestedOutput(o.name, f"outputs[{i}]", parameters(o.parameters) if o.parameters else {})
         for i, o in enumerate(request.outputs)
@@ -99,16 +107,21 @@ def decode_request(request: v2.ModelInferRequest) -> InferRequest:
 
 
 def _decode_input(
-    tensor: v2.ModelInferRequest.InferInputTensor, index: int, raw: bytes | None
+    tensor: v2.ModelInferRequest.InferInputTensor, index: int, raw: tuple[int, bytes] | None
 ) -> InferInput:
+    """One input; `raw`: its entry of `raw_input_contents` (position, bytes), None when none."""
     where = f"inputs[{index}]"
     datatype = named(tensor.datatype, f"{where}.datatype")
     shape = check_shape(tensor.shape, f"{where}.shape")
     typed = tensor.HasField("contents")
-    if raw is not None:
+    if names_shared_memory(tensor.parameters):
+        if typed:
+            raise invalid(f"{where}.contents: data given both in contents and in shared memory")
+        data = awaiting(datatype, shape, f"{where}.shape")
+    elif raw is not None:
         if typed:
             raise invalid(f"{where}.contents: data given in both contents and raw_input_contents")
-        data = decode_raw(raw, datatype, shape, f"raw_input_contents[{index}]")
+        data = decode_raw(raw[1], datatype, shape, f"raw_input_contents[{raw[0]}]")
     elif typed:
         data = decode_typed(tensor.contents, datatype, shape, f"{where}.contents")
     else:
@@ -170,8 +183,26 @@ def encode_response(answer: InferResponse) -> v2.ModelInferResponse:
     response = v2.ModelInferResponse(
         model_name=answer.model_name, model_version=answer.model_version, id=answer.id
     )
+    shared = answer.in_shared_memory
     for name, array in answer.outputs.items():
         datatype = datatype_of(array.dtype)
-        response.outputs.add(name=name, datatype=datatype.name, shape=array.shape)
-        response.raw_output_contents.append(encode_raw(array))
+        output = response.outputs.add(name=name, datatype=datatype.name, shape=array.shape)
+        if name in shared:
+            _shared_output(output, shared[name], response)
+        else:
+            response.raw_output_contents.append(encode_raw(array))
     return response
+
+
+def _shared_output(
+    output: v2.ModelInferResponse.InferOutputTensor,
+    parameters: Mapping[str, Parameter],
+    raw: v2.ModelInferResponse | None,
+) -> None:
+    """An output written to shared memory: its parameters, no data (and, in a raw reply, an empty
+    entry, so that each output's raw entry stays at its index, as tritonclient reads them)."""
+    for key, value in parameters.items():
+        kind = "string_param" if isinstance(value, str) else "int64_param"
+        setattr(output.parameters[key], kind, value)
+    if raw is not None:
+        raw.raw_output_contents.append(b"")

@@ -32,6 +32,8 @@ from foldserve.core.graph import softmax
 from foldserve.core.metrics import VersionMetrics
 from foldserve.core.model import Model
 from foldserve.core.repository import Repository
+from foldserve.core.shared_memory import RegionStatus, SystemSharedMemory
+from foldserve.core.shared_tensors import Claim, uses_shared_memory
 from foldserve.core.shift.monitor import ShiftMonitor
 from foldserve.core.types import Classification, IndexEntry, InferRequest, InferResponse
 from foldserve.core.versions import LoadedVersion
@@ -75,16 +77,24 @@ class DataPlane:
         gate: admission: the drain and the in-flight bound, shared by every protocol.
         policy: size limit, token, access log.
         server: what `server_metadata` answers.
+        shared_memory: the system shared memory regions (`--shared-memory`; default: off).
     """
 
     def __init__(
-        self, repository: Repository, gate: Gate, policy: CallPolicy, server: ServerInfo
+        self,
+        repository: Repository,
+        gate: Gate,
+        policy: CallPolicy,
+        server: ServerInfo,
+        shared_memory: SystemSharedMemory | None = None,
     ) -> None:
         self.repository = repository
         self.gate = gate
         self._policy = policy
         self._server = server
         self._ready = True
+        # Triton's system shared memory regions of this process (off unless given one on).
+        self.shared_memory = shared_memory or SystemSharedMemory(enabled=False)
 
     @property
     def max_message_bytes(self) -> int:
@@ -209,8 +219,11 @@ class DataPlane:
         Raises:
             RequestError: NOT_FOUND for an unknown model or version, INVALID_ARGUMENT for inputs
                 or outputs that do not fit the model, FAILED_PRECONDITION for a `classify`
-                request to a model that is not classifier-shaped, DEADLINE_EXCEEDED.
+                request to a model that is not classifier-shaped, DEADLINE_EXCEEDED; see
+                `core.shared_tensors` for tensors in shared memory.
         """
+        if uses_shared_memory(request):
+            return self._infer_shared(call, request)
         if request.id:
             call.request_id = request.id
         fields = ("model_name", "model_version")
@@ -226,6 +239,12 @@ class DataPlane:
         classify_outputs(model, ranked, outputs)
         classification = _classification(model, outputs) if request.classify else None
         return InferResponse(model.name, model.version, request.id, outputs, classification)
+
+    def _infer_shared(self, call: Call, request: InferRequest) -> InferResponse:
+        """`infer` of a request whose tensors name shared memory regions, held until the
+        outputs are written."""
+        with Claim(self.shared_memory, request) as claim:
+            return claim.answer(self.infer(call, claim.request))
 
     def repository_index(self, call: Call, repository: str, ready_only: bool) -> list[IndexEntry]:
         """Every model and version of the repository, with its state (`Repository.index`).
@@ -254,6 +273,22 @@ class DataPlane:
         """
         self._check_repository(repository)
         self.repository.unload(name)
+
+    # --- system shared memory (Triton's extension; `core.shared_memory`) ---------------------
+
+    def shared_memory_status(self, call: Call, name: str) -> list[RegionStatus]:
+        """The registered regions ("": all); see `SystemSharedMemory.status`."""
+        return self.shared_memory.status(name)
+
+    def shared_memory_register(
+        self, call: Call, name: str, key: str, offset: int, byte_size: int
+    ) -> None:
+        """Register a region; see `SystemSharedMemory.register`."""
+        self.shared_memory.register(name, key, offset, byte_size)
+
+    def shared_memory_unregister(self, call: Call, name: str) -> None:
+        """Unregister a region ("": all); see `SystemSharedMemory.unregister`."""
+        self.shared_memory.unregister(name)
 
     @staticmethod
     def _check_repository(repository: str) -> None:

@@ -74,13 +74,19 @@ class Classification:
 
 @dataclass(frozen=True, slots=True)
 class InferResponse:
-    """The answer to an `InferRequest`: the outputs asked for, in the order asked."""
+    """The answer to an `InferRequest`: the outputs asked for, in the order asked.
+
+    `in_shared_memory`: the outputs written to shared memory (`core.shared_tensors`), by name,
+    with the parameters the answer gives them; the answer carries their name, datatype, shape and
+    those parameters, not their data.
+    """
 
     model_name: str
     model_version: str
     id: str
     outputs: dict[str, np.ndarray]
     classification: Classification | None = None
+    in_shared_memory: Mapping[str, Mapping[str, Parameter]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

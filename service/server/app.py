@@ -23,6 +23,8 @@ from foldserve.core.gate import Gate
 from foldserve.core.metrics import Metrics, serve_metrics
 from foldserve.core.repository import Repository
 from foldserve.core.repository_settings import RepositorySettings
+from foldserve.core.shared_memory import EXTENSION as SHARED_MEMORY
+from foldserve.core.shared_memory import SystemSharedMemory
 from foldserve.core.shift.settings import ShiftSettings
 from foldserve.server import grpc_server
 from foldserve.server.config import ServeConfig
@@ -120,6 +122,7 @@ class RunningServer:
         self.loop.call(self.server.stop(left))
         self.loop.call(stop_http(self.http))
         self.loop.stop()
+        self.plane.shared_memory.close()
         if self.metrics_http is not None:
             self.metrics_http.shutdown()  # type: ignore[attr-defined]
 
@@ -209,7 +212,10 @@ def start_server(
     credentials, policy = _security(config)
     repository = open_repository(config, registry)
     gate = Gate(config.max_concurrent_rpcs)
-    plane = DataPlane(repository, gate, policy, ServerInfo(SERVER_NAME, VERSION, EXTENSIONS))
+    shared_memory = SystemSharedMemory(config.shared_memory)
+    extensions = (*EXTENSIONS, SHARED_MEMORY) if config.shared_memory else EXTENSIONS
+    info = ServerInfo(SERVER_NAME, VERSION, extensions)
+    plane = DataPlane(repository, gate, policy, info, shared_memory)
     loop = LoopThread(config.event_loop)
     try:
         server, health_servicer, port = loop.call(

@@ -134,6 +134,13 @@ class ServeConfig:
         f"{AUTH_TOKEN_ENV}); health stays open",
     )
     access_log: bool = setting(False, kind.on_off, "on|off", "log one line per call")
+    shared_memory: bool = setting(
+        False,
+        kind.on_off,
+        "on|off",
+        "Triton's system shared memory extension: clients on this host pass tensors in POSIX "
+        "shared memory regions they register (each worker process keeps its own regions)",
+    )
     shift_monitor: bool = setting(
         SHIFT_MONITOR,
         kind.on_off,

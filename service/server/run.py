@@ -31,6 +31,13 @@ def serve(config: ServeConfig) -> int:
     if config.worker_count > 1:
         from foldserve.server.supervise import serve_workers
 
+        if config.shared_memory:
+            log.warning(
+                "shared memory: each of the %d workers keeps its own regions; clients must "
+                "register theirs with every worker, or run --workers 1",
+                config.worker_count,
+            )
+
         return serve_workers(config)
     try:
         running = start_server(config, CollectorRegistry())

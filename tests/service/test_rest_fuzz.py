@@ -128,6 +128,8 @@ def test_the_fuzzers_cases_over_rest(rest: RestServer, served: Served, seed: int
         name = METHODS[method].name
         if not method.startswith("/inference.") or name not in TWINS:
             continue  # the domain API (Predict, DescribeModel) has no REST twin
+        if name.startswith("SystemSharedMemory"):
+            continue  # off here, 501 by design: tests/service/test_shared_memory*.py
         message = parse(method, data)
         if message is None:  # bytes that are no message at all: a body that is no JSON
             status = call(rest, "POST", "/v2/models/foldserve/infer", data, {})
