@@ -28,6 +28,7 @@ from foldserve.core.call import Call
 from foldserve.core.errors import RequestError, Status, invalid
 from foldserve.core.gate import Gate
 from foldserve.core.graph import softmax
+from foldserve.core.interface import graph_feeds, served_outputs
 from foldserve.core.metrics import VersionMetrics
 from foldserve.core.model import Model
 from foldserve.core.repository import Repository
@@ -207,10 +208,12 @@ class DataPlane:
         model = served.model
         feeds = validate.feeds(model, request)
         names = validate.output_names(model, request)
+        feeds = graph_feeds(model, request, feeds)
         series = served.runner.metrics
         series.decode.observe(time.perf_counter() - call.decode_started)
         outputs = served.runner.run(feeds, names, call.deadline)
         classification = _classification(model, outputs) if request.classify else None
+        outputs = served_outputs(model, request, outputs)
         return InferResponse(model.name, model.version, request.id, outputs, classification)
 
     def repository_index(self, call: Call, repository: str, ready_only: bool) -> list[IndexEntry]:
