@@ -9,6 +9,7 @@ import asyncio
 
 from foldserve._proto.inference import grpc_predict_v2_pb2 as pb
 from foldserve.api.calls import answers_in_stream
+from foldserve.api.triton_reports import statistics_message
 from foldserve.api.v2_tensors import decode_request, encode_response
 from foldserve.core.call import Call
 from foldserve.core.dataplane import DataPlane, required
@@ -91,12 +92,15 @@ class InferenceAdapter:
         return pb.ModelStreamInferResponse(infer_response=self.ModelInfer(request, call))
 
     def ModelConfig(self, request: pb.ModelConfigRequest, call: Call) -> pb.ModelConfigResponse:
-        raise RequestError(Status.UNIMPLEMENTED, "ModelConfig: not served yet")
+        self._required(request.name, "name")
+        config = self._plane.model_config(call, request.name, request.version, NAME_FIELDS)
+        return pb.ModelConfigResponse(config=config)
 
     def ModelStatistics(
         self, request: pb.ModelStatisticsRequest, call: Call
     ) -> pb.ModelStatisticsResponse:
-        raise RequestError(Status.UNIMPLEMENTED, "ModelStatistics: not served yet")
+        stats = self._plane.model_statistics(call, request.name, request.version, NAME_FIELDS)
+        return statistics_message(stats)
 
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, call: Call

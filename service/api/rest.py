@@ -9,6 +9,8 @@
 | GET | `/v2/models/{name}[/versions/{version}]` | ModelMetadata |
 | GET | `/v2/models/{name}[/versions/{version}]/ready` | ModelReady |
 | POST | `/v2/models/{name}[/versions/{version}]/infer` | ModelInfer |
+| GET | `/v2/models/{name}[/versions/{version}]/config` | ModelConfig (Triton's) |
+| GET | `/v2/models[/{name}[/versions/{version}]]/stats` | ModelStatistics (Triton's) |
 | POST | `/v2/repository/index` | RepositoryIndex (Triton's) |
 
 Each call runs as a gRPC call does (`api/calls.py`): admitted by the data plane as it arrives
@@ -50,6 +52,7 @@ from foldserve.api.asgi import (
 from foldserve.api.inference import PLATFORM
 from foldserve.api.json_fields import dumps, expect, load_json
 from foldserve.api.rest_tensors import HEADER_LENGTH, decode_request, encode_response
+from foldserve.api.triton_reports import config_json, statistics_json
 from foldserve.core.access import header
 from foldserve.core.call import Call
 from foldserve.core.dataplane import DataPlane
@@ -130,6 +133,14 @@ class RestAdapter:
             return Reply(reply)
         return Reply(reply, content_type=BINARY, headers=((HEADER_BYTES, b"%d" % length),))
 
+    def ModelConfig(self, request: Request, call: Call) -> Reply:
+        config = self._plane.model_config(call, request.name, request.version, FIELDS)
+        return _json(config_json(config))
+
+    def ModelStatistics(self, request: Request, call: Call) -> Reply:
+        stats = self._plane.model_statistics(call, request.name, request.version, FIELDS)
+        return _json(statistics_json(stats))
+
     def RepositoryIndex(self, request: Request, call: Call) -> Reply:
         body = _plain_body(request)
         asked = expect(load_json(body, "body") if body.strip() else {}, dict, "an object", "body")
@@ -189,13 +200,16 @@ STATIC_ROUTES = {
     "/v2/health/live": Endpoint("GET", "ServerLive"),
     "/v2/health/ready": Endpoint("GET", "ServerReady"),
     "/v2/repository/index": Endpoint("POST", "RepositoryIndex"),
+    "/v2/models/stats": Endpoint("GET", "ModelStatistics"),
 }
 MODEL_ROUTES = {
     "": Endpoint("GET", "ModelMetadata"),
     "/ready": Endpoint("GET", "ModelReady"),
     "/infer": Endpoint("POST", "ModelInfer"),
+    "/config": Endpoint("GET", "ModelConfig"),
+    "/stats": Endpoint("GET", "ModelStatistics"),
 }
-_MODEL_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?(|/ready|/infer)")
+_MODEL_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?(|/ready|/infer|/config|/stats)")
 
 
 def route(path: str) -> tuple[Endpoint, str, str] | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from foldserve.contract.layout import MODEL_FILE
@@ -32,6 +32,7 @@ from foldserve.core.model import Model, ModelError
 from foldserve.core.repository_scan import Candidate, Fingerprint, scan
 from foldserve.core.runner import ModelRunner
 from foldserve.core.shift.settings import ShiftSettings
+from foldserve.core.stats import InferStats
 from foldserve.core.triton_config import ConfigWatch, TritonConfig, layout, version_policy
 
 log = logging.getLogger(__name__)
@@ -39,12 +40,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LoadedVersion:
-    """A loaded, checked version, ready to run."""
+    """A loaded, checked version, ready to run, and its inference statistics."""
 
     version: str
     model: Model
     runner: ModelRunner
     fingerprint: Fingerprint
+    stats: InferStats = field(default_factory=InferStats, compare=False)
 
 
 @dataclass(frozen=True)

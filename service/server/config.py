@@ -174,6 +174,9 @@ class ServeConfig:
     )
     # From the environment only (FOLDSERVE_AUTH_TOKEN); never shown.
     auth_token: str | None = field(default=None, repr=False)
+    # Set by the supervisor for each of its workers (which serve with `workers` 1): how many
+    # processes serve together, ModelConfig's instance count. 0: `worker_count`.
+    instances: int = field(default=0, repr=False)
 
     @property
     def worker_count(self) -> int:
