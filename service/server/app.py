@@ -40,6 +40,8 @@ LIVENESS_SERVICE = "liveness"
 DRAIN_QUIET_SECONDS = 0.25
 # The name `ServerMetadata` answers with (the V2 protocol's server name).
 SERVER_NAME = "foldserve"
+# Triton's protocol extensions served, by Triton's names (ServerMetadata's `extensions`).
+EXTENSIONS = ("model_configuration", "statistics")
 
 
 log = logging.getLogger(__name__)
@@ -201,7 +203,7 @@ def start_server(
     credentials, policy = _security(config)
     repository = open_repository(config, registry)
     gate = Gate(config.max_concurrent_rpcs)
-    plane = DataPlane(repository, gate, policy, ServerInfo(SERVER_NAME, VERSION))
+    plane = DataPlane(repository, gate, policy, ServerInfo(SERVER_NAME, VERSION, EXTENSIONS))
     loop = LoopThread(config.event_loop)
     try:
         server, health_servicer, port = loop.call(

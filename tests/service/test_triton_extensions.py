@@ -158,6 +158,11 @@ def test_model_config_as_triton_reports_it(served: Served, client) -> None:
     assert essential(seen["version_1"]) == essential(client.get_model_config("animals", "1"))
 
 
+def test_server_metadata_names_the_extensions(client) -> None:
+    extensions = client.get_server_metadata()["extensions"]
+    assert {"model_configuration", "statistics"} <= set(extensions)
+
+
 def test_model_config_errors(served: Served, client) -> None:
     for args, message in ((("zoo",), "unknown model 'zoo'"), (("animals", "2"), "version '2'")):
         with pytest.raises(InferenceServerException) as caught:
