@@ -110,7 +110,8 @@ class ServeConfig:
         2,
         kind.positive_int,
         "N",
-        "how many of the newest valid versions stay loaded (clients may name one)",
+        "how many of the newest valid versions stay loaded (clients may name one); a model's "
+        "config.pbtxt version_policy replaces it for that model",
     )
     poll_seconds: float = setting(
         10.0,
