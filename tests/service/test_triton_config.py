@@ -254,3 +254,19 @@ def test_a_changed_config_reloads_and_a_bad_one_keeps_the_loaded_versions(
     loaded = repository.model("animals").versions
     assert [v.version for v in loaded] == ["1"]
     assert loaded[0].model.interface.max_batch_size == 0  # the new config applies
+
+
+def test_a_refused_model_is_listed_with_its_reason_and_the_others_serve(
+    tmp_path: Path, serve: ServeFactory
+) -> None:
+    root = tmp_path / "models"
+    animals_dir(root, "max_batch_size: 8")
+    zoo = write_model_dir(root, "zoo", 'name: "animals"', {})
+    write_logits_model(zoo / "1" / "model.onnx", ANIMAL_WEIGHTS)
+    served = serve(model_repository=str(root), workers=1, poll_seconds=0)
+    index = served.running.repository.index(False)
+    assert [(e.name, e.version, e.state) for e in index] == [
+        ("animals", "1", "READY"),
+        ("zoo", "", "UNAVAILABLE"),
+    ]
+    assert "name 'animals' is not the model directory's name 'zoo'" in index[1].reason

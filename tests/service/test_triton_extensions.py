@@ -246,3 +246,24 @@ def test_statistics_errors(served: Served, client) -> None:
 def test_each_worker_reports_every_worker_as_an_instance() -> None:
     config = ServeConfig(model="m", workers=3)
     assert worker_config(config, (1, 2)).instances == 3
+
+
+def test_each_stream_message_counts_as_a_call(served: Served) -> None:
+    stub = v2_grpc.GRPCInferenceServiceStub(served.channel)
+
+    def request(rows: int) -> v2.ModelInferRequest:
+        tensor = v2.ModelInferRequest.InferInputTensor(
+            name="features", datatype="FP32", shape=[rows, 5]
+        )
+        tensor.contents.fp32_contents.extend([0.5] * rows * 5)
+        return v2.ModelInferRequest(model_name="animals", inputs=[tensor])
+
+    answers = list(stub.ModelStreamInfer(iter([request(2), request(9), request(3)]), timeout=10))
+    assert [bool(a.error_message) for a in answers] == [False, True, False]
+    (stats,) = stub.ModelStatistics(
+        v2.ModelStatisticsRequest(name="animals", version="3"), timeout=5
+    ).model_stats
+    durations = stats.inference_stats
+    assert (durations.success.count, durations.fail.count) == (2, 1)
+    assert (stats.inference_count, stats.execution_count) == (5, 2)
+    assert durations.compute_output.count == 2 and durations.compute_infer.ns > 0
