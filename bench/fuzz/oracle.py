@@ -137,6 +137,11 @@ def _infer_input(request, served: Served) -> bool:
     return bool(np.isfinite(values).all())
 
 
+def _statistics(request, served: Served) -> bool:
+    """Triton's statistics: every model (no name, no version), or a served model's version."""
+    return (not request.name and not request.version) or _named(request, served)
+
+
 def _repository_index(request, served: Served) -> bool:
     return request.repository_name == ""
 
@@ -146,6 +151,8 @@ _CHECKS = {
     "DescribeModel": _describe,
     "ModelReady": _named,
     "ModelMetadata": _named,
+    "ModelConfig": _named,
+    "ModelStatistics": _statistics,
     "ModelInfer": _infer,
     "RepositoryIndex": _repository_index,
 }
