@@ -148,7 +148,8 @@ def _tensor(
 
 def _check_reshape(past: tuple, dims: Shape, target: Shape, where: str) -> None:
     if not _fits(past, target):
-        raise ModelError(f"{where}: reshape {list(target)} does not fit the graph's {list(past)}")
+        graph = [-1 if d is None else d for d in past]
+        raise ModelError(f"{where}: reshape {list(target)} does not fit the graph's {graph}")
     if (-1 in dims or -1 in target) and max(dims.count(-1), target.count(-1)) > 1:
         raise ModelError(f"{where}: dims {list(dims)}, reshape {list(target)}: one -1 at most")
     if -1 not in dims and -1 not in target and prod(dims) != prod(target):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.http as triton
+from onnx import TensorProto, helper, numpy_helper
 from prometheus_client import CollectorRegistry
 from tritonclient.utils import InferenceServerException
 
@@ -21,7 +22,7 @@ from foldserve.core.metrics import Metrics
 from foldserve.core.pbtxt import parse_model_config
 from foldserve.core.versions import ModelVersions
 from tests.service.conftest import Served, ServeFactory
-from tests.service.foreign_files import write_logits_model
+from tests.service.foreign_files import save, value, write_logits_model
 from tests.service.test_model_config import resolved_name, write_config
 from tests.service.triton_repository import (
     ANIMAL_WEIGHTS,
@@ -270,3 +271,28 @@ def test_a_refused_model_is_listed_with_its_reason_and_the_others_serve(
         ("zoo", "", "UNAVAILABLE"),
     ]
     assert "name 'animals' is not the model directory's name 'zoo'" in index[1].reason
+
+
+def test_reshapes_keep_the_batch(tmp_path: Path, serve: ServeFactory) -> None:
+    """With max_batch_size, a request's [B, *dims] runs as [B, *reshape] and an output of the
+    graph's [B, *reshape] is answered as [B, *dims]."""
+    config = """
+    max_batch_size: 4
+    input [ { name: "x" data_type: TYPE_FP32 dims: [ 5 ] reshape { shape: [ 1, 5 ] } } ]
+    output [ { name: "y" data_type: TYPE_FP32 dims: [ 5, 1 ] reshape { shape: [ 5 ] } } ]
+    """
+    folder = write_model_dir(tmp_path / "models", "squeeze", config, {})
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    save(
+        folder / "1" / "model.onnx",
+        [helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=0)],
+        [value("x", TensorProto.FLOAT, ["N", 1, 5])],
+        [value("y", TensorProto.FLOAT, ["N", 5])],
+        [axes],
+    )
+    served = serve(model_repository=str(folder.parent), workers=1, poll_seconds=0)
+    values = np.arange(10, dtype=np.float32).reshape(2, 5)
+    tensor = triton.InferInput("x", [2, 5], "FP32")
+    tensor.set_data_from_numpy(values)
+    answer = http_client(served).infer("squeeze", [tensor]).as_numpy("y")
+    np.testing.assert_array_equal(answer, values.reshape(2, 5, 1))
