@@ -107,6 +107,11 @@ def _named(request, served: Served) -> bool:
     return request.name == served.name and _version_ok(request.version, served)
 
 
+def _ready(request, served: Served) -> bool:
+    """Any named model: one not served (or a version not loaded) is not ready, no error."""
+    return bool(request.name)
+
+
 def _infer(request, served: Served) -> bool:
     if request.model_name != served.name or not _version_ok(request.model_version, served):
         return False
@@ -184,12 +189,12 @@ def _shared_memory_unregister(request, served: Served) -> bool:
 _CHECKS = {
     "Predict": _predict,
     "DescribeModel": _describe,
-    "ModelReady": _named,
+    "ModelReady": _ready,
     "ModelMetadata": _named,
-    "ModelInfer": _infer,
-    "RepositoryIndex": _repository_index,
     "ModelConfig": _named,
     "ModelStatistics": _statistics,
+    "ModelInfer": _infer,
+    "RepositoryIndex": _repository_index,
     "RepositoryModelLoad": _never,
     "RepositoryModelUnload": _never,
     "SystemSharedMemoryStatus": _shared_memory_status,

@@ -9,11 +9,12 @@ import asyncio
 
 from foldserve._proto.inference import grpc_predict_v2_pb2 as pb
 from foldserve.api.calls import answers_in_stream
+from foldserve.api.triton_reports import statistics_message
 from foldserve.api.v2_tensors import decode_request, encode_response
 from foldserve.core.call import Call
 from foldserve.core.dataplane import DataPlane, required
 from foldserve.core.datatypes import datatype_of
-from foldserve.core.errors import RequestError, Status, invalid
+from foldserve.core.errors import RequestError, invalid
 from foldserve.core.model import Model
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
@@ -95,12 +96,15 @@ class InferenceAdapter:
         return pb.ModelStreamInferResponse(infer_response=self.ModelInfer(request, call))
 
     def ModelConfig(self, request: pb.ModelConfigRequest, call: Call) -> pb.ModelConfigResponse:
-        raise RequestError(Status.UNIMPLEMENTED, "ModelConfig: not served yet")
+        self._required(request.name, "name")
+        config = self._plane.model_config(call, request.name, request.version, NAME_FIELDS)
+        return pb.ModelConfigResponse(config=config)
 
     def ModelStatistics(
         self, request: pb.ModelStatisticsRequest, call: Call
     ) -> pb.ModelStatisticsResponse:
-        raise RequestError(Status.UNIMPLEMENTED, "ModelStatistics: not served yet")
+        stats = self._plane.model_statistics(call, request.name, request.version, NAME_FIELDS)
+        return statistics_message(stats)
 
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, call: Call

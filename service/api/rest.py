@@ -9,6 +9,8 @@
 | GET | `/v2/models/{name}[/versions/{version}]` | ModelMetadata |
 | GET | `/v2/models/{name}[/versions/{version}]/ready` | ModelReady |
 | POST | `/v2/models/{name}[/versions/{version}]/infer` | ModelInfer |
+| GET | `/v2/models/{name}[/versions/{version}]/config` | ModelConfig (Triton's) |
+| GET | `/v2/models[/{name}[/versions/{version}]]/stats` | ModelStatistics (Triton's) |
 | POST | `/v2/repository/index` | RepositoryIndex (Triton's) |
 | POST | `/v2/repository/models/{name}/load` | RepositoryModelLoad (Triton's) |
 | POST | `/v2/repository/models/{name}/unload` | RepositoryModelUnload (Triton's) |
@@ -56,6 +58,7 @@ from foldserve.api.json_fields import dumps, expect, load_json
 from foldserve.api.rest_routes import Endpoint, route
 from foldserve.api.rest_shared_memory import SharedMemoryOperations
 from foldserve.api.rest_tensors import HEADER_LENGTH, decode_request, encode_response
+from foldserve.api.triton_reports import config_json, statistics_json
 from foldserve.core.access import header
 from foldserve.core.call import Call
 from foldserve.core.dataplane import DataPlane
@@ -135,6 +138,14 @@ class RestAdapter(SharedMemoryOperations):
         if length is None:
             return Reply(reply)
         return Reply(reply, content_type=BINARY, headers=((HEADER_BYTES, b"%d" % length),))
+
+    def ModelConfig(self, request: Request, call: Call) -> Reply:
+        config = self._plane.model_config(call, request.name, request.version, FIELDS)
+        return _json(config_json(config))
+
+    def ModelStatistics(self, request: Request, call: Call) -> Reply:
+        stats = self._plane.model_statistics(call, request.name, request.version, FIELDS)
+        return _json(statistics_json(stats))
 
     def RepositoryIndex(self, request: Request, call: Call) -> Reply:
         body = _plain_body(request)

@@ -21,13 +21,16 @@ STATIC_ROUTES = {
     "/v2/health/live": Endpoint("GET", "ServerLive"),
     "/v2/health/ready": Endpoint("GET", "ServerReady"),
     "/v2/repository/index": Endpoint("POST", "RepositoryIndex"),
+    "/v2/models/stats": Endpoint("GET", "ModelStatistics"),
 }
 MODEL_ROUTES = {
     "": Endpoint("GET", "ModelMetadata"),
     "/ready": Endpoint("GET", "ModelReady"),
     "/infer": Endpoint("POST", "ModelInfer"),
+    "/config": Endpoint("GET", "ModelConfig"),
+    "/stats": Endpoint("GET", "ModelStatistics"),
 }
-_MODEL_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?(|/ready|/infer)")
+_MODEL_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?(|/ready|/infer|/config|/stats)")
 _CONTROL_PATH = re.compile(r"/v2/repository/models/([^/]+)/(load|unload)")
 CONTROL_ROUTES = {
     "load": Endpoint("POST", "RepositoryModelLoad"),

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from foldserve.core.metrics import VersionMetrics
+    from foldserve.core.stats import InferTiming
 
 NO_HEADERS: tuple[tuple[str, Any], ...] = ()
 
@@ -28,6 +29,7 @@ class Call:
         decode_started: when admission ended and decoding began (`time.perf_counter`).
         series: the metric series of the version that answers it, once it named one.
         request_id: the caller's id for it (the request's, or the `x-request-id` header).
+        timing: an inference call's marks for the statistics of the version it named.
     """
 
     __slots__ = (
@@ -40,6 +42,7 @@ class Call:
         "request_id",
         "series",
         "started",
+        "timing",
     )
 
     def __init__(
@@ -60,3 +63,4 @@ class Call:
         self.decode_started = started
         self.series: VersionMetrics | None = None
         self.request_id = ""
+        self.timing: InferTiming | None = None

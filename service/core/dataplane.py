@@ -22,19 +22,22 @@ import logging
 import time
 from dataclasses import dataclass
 
-from foldserve.core import parameters, validate
+from foldserve._proto.inference.model_config_pb2 import ModelConfig
+from foldserve.core import parameters, reports, validate
 from foldserve.core.access import REQUEST_ID_HEADER, AccessLog, Headers, TokenCheck, header
 from foldserve.core.call import Call
 from foldserve.core.classification import classified_outputs, classify_outputs
 from foldserve.core.errors import RequestError, Status, invalid
 from foldserve.core.gate import Gate
 from foldserve.core.graph import softmax
+from foldserve.core.interface import examples, graph_feeds, served_outputs
 from foldserve.core.metrics import VersionMetrics
 from foldserve.core.model import Model
 from foldserve.core.repository import Repository
 from foldserve.core.shared_memory import RegionStatus, SystemSharedMemory
 from foldserve.core.shared_tensors import Claim, uses_shared_memory
 from foldserve.core.shift.monitor import ShiftMonitor
+from foldserve.core.stats import VersionStats
 from foldserve.core.types import Classification, IndexEntry, InferRequest, InferResponse
 from foldserve.core.versions import LoadedVersion
 
@@ -151,6 +154,8 @@ class DataPlane:
     def finish(self, call: Call, error: RequestError | None) -> None:
         """Record a call's answer: status and duration, the access log line."""
         code = "OK" if error is None else error.status.name
+        if call.timing is not None:
+            call.timing.end(error is None)
         elapsed = time.perf_counter() - call.started
         series = call.series
         if series is not None:
@@ -230,14 +235,19 @@ class DataPlane:
         served = self._resolve(call, request.model_name, request.model_version, fields)
         model = served.model
         deadline = _deadline(call.deadline, parameters.check(request))
+        timing = call.timing = served.stats.start(call)
         feeds = validate.feeds(model, request)
         names = validate.output_names(model, request)
         ranked = classified_outputs(model, request)
+        feeds = graph_feeds(model, request, feeds)
+        timing.mark_checked(examples(model, request))
         series = served.runner.metrics
         series.decode.observe(time.perf_counter() - call.decode_started)
         outputs = served.runner.run(feeds, names, deadline)
+        timing.mark_ran()
         classify_outputs(model, ranked, outputs)
         classification = _classification(model, outputs) if request.classify else None
+        outputs = served_outputs(model, request, outputs)
         return InferResponse(model.name, model.version, request.id, outputs, classification)
 
     def _infer_shared(self, call: Call, request: InferRequest) -> InferResponse:
@@ -245,6 +255,20 @@ class DataPlane:
         outputs are written."""
         with Claim(self.shared_memory, request) as claim:
             return claim.answer(self.infer(call, claim.request))
+
+    def model_config(
+        self, call: Call, name: str, version: str, fields: tuple[str, str]
+    ) -> ModelConfig:
+        """What Triton reports as the configuration of the version a request names."""
+        served = self._resolve(call, name, version, fields)
+        policy = self.repository.model(served.model.name).policy
+        return reports.model_config(served.model, policy, self.repository.settings.instances)
+
+    def model_statistics(
+        self, call: Call, name: str, version: str, fields: tuple[str, str]
+    ) -> list[VersionStats]:
+        """Triton's statistics of every model, of one (`name`) or of a version of it."""
+        return reports.statistics(self.repository, name, version, fields)
 
     def repository_index(self, call: Call, repository: str, ready_only: bool) -> list[IndexEntry]:
         """Every model and version of the repository, with its state (`Repository.index`).

@@ -28,6 +28,7 @@ from foldserve.contract import (
 from foldserve.contract.layout import MODEL_NAME
 from foldserve.core.errors import ModelError
 from foldserve.core.graph import Classifier, TensorSpec, check_run, classifier_of, read_tensors
+from foldserve.core.interface import configure
 from foldserve.core.model import Model
 from foldserve.core.model_checks import check_against_metadata, check_metadata_graph
 from foldserve.core.model_config import config_for
@@ -35,6 +36,7 @@ from foldserve.core.onnx_opset import default_opset
 from foldserve.core.shift.input_tap import input_bn_tap, null_calibration
 from foldserve.core.shift.prune import without_outputs
 from foldserve.core.shift.source import ShiftSource
+from foldserve.core.triton_config import TritonConfig
 from foldserve.runtime import ort
 
 FOREIGN_VERSION = "1"  # the version of a single file that names none and has no metadata
@@ -64,6 +66,7 @@ def load_model(
     version: str | None = None,
     *,
     monitor: bool = True,
+    triton: TritonConfig | None = None,
 ) -> Model:
     """Read, check and load a model file, and the `config.json` beside it (`model_config`).
 
@@ -74,11 +77,13 @@ def load_model(
             for a single file: the config's version, else the one its metadata records ("1" for
             a file without foldserve metadata).
         monitor: load what the shift monitor runs on, when the file allows one.
+        triton: the config.pbtxt of the model's directory, applied to the graph (`interface`).
 
     Raises:
         ModelError: missing or unreadable file, not ONNX, bad foldserve metadata, a graph that
             does not match its metadata (or, without metadata, that cannot be served), input BN
-            statistics that do not fit the input, or a bad config file.
+            statistics that do not fit the input, or a bad config file (or a config.pbtxt
+            that does not fit the graph).
     """
     where = f"model file {str(path)!r}"
     file = Path(path)
@@ -118,6 +123,8 @@ def load_model(
         check_against_metadata(where, model)
     else:
         check_run(session, inputs, where)
+    if triton is not None:
+        model = configure(model, triton, config.class_labels, where)
     return model
 
 

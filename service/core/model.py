@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from foldserve.core.graph import Classifier, TensorSpec
 from foldserve.core.shift.source import ShiftSource
 from foldserve.runtime import ort
 
+if TYPE_CHECKING:
+    from foldserve.core.interface import Interface
+
 __all__ = ["Classifier", "Model", "ModelError", "TensorSpec"]
 
 
@@ -31,7 +35,8 @@ class Model:
     """A loaded, checked model and its ready onnxruntime session.
 
     Attributes:
-        inputs, outputs: the graph's, in graph order (tap outputs left out).
+        inputs, outputs: the graph's, in graph order (tap outputs left out); with a
+            config.pbtxt, as it serves them (`interface`).
         classifier: how `Predict` runs it; None when it is not classifier-shaped
             (`not_classifier` says why).
         class_labels: position = class index (empty when not a classifier).
@@ -41,6 +46,8 @@ class Model:
         training: what foldserve's training recorded (metrics, data set, architecture); None for
             a model foldserve did not train.
         shift: what the shift monitor watches; None when it cannot run (`shift_off` says why).
+        interface: what a Triton config.pbtxt makes of the tensors (batch, dims, reshape);
+            None without one.
     """
 
     name: str
@@ -60,6 +67,7 @@ class Model:
     training: ModelMetadata | None = None
     shift: ShiftSource | None = None
     shift_off: str = ""
+    interface: Interface | None = None
 
     @cached_property
     def input_names(self) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from foldserve.contract import CONFIG_FILE, ContractError, ModelConfig, parse_co
 from foldserve.contract.config import NAME, VERSION
 from foldserve.contract.layout import MODEL_FILE
 from foldserve.core.errors import ModelError
+from foldserve.core.triton_config import triton_name
 
 
 def read_config(file: Path) -> ModelConfig:
@@ -69,11 +70,13 @@ def config_for(model_file: Path, in_repository: bool) -> ModelConfig:
 
 def configured_name(source: str | Path) -> str | None:
     """The served name the config at `--model` gives: a model file's directory's config, or a
-    directory's own `config.json`. None when there is none, or it cannot be read (loading the
-    model then refuses it, with the reason)."""
+    directory's own `config.json`, else a directory's config.pbtxt. None when there is none, or
+    it cannot be read (loading the model then refuses it, with the reason)."""
     path = Path(source)
-    folder = path.parent if path.is_file() or path.name == MODEL_FILE else path
+    is_file = path.is_file() or path.name == MODEL_FILE
+    folder = path.parent if is_file else path
     try:
-        return read_config(folder / CONFIG_FILE).name
+        named = read_config(folder / CONFIG_FILE).name
     except ModelError:
         return None
+    return named or (None if is_file else triton_name(folder))

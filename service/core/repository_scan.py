@@ -1,8 +1,10 @@
 """What a model repository holds on disk: its model files, newest version first, each with a
-fingerprint of the file and its config files, so a change means "load again"."""
+fingerprint of the file and its config files (config.json, and a config.pbtxt with its label
+files), so a change means "load again"."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,27 +30,32 @@ class Candidate:
         return self.version or str(self.path)
 
 
-def scan(source: Path) -> list[Candidate]:
+def scan(source: Path, filename: str = MODEL_FILE, shared: Sequence[Path] = ()) -> list[Candidate]:
     """The model files under `source`, newest version first.
 
     A file is one model; a directory holds numbered version directories, or (with none) a
-    `model.onnx` of its own.
+    model file of its own, each named `filename`.
+
+    Args:
+        shared: more files every version depends on (a config.pbtxt and its label files): their
+            changes are in every fingerprint.
     """
     if source.is_file():
-        return [_candidate(None, source)]
+        return [_candidate(None, source, shared)]
     versions = sorted(
-        (int(child.name), child / MODEL_FILE)
+        (int(child.name), child / filename)
         for child in (source.iterdir() if source.is_dir() else ())
-        if child.name.isdigit() and (child / MODEL_FILE).is_file()
+        if child.name.isdigit() and (child / filename).is_file()
     )
-    if not versions and (source / MODEL_FILE).is_file():
-        return [_candidate(None, source / MODEL_FILE)]
-    return [_candidate(str(number), path) for number, path in reversed(versions)]
+    if not versions and (source / filename).is_file():
+        return [_candidate(None, source / filename, shared)]
+    return [_candidate(str(number), path, shared) for number, path in reversed(versions)]
 
 
-def _candidate(version: str | None, path: Path) -> Candidate:
+def _candidate(version: str | None, path: Path, shared: Sequence[Path]) -> Candidate:
     stamps = [_stamp(path)]
     stamps += [_stamp(file) for file in config_files(path, in_repository=version is not None)]
+    stamps += [_stamp(file) for file in shared]
     return Candidate(version, path, tuple(n for stamp in stamps for n in stamp))
 
 

@@ -21,6 +21,8 @@ class RepositorySettings:
         mode: the model control mode (`MODES`).
         load: with `explicit`, the models to load at start.
         default: the model that answers requests naming none (None: the only model, if one).
+        instances: how many server processes load each model (`--workers`): ModelConfig's
+            instance count.
     """
 
     keep: int = 2
@@ -28,3 +30,4 @@ class RepositorySettings:
     mode: str = "none"
     load: tuple[str, ...] = ()
     default: str | None = None
+    instances: int = 1

@@ -85,8 +85,9 @@ def _check_batch(request: InferRequest) -> None:
     for tensor in request.inputs[1:]:
         if tensor.data.shape[0] != first.data.shape[0]:
             raise invalid(
-                f"{tensor.field}.shape: batch size {tensor.data.shape[0]} does not match other "
-                f"inputs ({first.field}: {first.data.shape[0]})"
+                f"{tensor.field}.shape: input {tensor.name!r} has a batch of "
+                f"{tensor.data.shape[0]}, input {first.name!r} of {first.data.shape[0]}; every "
+                "input's first dimension is the batch"
             )
 
 

@@ -8,6 +8,12 @@ the set in one assignment: a call in flight keeps the version it started with, a
 sees a half-loaded model. A version that fails to load is refused — logged, counted, listed with
 its reason — and the versions already serving keep serving; it is tried again once its file
 or its `config.json` changes (a model copied in slowly is loaded once the copy is complete).
+
+A model directory may hold Triton's `config.pbtxt` (`triton_config`): its version policy then
+chooses the versions instead of `keep`, its `default_model_filename` names the file in each
+version directory, and it applies to every version (`interface`); a change to it (or to its
+label files) loads every version again. A bad one refuses the model at start; later, it is
+logged once and the loaded versions keep serving.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from foldserve.contract.layout import MODEL_FILE
@@ -26,18 +32,21 @@ from foldserve.core.model import Model, ModelError
 from foldserve.core.repository_scan import Candidate, Fingerprint, scan
 from foldserve.core.runner import ModelRunner
 from foldserve.core.shift.settings import ShiftSettings
+from foldserve.core.stats import InferStats
+from foldserve.core.triton_config import ConfigWatch, TritonConfig, layout, version_policy
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class LoadedVersion:
-    """A loaded, checked version, ready to run."""
+    """A loaded, checked version, ready to run, and its inference statistics."""
 
     version: str
     model: Model
     runner: ModelRunner
     fingerprint: Fingerprint
+    stats: InferStats = field(default_factory=InferStats, compare=False)
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,9 @@ class ModelVersions:
         self._refused: dict[str, Refusal] = {}
         self._refresh_lock = threading.Lock()
         self._quiet = False
+        self._config_watch = ConfigWatch(self.source)
+        self.config: TritonConfig | None = None  # the directory's config.pbtxt, if any
+        self.policy = version_policy(None, keep)  # which versions load
 
     @property
     def versions(self) -> tuple[LoadedVersion, ...]:
@@ -97,13 +109,15 @@ class ModelVersions:
         """Load the first versions.
 
         Raises:
-            ModelError: nothing in the repository can be served (the reasons are in the message).
+            ModelError: nothing in the repository can be served, or its config.pbtxt is bad (the
+                reasons are in the message).
         """
         if not self.source.exists():
             raise ModelError(
                 f"model {str(self.source)!r} does not exist (expected a model.onnx file or a "
                 f"model repository directory, <dir>/<version>/{MODEL_FILE})"
             )
+        self._config_watch.read()
         self._quiet = True  # the caller reports a failed start in one line of its own
         try:
             self.refresh()
@@ -153,12 +167,16 @@ class ModelVersions:
     def refresh(self) -> None:
         """Load what is new in the repository, then swap the served set in one step."""
         with self._refresh_lock:
+            if not self._read_config():
+                return
             current = {v.version: v for v in self._versions}
             wanted: list[LoadedVersion] = []
-            candidates = scan(self.source)
+            candidates = scan(self.source, *layout(self.config))
             for candidate in candidates:
-                if len(wanted) == self._keep:
+                if self.policy.full(len(wanted)):
                     break
+                if not self.policy.allows(candidate.version):
+                    continue
                 loaded = self._load(candidate, current)
                 if loaded is not None:
                     wanted.append(loaded)
@@ -169,6 +187,24 @@ class ModelVersions:
                 log.warning("model repository %s: no valid version; keeping", self.source)
             self._series.versions_loaded.set(len(self._versions))
             self._series.versions_refused.set(len(self._refused))
+
+    def _read_config(self) -> bool:
+        """Read the config.pbtxt again if it changed; False when it is bad (logged and counted
+        once per change of the file)."""
+        try:
+            self.config = self._config_watch.read()
+        except ModelError as exc:
+            if self._config_watch.fresh:
+                self._series.reload_failures.inc()
+                log.error(
+                    "model %s: %s; its loaded versions keep serving",
+                    self.name,
+                    exc,
+                    extra={"model": self.name, "reason": str(exc)},
+                )
+            return False
+        self.policy = version_policy(self.config, self._keep)
+        return True
 
     def _load(
         self, candidate: Candidate, current: dict[str, LoadedVersion]
@@ -183,7 +219,11 @@ class ModelVersions:
             return None
         try:
             model = load_model(
-                candidate.path, self.name, candidate.version, monitor=self._shift.enabled
+                candidate.path,
+                self.name,
+                candidate.version,
+                monitor=self._shift.enabled,
+                triton=self.config,
             )
         except ModelError as exc:
             self._refuse(candidate, str(exc))

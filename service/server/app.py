@@ -147,6 +147,7 @@ def open_repository(config: ServeConfig, registry: CollectorRegistry) -> Reposit
         config.model_control_mode,
         config.load_model,
         config.default_model,
+        config.instances or config.worker_count,
     )
     if config.model:
         source = {"model": (Path(config.model), config.model_name)}

@@ -110,7 +110,8 @@ class ServeConfig:
         2,
         kind.positive_int,
         "N",
-        "how many of the newest valid versions stay loaded (clients may name one)",
+        "how many of the newest valid versions stay loaded (clients may name one); a model's "
+        "config.pbtxt version_policy replaces it for that model",
     )
     poll_seconds: float = setting(
         10.0,
@@ -181,6 +182,9 @@ class ServeConfig:
     )
     # From the environment only (FOLDSERVE_AUTH_TOKEN); never shown.
     auth_token: str | None = field(default=None, repr=False)
+    # Set by the supervisor for each of its workers (which serve with `workers` 1): how many
+    # processes serve together, ModelConfig's instance count. 0: `worker_count`.
+    instances: int = field(default=0, repr=False)
 
     @property
     def worker_count(self) -> int:

@@ -187,4 +187,6 @@ def shared_metrics_dir():
 
 def worker_config(config: ServeConfig, ports: tuple[int, int]) -> ServeConfig:
     """What each worker serves with: the reserved (gRPC, HTTP) ports, shared; no metrics HTTP."""
-    return replace(config, port=ports[0], http_port=ports[1], workers=1)
+    return replace(
+        config, port=ports[0], http_port=ports[1], workers=1, instances=config.worker_count
+    )

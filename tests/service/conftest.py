@@ -67,13 +67,14 @@ def serve() -> Iterator[ServeFactory]:
     """Start servers (fresh registry each) on 127.0.0.1:0; all are stopped at teardown."""
     started: list[Served] = []
 
-    def start(model: Model | Path | None, metrics_http: bool = False, **settings: object) -> Served:
-        """Serve a loaded model's file, or a model file or versions directory by path (None:
-        `model_repository=DIR` among the settings)."""
-        source = None if model is None else str(model.path if isinstance(model, Model) else model)
-        config = ServeConfig(
-            model=source, host="127.0.0.1", port=0, http_port=0, metrics_port=0, **settings
-        )
+    def start(
+        model: Model | Path | None = None, metrics_http: bool = False, **settings: object
+    ) -> Served:
+        """Serve a loaded model's file, or a model file or directory of versions by path; or,
+        with no model and `model_repository=DIR`, a repository of models."""
+        if model is not None:
+            settings["model"] = str(model.path if isinstance(model, Model) else model)
+        config = ServeConfig(host="127.0.0.1", port=0, http_port=0, metrics_port=0, **settings)
         registry = CollectorRegistry()
         running = start_server(config, registry, serve_metrics_http=metrics_http)
         channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")

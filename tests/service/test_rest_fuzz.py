@@ -54,6 +54,10 @@ def _model_path(name: str, version: str, tail: str = "") -> str:
     return path + tail
 
 
+def _loaded(version: str, served: Served) -> bool:
+    return not version or version in served.versions
+
+
 def _infer(request: v2.ModelInferRequest) -> tuple[str, str, bytes, dict]:
     """The REST twin of a V2 ModelInfer: typed contents as JSON data, raw ones as binary."""
     raw = list(request.raw_input_contents)
@@ -81,8 +85,8 @@ def _infer(request: v2.ModelInferRequest) -> tuple[str, str, bytes, dict]:
 
 # The V2 operations with a REST twin here (the others: their own tests over REST).
 TWINS = frozenset(
-    {"ModelInfer", "ModelReady", "ModelMetadata", "RepositoryIndex", "ServerLive", "ServerReady",
-     "ServerMetadata"}
+    {"ModelInfer", "ModelReady", "ModelMetadata", "ModelConfig", "ModelStatistics",
+     "RepositoryIndex", "ServerLive", "ServerReady", "ServerMetadata"}
 )  # fmt: skip
 
 
@@ -90,8 +94,11 @@ def twin(name: str, message) -> tuple[str, str, bytes | None, dict]:
     """(verb, path, body, headers) of the REST call that asks what `message` asks."""
     if name == "ModelInfer":
         return _infer(message)
-    if name in ("ModelReady", "ModelMetadata"):
-        tail = "/ready" if name == "ModelReady" else ""
+    if name == "ModelStatistics" and not message.name and not message.version:
+        return "GET", "/v2/models/stats", None, {}
+    tails = {"ModelReady": "/ready", "ModelMetadata": "", "ModelConfig": "/config"}
+    if name in tails or name == "ModelStatistics":
+        tail = tails.get(name, "/stats")
         return "GET", _model_path(message.name, message.version, tail), None, {}
     if name == "RepositoryIndex":
         return "POST", "/v2/repository/index", json.dumps({"ready": message.ready}).encode(), {}
@@ -140,6 +147,8 @@ def test_the_fuzzers_cases_over_rest(rest: RestServer, served: Served, seed: int
         status = call(rest, verb, path, body, headers)
         statuses[status] += 1
         valid = is_valid(method, data, served) or name == "RepositoryIndex"
+        if name == "ModelReady":  # REST answers 400 (gRPC: ready=false) for a model not served
+            valid = valid and message.name == served.name and _loaded(message.version, served)
         if (status == 200) != valid or not 200 <= status < 500:
             disagreements.append((status, valid, verb, path[:80], (body or b"")[:160]))
         if body and not headers and rng.random() < 0.5:

@@ -165,7 +165,8 @@ class GRPCInferenceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ModelConfig(self, request, context):
-        """Triton's model configuration extension: a model's configuration (read-only).
+        """Triton's model configuration extension: a model version's configuration (read-only), as
+        Triton reports it: its config.pbtxt applied to its graph, or its graph alone.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
