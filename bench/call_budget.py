@@ -38,7 +38,8 @@ from foldserve.api.wire import parser
 from foldserve.contract import LOGITS, TAPS
 from foldserve.core import validate
 from foldserve.core.call import Call
-from foldserve.core.dataplane import CallPolicy, DataPlane, ServerInfo
+from foldserve.core.call_cycle import CallPolicy
+from foldserve.core.dataplane import DataPlane, ServerInfo
 from foldserve.core.gate import Gate
 from foldserve.core.metrics import Metrics
 from foldserve.core.repository import Repository

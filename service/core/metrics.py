@@ -24,9 +24,9 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
-    start_http_server,
 )
 
+from foldserve.core.method_metrics import MethodMetrics
 from foldserve.core.shift.metrics import ShiftCollector, Watched
 from foldserve.core.shift.settings import SHIFT_PUBLISH_SECONDS
 
@@ -43,41 +43,6 @@ MODEL_LABELS = ("model", "version")
 
 # The series that says which versions are loaded (1) or were unloaded (0, under --workers).
 INFO_METRIC = "foldserve_model_info"
-
-
-class MethodMetrics:
-    """The request counter and duration histogram children of one RPC method of one version."""
-
-    __slots__ = ("_codes", "_counter", "_durations", "_labels", "_lock", "duration")
-
-    def __init__(self, counter: Counter, durations: Histogram, labels: tuple[str, str, str]):
-        self._counter = counter
-        self._durations = durations
-        self._labels = labels
-        self._lock = threading.Lock()
-        self._codes = {"OK": counter.labels(*labels, "OK")}
-        self.duration = durations.labels(*labels)
-
-    def record(self, code: str, seconds: float) -> None:
-        """Count one finished call with its status code name and observe its duration."""
-        self.count(code)
-        self.duration.observe(seconds)
-
-    def count(self, code: str) -> None:
-        """Count one call (or one stream message) with its status code name."""
-        child = self._codes.get(code)
-        if child is None:
-            with self._lock:
-                child = self._codes.setdefault(code, self._counter.labels(*self._labels, code))
-        child.inc()
-
-    def remove(self) -> None:
-        """Drop this method's series (its version was unloaded)."""
-        with self._lock:
-            for code in self._codes:
-                self._counter.remove(*self._labels, code)
-            self._codes = {}
-        self._durations.remove(*self._labels)
 
 
 class Metrics:
@@ -311,16 +276,3 @@ class VersionMetrics:
         for label in self._classes:
             families.predictions.remove(*labels, label)
         families.shift.forget(self._labels)
-
-
-def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> tuple[object, int]:
-    """Serve `/metrics` over HTTP in a daemon thread.
-
-    Returns:
-        (server, port): the HTTP server (call `shutdown()` to stop) and the bound port.
-
-    Raises:
-        OSError: the port cannot be bound (e.g. in use).
-    """
-    server, _thread = start_http_server(port, addr=host, registry=registry)
-    return server, int(server.server_port)

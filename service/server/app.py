@@ -18,9 +18,10 @@ from prometheus_client import CollectorRegistry
 from foldserve.api import inference, predictor
 from foldserve.api.calls import method_names, service_handler
 from foldserve.core.access import AccessLog
-from foldserve.core.dataplane import CallPolicy, DataPlane, ServerInfo
+from foldserve.core.call_cycle import CallPolicy
+from foldserve.core.dataplane import DataPlane, ServerInfo
 from foldserve.core.gate import Gate
-from foldserve.core.metrics import Metrics, serve_metrics
+from foldserve.core.metrics import Metrics
 from foldserve.core.repository import Repository
 from foldserve.core.repository_settings import RepositorySettings
 from foldserve.core.shared_memory import EXTENSION as SHARED_MEMORY
@@ -30,6 +31,7 @@ from foldserve.server import grpc_server
 from foldserve.server.config import ServeConfig
 from foldserve.server.event_loop import LoopThread
 from foldserve.server.http_server import HttpServer, start_http, stop_http
+from foldserve.server.metrics_http import serve_metrics
 from foldserve.server.ports import ServeError, address
 from foldserve.server.reload import Reloader
 from foldserve.server.security import SecurityError, server_credentials, token_check

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from foldserve.api.rest import rest_app
+from foldserve.api.rest_app import rest_app
 from foldserve.core.dataplane import DataPlane
 from foldserve.server.config import ServeConfig
 from foldserve.server.ports import ServeError, address, probe

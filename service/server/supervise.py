@@ -12,9 +12,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from foldserve.core.metrics import INFO_METRIC, serve_metrics
+from foldserve.core.metrics import INFO_METRIC
 from foldserve.server.config import ServeConfig
 from foldserve.server.lifecycle import log_serving
+from foldserve.server.metrics_http import serve_metrics
 from foldserve.server.workers import (
     Supervisor,
     WorkerError,
