@@ -41,6 +41,7 @@ from foldserve.core.errors import invalid
 from foldserve.core.shared_tensors import awaiting, names_shared_memory
 from foldserve.core.strings import bytes_array
 from foldserve.core.types import InferInput, InferRequest, InferResponse, Parameter, RequestedOutput
+from foldserve.core.validate import check_request_id
 
 TYPED_FIELDS = {
     "BOOL": "bool_contents",
@@ -88,10 +89,7 @@ def decode_request(request: v2.ModelInferRequest) -> InferRequest:
         _decode_input(tensor, index, entries.get(index))
         for index, tensor in enumerate(request.inputs)
     ]
-    # A request whose data is all in shared memory is answered raw, as Triton answers.
-    raw = raw or (
-        len(carried) < len(inputs) and not any(i.HasField("contents") for i in request.inputs)
-    )
+    check_request_id(request.id, "id")
     outputs = [
         RequestedOutput(o.name, f"outputs[{i}]", parameters(o.parameters) if o.parameters else {})
         for i, o in enumerate(request.outputs)

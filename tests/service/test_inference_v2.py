@@ -210,6 +210,8 @@ BAD_INFERS = [
      _with(typed_request(), lambda r: (r.inputs[0].shape.__setitem__(0, 2**58),
                                        r.inputs[0].contents.ClearField("fp32_contents"))),
      INVALID, "inputs[0].contents.fp32_contents: expected 18446744073709551616 values"),
+    ("long id", _with(raw_request(), lambda r: setattr(r, "id", "a" * 2000)), INVALID,
+     "id: 2000 characters; at most 1024"),
     ("unknown model", _with(raw_request(), lambda r: setattr(r, "model_name", "m2")),
      grpc.StatusCode.NOT_FOUND, "model_name: unknown model 'm2'"),
     ("unknown version", raw_request(model_version="3"), grpc.StatusCode.NOT_FOUND,
