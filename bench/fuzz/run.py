@@ -53,9 +53,9 @@ def describe(channel: grpc.Channel, max_message_bytes: int) -> Served:
     description = pb_grpc.PredictorStub(channel).DescribeModel(
         pb.DescribeModelRequest(), timeout=10
     )
-    metadata = v2_grpc.GRPCInferenceServiceStub(channel).ModelMetadata(
-        v2.ModelMetadataRequest(name=description.name), timeout=10
-    )
+    v2_stub = v2_grpc.GRPCInferenceServiceStub(channel)
+    metadata = v2_stub.ModelMetadata(v2.ModelMetadataRequest(name=description.name), timeout=10)
+    server = v2_stub.ServerMetadata(v2.ServerMetadataRequest(), timeout=10)
     return Served(
         name=description.name,
         versions=tuple(metadata.versions),
@@ -64,6 +64,7 @@ def describe(channel: grpc.Channel, max_message_bytes: int) -> Served:
         classes=len(description.class_labels),
         output_names=tuple(description.output_names),
         max_message_bytes=max_message_bytes,
+        shared_memory="system_shared_memory" in server.extensions,
     )
 
 
