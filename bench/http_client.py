@@ -38,7 +38,8 @@ class HttpConnection:
         try:
             status, length, close = await _head(reader)
             answer = await reader.readexactly(length)
-        except (asyncio.IncompleteReadError, ValueError) as exc:
+        except (asyncio.IncompleteReadError, ValueError, OSError) as exc:
+            # A reset connection is dropped too: writing on it again only makes asyncio warn.
             await self.close()
             raise ConnectionError(f"no complete answer: {exc}") from None
         if close:
