@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import shutil
 import signal
@@ -115,6 +116,10 @@ class Supervisor:
         )
         process.start()
         return process
+
+    def wait(self, timeout: float) -> None:
+        """Return as soon as a worker dies, or after `timeout` seconds."""
+        multiprocessing.connection.wait([p.sentinel for p in self._workers], timeout)
 
     def watch(self) -> bool:
         """Restart workers that died; False when they die too often to go on."""
