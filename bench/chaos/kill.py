@@ -60,7 +60,7 @@ async def kill_row(
     in_flight = sum(load.busy[c] for c in held[victim])
     killed = time.monotonic()
     os.kill(victim, signal.SIGKILL)
-    ready, new_pid = await _restarted(serving, set(pids))
+    ready, _ = await _restarted(serving, set(pids))
     await _calls(load, after_calls)
     load.stop()
     await running

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from foldserve.bench.soak import _descendants, _rss_mb
 
-__all__ = ["connections_of", "descendants", "rss_mb", "socket_inodes", "workers", "worker_of"]
+__all__ = ["connections_of", "descendants", "rss_mb", "socket_inodes", "worker_of", "workers"]
 LISTEN = "0A"
 descendants = _descendants
 rss_mb = _rss_mb

@@ -79,8 +79,10 @@ def run_chaos(args: argparse.Namespace) -> int:
         rows = asyncio.run(_run(args, Path(workdir)))
     cores = len(__import__("os").sched_getaffinity(0))
     print()
-    print(f"foldserve chaos {'--short ' if args.short else ''}on {date.today()}, "
-          f"{platform.machine()} with {cores} cores, {time.monotonic() - started:.0f} s")  # fmt: skip
+    mode = "--short " if args.short else ""
+    seconds = time.monotonic() - started
+    machine = f"{platform.machine()}, {cores} cores"
+    print(f"foldserve chaos {mode}on {date.today()}, {machine}, {seconds:.0f} s")
     print(table(rows))
     failed = [row.fault for row in rows if not row.passed]
     print(f"{len(rows) - len(failed)} of {len(rows)} rows within their bound")

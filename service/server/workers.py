@@ -119,7 +119,9 @@ class Supervisor:
 
     def wait(self, timeout: float) -> None:
         """Return as soon as a worker dies, or after `timeout` seconds."""
-        multiprocessing.connection.wait([p.sentinel for p in self._workers], timeout)
+        by_sentinel = {p.sentinel: p for p in self._workers}
+        for sentinel in multiprocessing.connection.wait(list(by_sentinel), timeout):
+            by_sentinel[sentinel].join(1.0)  # its pipe closes a moment before it can be reaped
 
     def watch(self) -> bool:
         """Restart workers that died; False when they die too often to go on."""
