@@ -84,6 +84,7 @@ class Row:
     saw: str = ""
     recovery: str = ""
     rss: tuple[float, float] = (float("nan"), float("nan"))
+    skipped: str = ""  # why the row could not run (it then counts as neither)
 
     def cells(self) -> list[str]:
         errors = {k: n for k, n in self.calls.items() if k != "OK"}
@@ -96,7 +97,7 @@ class Row:
             self.recovery,
             f"{before:.0f} → {after:.0f} ({after - before:+.1f})",
             self.bound,
-            "PASS" if self.passed else "FAIL",
+            f"SKIP ({self.skipped})" if self.skipped else "PASS" if self.passed else "FAIL",
         ]
 
 

@@ -55,7 +55,8 @@ async def kill_row(
     pids = procs.workers(serving.pid, port)
     owner = procs.worker_of(pids, port)
     held = {pid: [c for c, p in load.ports.items() if owner.get(p) == pid] for pid in pids}
-    victim = max(pids, key=lambda pid: len(held[pid]))
+    # Through a balancer, the worker holding most of its connections.
+    victim = max(pids, key=lambda pid: len(held[pid]) or list(owner.values()).count(pid))
     # In one step of the event loop: no call starts or ends between the count and the kill.
     in_flight = sum(load.busy[c] for c in held[victim])
     killed = time.monotonic()
@@ -73,7 +74,8 @@ async def kill_row(
     window = max((c.end for c in failed), default=killed) - killed
     if via:
         passed = not failed and restart < RESTART_BOUND_SECONDS
-        saw = f"{len(failed)} failed through {via}"
+        share = list(owner.values()).count(victim)
+        saw = f"{len(failed)} failed; the killed worker held {share} of {len(owner)} connections"
         bound = f"0 failed; restart < {RESTART_BOUND_SECONDS:.0f} s"
     else:
         # A call sent just after the kill, on a connection whose end died, is lost as well:

@@ -75,8 +75,12 @@ def run_chaos(args: argparse.Namespace) -> int:
     _raise_fd_limit(args.fd_limit)
     args.model = Path(args.model).resolve()
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="foldserve-chaos-") as workdir:
-        rows = asyncio.run(_run(args, Path(workdir)))
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        rows = asyncio.run(_run(args, Path(args.workdir)))
+    else:
+        with tempfile.TemporaryDirectory(prefix="foldserve-chaos-") as workdir:
+            rows = asyncio.run(_run(args, Path(workdir)))
     cores = len(__import__("os").sched_getaffinity(0))
     print()
     mode = "--short " if args.short else ""
@@ -106,4 +110,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="deploy/balancer/haproxy.cfg",
         help="the balancer config whose retry settings the balancer row uses",
     )
+    add("--workdir", help="keep the servers' logs and repositories here (default: a temporary one)")
     add("--fd-limit", type=int, default=24_000, help="open files to allow (idle connections)")

@@ -38,6 +38,9 @@ def build(
             ("grpc.max_send_message_length", largest),
             # Only workers share the port; otherwise a second server could silently share it.
             ("grpc.so_reuseport", 1 if share_port else 0),
+            # grpc core closes a connection over this bound as it accepts it, before any
+            # handshake: idle or hostile peers cannot hold more.
+            ("grpc.max_allowed_incoming_connections", config.max_connections),
         ],
     )
     server.add_generic_rpc_handlers(tuple(handlers))
