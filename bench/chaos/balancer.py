@@ -117,11 +117,6 @@ async def balancer_rows(args, workdir: Path, warm: int, after: int) -> list[Row]
                 target = f"127.0.0.1:{ports[protocol]}"
                 load = Load(target, request, protocol, args.in_flight)
                 row = await kill_row(serving, load, warm, after, via="HAProxy")
-                (server,) = [
-                    r for r in _stats(ports["stats"])
-                    if r["pxname"] == BACKENDS[protocol] and r["svname"] == "replica1"
-                ]  # fmt: skip
-                row.saw += f" from {server['svname']}"
                 rows.append(row)
         await asyncio.sleep(0)
     return rows
