@@ -50,9 +50,16 @@ async def _balancer_rows(args: argparse.Namespace, workdir: Path) -> list[Row]:
     return await balancer_rows(args, workdir, sizes["warm"], sizes["after"])
 
 
+async def _peer_rows(args: argparse.Namespace, workdir: Path) -> list[Row]:
+    from foldserve.bench.chaos.peer_rows import peer_rows
+
+    return await peer_rows(args, workdir)
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace, Path], Awaitable[list[Row]]]] = {
     "kill": _kill_rows,
     "balancer": _balancer_rows,
+    "peers": _peer_rows,
 }
 
 

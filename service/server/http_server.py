@@ -59,9 +59,17 @@ def bind(host: str, port: int, shared: bool) -> socket.socket:
     return sock
 
 
+# Requests one connection may have waiting behind the one being answered (HTTP/1.1 pipelining).
+# uvicorn queues every pipelined request it parses and reads on after each answer, so a client
+# that pipelines without reading grew a worker by ~300 MB in 3 s; over this, it gets a 400 and
+# the connection is closed.
+PIPELINED_REQUESTS = 32
+
+
 class _CappedProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol that closes a connection over `max_connections` as it is
-    accepted (uvicorn's own `limit_concurrency` keeps it open and answers each request 503)."""
+    """uvicorn's httptools protocol with two bounds: a connection over `max_connections` is
+    closed as it is accepted (uvicorn's own `limit_concurrency` keeps it open and answers each
+    request 503), and one pipelining more than PIPELINED_REQUESTS requests is closed."""
 
     max_connections = 0
 
@@ -76,6 +84,13 @@ class _CappedProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.refused:
             super().connection_lost(exc)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if len(self.pipeline) > PIPELINED_REQUESTS:
+            self.pipeline.clear()
+            # httptools stops parsing and uvicorn answers 400 and closes the connection.
+            raise RuntimeError(f"more than {PIPELINED_REQUESTS} pipelined requests")
 
 
 def capped_protocol(max_connections: int) -> type[HttpToolsProtocol]:

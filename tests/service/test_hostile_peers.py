@@ -1,10 +1,14 @@
-"""`--max-connections`: each port holds at most N connections (per worker); one more is closed
-as it is accepted, and a place freed is taken again."""
+"""Peers that misbehave: `--max-connections` (each port holds at most N connections per worker;
+one more is closed as it is accepted, a freed place is taken again), HTTP/2 rapid reset
+(CVE-2023-44487) on the gRPC port and a pipelining flood on the HTTP port in bounded memory."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +81,55 @@ def test_the_limit_is_a_positive_count() -> None:
     args = parser.parse_args(["--model", "m.onnx", "--max-connections", "0"])
     with pytest.raises(ConfigError, match="--max-connections"):
         resolve(args, environ={})
+
+
+def test_rapid_reset_leaves_a_worker_in_bounded_memory(tmp_path: Path, tiny_model_path) -> None:
+    """One connection opening and cancelling streams for 2 s grew a worker by ~1 GB before
+    grpc.max_concurrent_streams was set (grpc core counts reset streams against it)."""
+    from tests.service.subprocess_server import server_process
+    from tests.service.test_overload import rss_mb
+
+    with server_process(tiny_model_path, tmp_path) as server:
+        before = rss_mb(server.process.pid)
+        attack = [sys.executable, "-m", "foldserve.bench.chaos.peers", "reset", "grpc"]
+        done = subprocess.run(
+            [*attack, str(server.port), "2", "1"], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        grown = rss_mb(server.process.pid) - before
+        assert grown < 100, f"RSS grew {grown:.0f} MB under rapid reset: {done.stdout}"
+        with socket.create_connection(("127.0.0.1", server.http_port), timeout=5) as sock:
+            sock.sendall(HEAD)
+            assert b" 200 " in sock.recv(4096)
+        assert server.terminate() == 0
+
+
+def _answers(sock: socket.socket, seconds: float = 5.0) -> tuple[int, bool]:
+    """(HTTP answers read, whether the server closed) within `seconds`."""
+    sock.settimeout(seconds)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except TimeoutError:
+        return data.count(b"HTTP/1.1 "), False
+    except ConnectionResetError:
+        pass
+    return data.count(b"HTTP/1.1 "), True
+
+
+def test_pipelined_requests_are_answered_and_a_pipelining_flood_is_cut_off(shared_server) -> None:
+    from foldserve.server.http_server import PIPELINED_REQUESTS
+
+    port = shared_server.running.http_port
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(HEAD * 3)
+        sock.settimeout(5)
+        data = b""
+        while data.count(b"HTTP/1.1 200") < 3:
+            data += sock.recv(65536)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(HEAD * 2000)
+        answered, closed = _answers(sock)
+    assert closed, "a connection pipelining 2000 requests stayed open"
+    assert answered <= PIPELINED_REQUESTS + 2, answered
