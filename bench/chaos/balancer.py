@@ -6,7 +6,6 @@ tests/integration/deploy_balancer.py runs it for the balancer tests.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import re
@@ -107,16 +106,13 @@ async def balancer_rows(args, workdir: Path, warm: int, after: int) -> list[Row]
         return [Row("SIGKILL 1 of 2 workers via HAProxy", "", True, skipped=f"no {missing}")]
     request = infer_request(args.model)
     rows = []
-    for protocol in ("grpc", "http"):
-        flags = ["--model", str(args.model), "--workers", "2", "--poll-seconds", "0"]
-        with serve(flags, workdir, f"balanced-{protocol}") as serving:
-            text, ports = local_config(source.read_text(), serving.grpc_port, serving.http_port)
-            config = workdir / f"haproxy-{protocol}.cfg"
-            config.write_text(text)
-            with haproxy(binary, config, ports["stats"]):
-                target = f"127.0.0.1:{ports[protocol]}"
-                load = Load(target, request, protocol, args.in_flight)
-                row = await kill_row(serving, load, warm, after, via="HAProxy")
-                rows.append(row)
-        await asyncio.sleep(0)
+    flags = ["--model", str(args.model), "--workers", "2", "--poll-seconds", "0"]
+    with serve(flags, workdir, "balanced") as serving:
+        text, ports = local_config(source.read_text(), serving.grpc_port, serving.http_port)
+        config = workdir / "haproxy.cfg"
+        config.write_text(text)
+        with haproxy(binary, config, ports["stats"]):
+            for protocol in ("grpc", "http"):
+                load = Load(f"127.0.0.1:{ports[protocol]}", request, protocol, args.in_flight)
+                rows.append(await kill_row(serving, load, warm, after, via="HAProxy"))
     return rows

@@ -62,7 +62,7 @@ async def _fault_row(serving, load, protocol, fault, count, seconds) -> Row:
     peer = asyncio.ensure_future(_peer(fault, protocol, port, seconds, count))
     peak = await _sample_rss(serving, peer)
     end = time.monotonic()
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.2)
     during = _during(load.calls, start, end)
     p99, after = p99_ms(during), serving.rss_mb()
     lost = pids - set(procs.workers(serving.pid, port))
@@ -80,14 +80,14 @@ async def _fault_row(serving, load, protocol, fault, count, seconds) -> Row:
 
 async def peer_rows(args, workdir) -> list[Row]:
     request = infer_request(args.model)
-    seconds = 2.0 if args.short else 4.0
+    seconds = 1.0 if args.short else 4.0
     rows = []
-    for protocol in ("grpc", "http"):
-        flags = ["--model", str(args.model), "--workers", "2", "--poll-seconds", "0"]
-        with serve(flags, workdir, f"peers-{protocol}") as serving:
+    flags = ["--model", str(args.model), "--workers", "2", "--poll-seconds", "0"]
+    with serve(flags, workdir, "peers") as serving:
+        for protocol in ("grpc", "http"):
             load = Load(serving.target(protocol), request, protocol, args.in_flight)
             running = asyncio.ensure_future(load.run())
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(seconds)
             for fault, (_, full, short) in FAULTS.items():
                 count = short if args.short else full
                 rows.append(await _fault_row(serving, load, protocol, fault, count, seconds))
