@@ -34,6 +34,31 @@ def register_fuzz(subparsers: argparse._SubParsersAction) -> None:
     add_fuzz(subparsers)
 
 
+def register_chaos(subparsers: argparse._SubParsersAction) -> None:
+    """Add `foldserve chaos`."""
+    from foldserve.bench.chaos.run import add_arguments
+
+    chaos = subparsers.add_parser(
+        "chaos",
+        help="faults and attacks under load against a real server: one row per fault, PASS/FAIL",
+        description="Start `foldserve serve --workers 2` on 127.0.0.1 for each fault, keep "
+        "--in-flight calls going over gRPC or V2 REST, and strike: SIGKILL of a worker "
+        "(directly and behind HAProxy with deploy/balancer/haproxy.cfg's retry settings), idle "
+        "connections, slow senders, HTTP/2 rapid reset, PING/SETTINGS floods and their HTTP/1.1 "
+        "twins. Prints one row per fault: calls, errors by status, what the client saw, "
+        "recovery, resident memory before and after, the bound and PASS/FAIL. Exit 1: a row "
+        "missed its bound.",
+    )
+    add_arguments(chaos)
+    chaos.set_defaults(func=_chaos)
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    from foldserve.bench.chaos.run import run_chaos
+
+    return run_chaos(args)
+
+
 def register_shift_eval(subparsers: argparse._SubParsersAction) -> None:
     """Add `foldserve shift-eval`."""
     _add_shift_eval(subparsers)

@@ -39,9 +39,9 @@ class HttpConnection:
             status, length, close = await _head(reader)
             answer = await reader.readexactly(length)
         except (asyncio.IncompleteReadError, ValueError, OSError) as exc:
-            # A reset connection is dropped too: writing on it again only makes asyncio warn.
+            # A reset connection is closed too, so the next request opens a new one.
             await self.close()
-            raise ConnectionError(f"no complete answer: {exc}") from None
+            raise ConnectionError(f"no complete answer: {exc!r}") from None
         if close:
             await self.close()
         return status, answer

@@ -87,6 +87,13 @@ class ServeConfig:
         "N",
         "calls (and open streams) served at once; more get RESOURCE_EXHAUSTED",
     )
+    max_connections: int = setting(
+        1024,
+        kind.positive_int,
+        "N",
+        "open connections each worker holds on each port (gRPC, HTTP); one more is closed as "
+        "it is accepted, so idle or hostile clients cannot grow memory without bound",
+    )
     log_level: str = setting(
         "INFO", kind.choice(LOG_LEVELS, str.upper), "LEVEL", ", ".join(LOG_LEVELS)
     )

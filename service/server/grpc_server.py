@@ -18,6 +18,13 @@ from foldserve.server.ports import ServeError, address, probe
 # Messages up to this many times our size limit reach our code to be refused there (with our
 # message, and counted), rather than by gRPC's own bound.
 MESSAGE_SIZE_HEADROOM = 2
+# HTTP/2 streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS; at least
+# --max-concurrent-rpcs, so admission, not the transport, refuses a call over that bound: a grpcio
+# client over it sees UNAVAILABLE, not RESOURCE_EXHAUSTED). grpc core counts a stream the client
+# reset until the server has finished with it, so any bound stops HTTP/2 rapid reset
+# (CVE-2023-44487): with none, one connection opening and cancelling streams in a loop grew a
+# worker by ~1 GB in 2 s; with this one, by under 20 MB.
+STREAMS_PER_CONNECTION = 1000
 # The method label of calls to a method no service here has (counted, never one series each).
 UNKNOWN_METHOD = "unknown"
 
@@ -38,6 +45,13 @@ def build(
             ("grpc.max_send_message_length", largest),
             # Only workers share the port; otherwise a second server could silently share it.
             ("grpc.so_reuseport", 1 if share_port else 0),
+            # grpc core closes a connection over this bound as it accepts it, before any
+            # handshake: idle or hostile peers cannot hold more.
+            ("grpc.max_allowed_incoming_connections", config.max_connections),
+            (
+                "grpc.max_concurrent_streams",
+                max(STREAMS_PER_CONNECTION, config.max_concurrent_rpcs),
+            ),
         ],
     )
     server.add_generic_rpc_handlers(tuple(handlers))

@@ -15,6 +15,7 @@ import ssl
 from dataclasses import dataclass
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from foldserve.api.rest_app import rest_app
 from foldserve.core.dataplane import DataPlane
@@ -58,6 +59,45 @@ def bind(host: str, port: int, shared: bool) -> socket.socket:
     return sock
 
 
+# Requests one connection may have waiting behind the one being answered (HTTP/1.1 pipelining).
+# uvicorn queues every pipelined request it parses and reads on after each answer, so a client
+# that pipelines without reading grew a worker by ~300 MB in 3 s; over this, it gets a 400 and
+# the connection is closed.
+PIPELINED_REQUESTS = 32
+
+
+class _CappedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with two bounds: a connection over `max_connections` is
+    closed as it is accepted (uvicorn's own `limit_concurrency` keeps it open and answers each
+    request 503), and one pipelining more than PIPELINED_REQUESTS requests is closed."""
+
+    max_connections = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.max_connections:
+            self.refused = True
+            transport.abort()
+            return
+        self.refused = False
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.refused:
+            super().connection_lost(exc)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if len(self.pipeline) > PIPELINED_REQUESTS:
+            self.pipeline.clear()
+            # httptools stops parsing and uvicorn answers 400 and closes the connection.
+            raise RuntimeError(f"more than {PIPELINED_REQUESTS} pipelined requests")
+
+
+def capped_protocol(max_connections: int) -> type[HttpToolsProtocol]:
+    """The HTTP protocol class holding at most `max_connections` connections per server."""
+    return type("CappedProtocol", (_CappedProtocol,), {"max_connections": max_connections})
+
+
 def _tls(config: ServeConfig) -> dict[str, object]:
     """uvicorn's TLS options from the server's TLS settings (none: plain HTTP)."""
     if not config.tls_cert:
@@ -80,7 +120,7 @@ async def start_http(config: ServeConfig, plane: DataPlane, shared: bool = False
     sock = bind(config.host, config.http_port, shared)
     settings = uvicorn.Config(
         rest_app(plane),
-        http="httptools",
+        http=capped_protocol(config.max_connections),
         lifespan="off",
         access_log=False,
         log_config=None,

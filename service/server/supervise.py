@@ -116,8 +116,11 @@ def _supervise(
         signal.signal(signum, lambda number, _frame: stop.set())
     signal.signal(signal.SIGHUP, lambda number, _frame: supervisor.signal_all(signal.SIGHUP))
     healthy = True
-    while healthy and not stop.wait(WATCH_SECONDS):
-        healthy = supervisor.watch()
+    # Woken by a worker's death (a restart starts at once) or every WATCH_SECONDS (a signal).
+    while healthy and not stop.is_set():
+        supervisor.wait(WATCH_SECONDS)
+        if not stop.is_set():
+            healthy = supervisor.watch()
     log.info("draining %d workers (grace %.1f s)", config.worker_count, config.grace_seconds)
     clean = supervisor.stop(config.grace_seconds)
     metrics_http.shutdown()  # type: ignore[attr-defined]

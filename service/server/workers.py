@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import shutil
 import signal
@@ -115,6 +116,12 @@ class Supervisor:
         )
         process.start()
         return process
+
+    def wait(self, timeout: float) -> None:
+        """Return as soon as a worker dies, or after `timeout` seconds."""
+        by_sentinel = {p.sentinel: p for p in self._workers}
+        for sentinel in multiprocessing.connection.wait(list(by_sentinel), timeout):
+            by_sentinel[sentinel].join(1.0)  # its pipe closes a moment before it can be reaped
 
     def watch(self) -> bool:
         """Restart workers that died; False when they die too often to go on."""

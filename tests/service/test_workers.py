@@ -273,3 +273,21 @@ def test_shift_series_are_published_by_every_worker(tmp_path: Path) -> None:
     assert shift[("foldserve_shift_prior_threshold", "")] == 0.3
     assert shift[("foldserve_shift_alarm", "")] == 0.0
     assert ("foldserve_shift_score", "0") in shift
+
+
+def test_the_supervisor_wakes_when_a_worker_dies() -> None:
+    """A death is seen at once (the worker's sentinel), not at the next look, so the restart
+    starts at once; with none, `wait` returns after its timeout."""
+    import multiprocessing
+
+    from foldserve.server.config import ServeConfig
+    from foldserve.server.workers import Supervisor
+
+    supervisor = Supervisor(ServeConfig(model="unused"), 1)
+    worker = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(0.5,))
+    worker.start()
+    supervisor._workers = [worker]
+    started = time.monotonic()
+    supervisor.wait(60.0)
+    assert time.monotonic() - started < 30.0 and not worker.is_alive()
+    supervisor.wait(0.01)  # a dead one left: returns at once, never blocks
