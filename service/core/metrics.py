@@ -255,7 +255,8 @@ class VersionMetrics:
         """Drop this file's `foldserve_model_info` series (another file took its version).
 
         It is set to 0 first: under `--workers` a series lives on in the worker's multiprocess
-        file after `remove`, and the supervisor shows only versions whose info is 1 somewhere.
+        file after `remove` (until the file is compacted), and the supervisor shows only versions
+        whose info is 1 somewhere.
         """
         if self._info is None:
             return

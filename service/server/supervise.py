@@ -73,9 +73,10 @@ class SupervisorCollector:
 class LoadedVersionsOnly:
     """The workers' series, without those of versions no live worker has loaded.
 
-    prometheus_client cannot delete a series from a worker's multiprocess file: an unloaded
-    version's series stay there (frozen) and its `foldserve_model_info` turns 0. Only versions
-    whose info is 1 in some live worker are shown; series without a version label always are.
+    An unloaded version's series stay in a worker's multiprocess file (frozen) until the worker
+    compacts it (`foldserve.core.metric_files`), and in a dead worker's files for good; its
+    `foldserve_model_info` turns 0 at once. Only versions whose info is 1 in some live worker
+    are shown; series without a version label always are.
     """
 
     def __init__(self, folder: str) -> None:

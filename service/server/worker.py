@@ -9,11 +9,13 @@ from multiprocessing.queues import Queue
 
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
+from foldserve.core.metric_files import MetricFiles
 from foldserve.core.model import ModelError
 from foldserve.server.app import ServeError, start_server
 from foldserve.server.config import ServeConfig
 from foldserve.server.lifecycle import serve_until_signalled
 from foldserve.server.logs import setup_logging
+from foldserve.server.workers import MULTIPROC_ENV
 
 
 def run_worker(config: ServeConfig, events: Queue) -> None:
@@ -23,6 +25,8 @@ def run_worker(config: ServeConfig, events: Queue) -> None:
     """
     setup_logging(config.log_level, config.log_format)
     disable_created_metrics()
+    # Before any metric exists: series of unloaded versions must not stay in the files.
+    MetricFiles(os.environ[MULTIPROC_ENV]).install()
     try:
         running = start_server(
             config, CollectorRegistry(), serve_metrics_http=False, share_port=True
