@@ -22,6 +22,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from foldserve.core import heap
 from foldserve.core.errors import ModelError, RequestError, Status, invalid, not_found
 from foldserve.core.metrics import Metrics
 from foldserve.core.repository_settings import READY, UNAVAILABLE, RepositorySettings
@@ -185,6 +186,7 @@ class Repository:
                 f"model_name: no model {name!r} in the repository; it has {self.discover()}"
             )
         self._load(name)
+        heap.trim()  # what a model loaded again replaced
         if name in self._failed:
             raise invalid(f"model_name: model {name!r} failed to load: {self._failed[name]}")
 
@@ -203,6 +205,8 @@ class Repository:
                 raise not_found(f"model_name: model {name!r} is not loaded")
             self._models = {k: v for k, v in self._models.items() if k != name}
         versions.unload()
+        del versions
+        heap.trim()
         log.info("unloaded model %s", name, extra={"model": name})
 
     def _check_control(self, action: str) -> None:
@@ -217,6 +221,10 @@ class Repository:
 
     def refresh(self) -> None:
         """Pick up new versions of every loaded model; in `poll` mode, new and removed models."""
+        self._refresh()
+        heap.trim()  # the versions unloaded are freed by now (unless calls still hold them)
+
+    def _refresh(self) -> None:
         for versions in self:
             versions.refresh()
         if self._single is not None or self.settings.mode != "poll":
