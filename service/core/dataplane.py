@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from foldserve._proto.inference.model_config_pb2 import ModelConfig
@@ -65,6 +66,8 @@ class DataPlane(CallCycle):
         policy: size limit, token, access log.
         server: what `server_metadata` answers.
         shared_memory: the system shared memory regions (`--shared-memory`; default: off).
+        control: how a model is loaded or unloaded, (action "load"|"unload", name); default:
+            on `repository` (several server processes do it on every one of them).
     """
 
     def __init__(
@@ -74,9 +77,11 @@ class DataPlane(CallCycle):
         policy: CallPolicy,
         server: ServerInfo,
         shared_memory: SystemSharedMemory | None = None,
+        control: Callable[[str, str], None] | None = None,
     ) -> None:
         super().__init__(repository, gate, policy)
         self._server = server
+        self._control = control or self._control_here
         # Triton's system shared memory regions of this process (off unless given one on).
         self.shared_memory = shared_memory or SystemSharedMemory(enabled=False)
 
@@ -190,7 +195,7 @@ class DataPlane(CallCycle):
             RequestError: see `Repository.load`; NOT_FOUND for a repository other than "".
         """
         self._check_repository(repository)
-        self.repository.load(name)
+        self._control("load", name)
 
     def unload_model(self, call: Call, repository: str, name: str) -> None:
         """Unload a model (model control); its calls in flight finish.
@@ -199,7 +204,10 @@ class DataPlane(CallCycle):
             RequestError: see `Repository.unload`; NOT_FOUND for a repository other than "".
         """
         self._check_repository(repository)
-        self.repository.unload(name)
+        self._control("unload", name)
+
+    def _control_here(self, action: str, name: str) -> None:
+        (self.repository.load if action == "load" else self.repository.unload)(name)
 
     # --- system shared memory (Triton's extension; `core.shared_memory`) ---------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,11 +203,13 @@ def start_server(
     *,
     serve_metrics_http: bool = True,
     share_port: bool = False,
+    control: Callable[[str, str], None] | None = None,
 ) -> RunningServer:
     """Load the model repository, then start the gRPC and HTTP servers on a serving event loop of
     their own (and the /metrics endpoint).
 
-    `share_port`: a worker of `--workers N`, binding the port the supervisor reserved.
+    `share_port`: a worker of `--workers N`, binding the port the supervisor reserved;
+    `control`: how it loads and unloads models (`DataPlane`'s; workers: on every worker).
 
     Raises:
         ModelError: nothing in `config.model` can be served.
@@ -218,7 +221,7 @@ def start_server(
     shared_memory = SystemSharedMemory(config.shared_memory)
     extensions = (*EXTENSIONS, SHARED_MEMORY) if config.shared_memory else EXTENSIONS
     info = ServerInfo(SERVER_NAME, VERSION, extensions)
-    plane = DataPlane(repository, gate, policy, info, shared_memory)
+    plane = DataPlane(repository, gate, policy, info, shared_memory, control)
     loop = LoopThread(config.event_loop)
     try:
         server, health_servicer, port = loop.call(

@@ -15,25 +15,33 @@ from foldserve.server.app import ServeError, start_server
 from foldserve.server.config import ServeConfig
 from foldserve.server.lifecycle import serve_until_signalled
 from foldserve.server.logs import setup_logging
+from foldserve.server.model_control import WorkerControl
 from foldserve.server.workers import MULTIPROC_ENV
 
 
-def run_worker(config: ServeConfig, events: Queue) -> None:
+def run_worker(config: ServeConfig, events: Queue, inbox: Queue) -> None:
     """Serve on `config.port` (shared with the other workers) until SIGTERM/SIGINT.
 
     Tells the supervisor ("ready", pid, "") once serving, or ("error", pid, reason) and exits 2.
+    In `explicit` mode, model control goes through the supervisor to every worker (`events`
+    out, `inbox` in: `foldserve.server.model_control`).
     """
     setup_logging(config.log_level, config.log_format)
     disable_created_metrics()
     # Before any metric exists: series of unloaded versions must not stay in the files.
     MetricFiles(os.environ[MULTIPROC_ENV]).install()
+    control = None
+    if config.model_repository and config.model_control_mode == "explicit":
+        control = WorkerControl(events, inbox)
     try:
         running = start_server(
-            config, CollectorRegistry(), serve_metrics_http=False, share_port=True
+            config, CollectorRegistry(), serve_metrics_http=False, share_port=True, control=control
         )
     except (ModelError, ServeError) as exc:
         events.put(("error", os.getpid(), str(exc)))
         sys.exit(2)
+    if control is not None:
+        control.attach(running.repository)
     events.put(("ready", os.getpid(), ""))
     serve_until_signalled(running, config)
     sys.exit(0)

@@ -27,6 +27,7 @@ from multiprocessing.process import BaseProcess
 from queue import Empty
 
 from foldserve.server.config import ServeConfig
+from foldserve.server.model_control import ControlRelay
 from foldserve.server.ports import ServeError, probe
 
 WORKER_START_SECONDS = 120.0  # a worker that has not started by then stops the server
@@ -78,9 +79,14 @@ class Supervisor:
         self._context = multiprocessing.get_context("spawn")
         self._events = self._context.Queue()
         self._workers: list[BaseProcess] = []
+        self._inboxes: list = []  # each worker's queue of model control commands
         self._recent: list[float] = []
         self.restarts = 0
         self.stopping = threading.Event()
+        # Model control across workers (explicit mode): the models a new worker loads.
+        self.relay = ControlRelay(
+            self._events, self.inboxes, list(config.load_model), threading.Lock()
+        )
 
     def start(self) -> None:
         """Start every worker and wait until each serves.
@@ -88,6 +94,7 @@ class Supervisor:
         Raises:
             WorkerError: a worker could not start (its reason), or none came up in time.
         """
+        self._inboxes = [None] * self._count
         self._workers = [self._spawn(index) for index in range(self._count)]
         ready = 0
         deadline = time.monotonic() + WORKER_START_SECONDS
@@ -97,6 +104,7 @@ class Supervisor:
                 self.stop(0)
                 raise WorkerError(detail)
             ready += kind == "ready"
+        self.relay.start()  # from now on it reads the workers' events
 
     def _next_event(self, deadline: float) -> tuple[str, int, str]:
         try:
@@ -108,14 +116,25 @@ class Supervisor:
     def _spawn(self, index: int) -> BaseProcess:
         from foldserve.server.worker import run_worker
 
-        process = self._context.Process(
-            target=run_worker,
-            args=(self._config, self._events),
-            name=f"foldserve-worker-{index}",
-            daemon=False,
-        )
-        process.start()
+        with self.relay.lock:  # no command passes between reading `loaded` and the new inbox
+            config = replace(self._config, load_model=tuple(self.relay.loaded))
+            self._inboxes[index] = inbox = self._context.Queue()
+            process = self._context.Process(
+                target=run_worker,
+                args=(config, self._events, inbox),
+                name=f"foldserve-worker-{index}",
+                daemon=False,
+            )
+            process.start()
         return process
+
+    def inboxes(self) -> dict:
+        """The model control queue of every live worker, by pid."""
+        return {
+            p.pid: inbox
+            for p, inbox in zip(self._workers, self._inboxes, strict=False)
+            if p.is_alive() and p.pid is not None
+        }
 
     def wait(self, timeout: float) -> None:
         """Return as soon as a worker dies, or after `timeout` seconds."""

@@ -56,13 +56,15 @@ def server_process(
     args: Sequence[str] = (),
     timeout: float = 30.0,
     extra_env: dict[str, str] | None = None,
+    source: str = "--model",
 ) -> Iterator[ServerProcess]:
     """Start `foldserve serve --model MODEL --host 127.0.0.1 --port 0 --metrics-port 0 ARGS`
-    (one worker unless ARGS say `--workers`)."""
+    (one worker unless ARGS say `--workers`; `source="--model-repository"`: MODEL is a
+    repository of models)."""
     log = tmp / f"server-{time.monotonic_ns()}.log"
     workers = () if "--workers" in args else ("--workers", "1")
     command = foldserve_command(
-        "serve", "--model", str(model), "--host", "127.0.0.1", "--port", "0",
+        "serve", source, str(model), "--host", "127.0.0.1", "--port", "0",
         "--http-port", "0", "--metrics-port", "0", *workers, *args,
     )  # fmt: skip
     with log.open("w") as sink:
