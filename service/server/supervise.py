@@ -75,8 +75,9 @@ class LoadedVersionsOnly:
 
     An unloaded version's series stay in a worker's multiprocess file (frozen) until the worker
     compacts it (`foldserve.core.metric_files`), and in a dead worker's files for good; its
-    `foldserve_model_info` turns 0 at once. Only versions whose info is 1 in some live worker
-    are shown; series without a version label always are.
+    `foldserve_model_info` turns 0 at once. Only the (model, version) pairs whose info is 1 in
+    some live worker are shown; series without a version label always are, and so are those of
+    calls refused before they named a served model (model and version "").
     """
 
     def __init__(self, folder: str) -> None:
@@ -85,17 +86,19 @@ class LoadedVersionsOnly:
     def collect(self):
         families = list(self._workers.collect())
         loaded = {
-            sample.labels.get("version")
+            (sample.labels.get("model"), sample.labels.get("version"))
             for family in families
             if family.name == INFO_METRIC
             for sample in family.samples
             if sample.value >= 1
         }
+        loaded.add(("", ""))  # calls refused before they named a served model
         for family in families:
             family.samples = [
                 s
                 for s in family.samples
-                if "version" not in s.labels or s.labels["version"] in loaded
+                if "version" not in s.labels
+                or (s.labels.get("model"), s.labels["version"]) in loaded
             ]
         return families
 

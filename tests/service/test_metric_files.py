@@ -120,3 +120,31 @@ def test_a_file_left_by_an_earlier_process_keeps_its_values(tmp_path: Path) -> N
     assert merged(tmp_path)[("calls_total", (("v", "1"),))] == 7
     assert merged(tmp_path)[("calls_total", (("v", "2"),))] == 1
     new.close()
+
+
+def test_the_supervisor_shows_the_loaded_versions_of_each_model(tmp_path: Path) -> None:
+    """Versions are told apart by model: model a's version 1 is loaded, model b's version 1 was
+    unloaded (its info 0, its series still in the file); calls refused before they named a
+    model (model and version "") are always shown."""
+    from foldserve.core.metrics import INFO_METRIC
+    from foldserve.server.supervise import LoadedVersionsOnly
+
+    worker = MetricFiles(tmp_path, pid=1)
+    value = worker.value_class
+    info = {"multiprocess_mode": "livemax"}
+    info_labels = ("model", "version")
+    held = [
+        value("gauge", INFO_METRIC, INFO_METRIC, info_labels, ("a", "1"), "Info.", **info),
+        value("gauge", INFO_METRIC, INFO_METRIC, info_labels, ("b", "1"), "Info.", **info),
+    ]
+    held[0].set(1)
+    for labels in (("a", "1"), ("b", "1"), ("", "")):
+        held.append(value("counter", "calls", "calls_total", info_labels, labels, "Calls."))
+        held[-1].inc(1)
+    shown = {
+        (sample.name, sample.labels["model"], sample.labels["version"])
+        for family in LoadedVersionsOnly(str(tmp_path)).collect()
+        for sample in family.samples
+    }
+    assert shown == {(INFO_METRIC, "a", "1"), ("calls_total", "a", "1"), ("calls_total", "", "")}
+    worker.close()
