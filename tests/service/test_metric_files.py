@@ -148,3 +148,39 @@ def test_the_supervisor_shows_the_loaded_versions_of_each_model(tmp_path: Path) 
     }
     assert shown == {(INFO_METRIC, "a", "1"), ("calls_total", "a", "1"), ("calls_total", "", "")}
     worker.close()
+
+
+def test_a_workers_published_shift_series_go_with_their_version(
+    files: MetricFiles, tmp_path: Path
+) -> None:
+    """Under --workers the shift monitor publishes each version's scores into gauges: once the
+    version unloads, its children there are dropped too (each held a series in the file)."""
+    import shutil
+
+    from foldserve.core.metrics import Metrics
+    from foldserve.core.versions import ModelVersions
+    from tests.service.model_files import write_tapped_model
+
+    repo = tmp_path / "repo"
+    (repo / "1").mkdir(parents=True)
+    write_tapped_model(repo / "1" / "model.onnx", [0.0, 1.0, 2.0, 3.0])
+    registry = CollectorRegistry()
+    versions = ModelVersions(repo, "m", Metrics(registry, process=False), keep=1)
+    versions.start()
+
+    def shift_versions() -> set[str]:
+        return {
+            sample.labels["version"]
+            for family in registry.collect()
+            if family.name.startswith("foldserve_shift")
+            for sample in family.samples
+        }
+
+    first = shift_versions()
+    (repo / "2").mkdir()
+    shutil.copy(repo / "1" / "model.onnx", repo / "2" / "model.onnx")
+    shutil.rmtree(repo / "1")
+    versions.refresh()
+    assert len(first) == 1 and shift_versions() == {versions.latest.version} != first
+    versions.unload()
+    assert shift_versions() == set()
