@@ -65,7 +65,11 @@ def _server(command: list[str], log: Path) -> Iterator[tuple[tuple[int, int], su
 def _descendants(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
-        for child in (task / "children").read_text().split():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:  # a thread (or the process) that ended since the listing
+            continue
+        for child in children:
             found += [int(child), *_descendants(int(child))]
     return found
 
