@@ -249,11 +249,15 @@ class Repository:
         with a directory, models not loaded (explicit mode) are listed with no version."""
         entries: list[IndexEntry] = []
         for versions in self:
-            entries += [IndexEntry(versions.name, v.version, READY) for v in versions.versions]
+            refused = {r.version: r.reason for r in versions.refused}
+            for loaded in versions.versions:
+                entries.append(IndexEntry(versions.name, loaded.version, READY, _still(
+                    refused.pop(loaded.version, ""), versions.config_problem
+                )))  # fmt: skip
             if not ready_only:
                 entries += [
-                    IndexEntry(versions.name, r.version, UNAVAILABLE, r.reason)
-                    for r in versions.refused
+                    IndexEntry(versions.name, version, UNAVAILABLE, reason)
+                    for version, reason in refused.items()
                 ]
         if ready_only:
             return entries
@@ -261,3 +265,13 @@ class Repository:
         loaded = set(self._models) | set(self._failed)
         entries += [IndexEntry(n, "", "", "") for n in self.discover() if n not in loaded]
         return entries
+
+
+def _still(refused: str, config: str) -> str:
+    """Why a version READY serves as it was loaded: its new file or the model's config.pbtxt is
+    refused ("": neither)."""
+    if refused:
+        return f"serving the copy loaded before; its file changed and is refused: {refused}"
+    if config:
+        return f"serving as loaded before; the changed config.pbtxt is refused: {config}"
+    return ""

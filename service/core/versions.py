@@ -6,14 +6,15 @@ A model's source is one model file, or a directory of numbered versions
 (on a timer, or at once on SIGHUP) loads and checks new versions off the request path, then swaps
 the set in one assignment: a call in flight keeps the version it started with, and no call ever
 sees a half-loaded model. A version that fails to load is refused — logged, counted, listed with
-its reason — and the versions already serving keep serving; it is tried again once its file
-or its `config.json` changes (a model copied in slowly is loaded once the copy is complete).
+its reason — and the versions already serving keep serving, one whose file turned bad included
+(the copy loaded before answers, as Triton keeps a model whose reload fails); it is tried again
+once its file or its `config.json` changes (a model copied in slowly loads once it is whole).
 
 A model directory may hold Triton's `config.pbtxt` (`triton_config`): its version policy then
 chooses the versions instead of `keep`, its `default_model_filename` names the file in each
 version directory, and it applies to every version (`interface`); a change to it (or to its
 label files) loads every version again. A bad one refuses the model at start; later, it is
-logged once and the loaded versions keep serving.
+logged once, named by `config_problem`, and the loaded versions keep serving.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class ModelVersions:
         self._quiet = False
         self._config_watch = ConfigWatch(self.source)
         self.config: TritonConfig | None = None  # the directory's config.pbtxt, if any
+        self.config_problem = ""  # why a changed config.pbtxt is not applied ("": none)
         self.policy = version_policy(None, keep)  # which versions load
 
     @property
@@ -192,8 +194,9 @@ class ModelVersions:
         """Read the config.pbtxt again if it changed; False when it is bad (logged and counted
         once per change of the file)."""
         try:
-            self.config = self._config_watch.read()
+            self.config, self.config_problem = self._config_watch.read(), ""
         except ModelError as exc:
+            self.config_problem = str(exc)
             if self._config_watch.fresh:
                 self._series.reload_failures.inc()
                 log.error(
@@ -215,8 +218,9 @@ class ModelVersions:
             ):
                 return loaded
         refused = self._refused.get(candidate.key)
+        kept = current.get(candidate.version or "")  # what serves while its new file is refused
         if refused is not None and refused.fingerprint == candidate.fingerprint:
-            return None
+            return kept
         try:
             model = load_model(
                 candidate.path,
@@ -227,7 +231,7 @@ class ModelVersions:
             )
         except ModelError as exc:
             self._refuse(candidate, str(exc))
-            return None
+            return kept
         self._accept(candidate.key)
         metrics = self._metrics.for_version(
             self.name,
@@ -244,12 +248,8 @@ class ModelVersions:
             model.path,
             extra={"model": self.name, "model_version": model.version, "path": model.path},
         )
-        return LoadedVersion(
-            model.version,
-            model,
-            ModelRunner(model, metrics, self._shift),
-            candidate.fingerprint,
-        )
+        runner = ModelRunner(model, metrics, self._shift)
+        return LoadedVersion(model.version, model, runner, candidate.fingerprint)
 
     def _swap(self, wanted: tuple[LoadedVersion, ...], current: dict[str, LoadedVersion]) -> None:
         self._versions = wanted
@@ -271,9 +271,8 @@ class ModelVersions:
                 old.runner.metrics.remove_info()
 
     def _refuse(self, candidate: Candidate, reason: str) -> None:
-        refusal = self._refused[candidate.key] = Refusal(
-            candidate.key, reason, candidate.fingerprint
-        )
+        refusal = Refusal(candidate.key, reason, candidate.fingerprint)
+        self._refused[candidate.key] = refusal
         self._series.reload_failures.inc()
         if not self._quiet:
             self._log_refusal(refusal)

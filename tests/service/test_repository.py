@@ -114,6 +114,39 @@ def test_a_corrupt_version_is_refused_and_the_old_one_keeps_serving(
     assert served.registry.get_sample_value("foldserve_model_versions_refused", model) == 0
 
 
+def test_a_serving_version_whose_file_turns_bad_keeps_serving(
+    serve: ServeFactory, repo: Path
+) -> None:
+    """A loaded version's file truncated (or its config.pbtxt rewritten invalid): the copy loaded
+    before keeps answering, as Triton keeps a model whose reload fails, and the index says why;
+    a good file replaces it."""
+    served = serve(repo, keep_versions=2, poll_seconds=0)
+    good = (repo / "2" / "model.onnx").read_bytes()
+    (repo / "2" / "model.onnx").write_bytes(good[: len(good) // 2])
+    served.running.repository.refresh()
+    served.running.repository.refresh()  # the refusal is remembered: still kept
+    assert versions(served) == ["2", "1"]
+    assert predict_version(served, "2") == "2"
+    stub = v2_grpc.GRPCInferenceServiceStub(served.channel)
+    index = stub.RepositoryIndex(v2.RepositoryIndexRequest(), timeout=5).models
+    assert [(m.version, m.state) for m in index] == [("2", "READY"), ("1", "READY")]
+    assert index[0].reason.startswith("serving the copy loaded before; its file changed")
+    assert "not a loadable ONNX model" in index[0].reason
+    time.sleep(0.01)
+    add_version(repo, 2)
+    served.running.repository.refresh()
+    index = stub.RepositoryIndex(v2.RepositoryIndexRequest(), timeout=5).models
+    assert [(m.version, m.state, m.reason) for m in index] == [
+        ("2", "READY", ""),
+        ("1", "READY", ""),
+    ]
+    (repo / "config.pbtxt").write_text("version_policy: {")
+    served.running.repository.refresh()
+    index = stub.RepositoryIndex(v2.RepositoryIndexRequest(), timeout=5).models
+    assert all("the changed config.pbtxt is refused" in m.reason for m in index), index
+    assert predict_version(served, "2") == "2"
+
+
 def test_no_call_fails_while_versions_swap_under_load(serve: ServeFactory, repo: Path) -> None:
     served = serve(repo, keep_versions=1, poll_seconds=0)
     stop = threading.Event()
