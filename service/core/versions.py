@@ -212,10 +212,13 @@ class ModelVersions:
     def _load(
         self, candidate: Candidate, current: dict[str, LoadedVersion]
     ) -> LoadedVersion | None:
+        found = (str(candidate.path.resolve()), candidate.fingerprint)
         for loaded in current.values():
-            if loaded.model.path == str(candidate.path.resolve()) and (
-                loaded.fingerprint == candidate.fingerprint
-            ):
+            if (loaded.model.path, loaded.fingerprint) == found:
+                if self._refused.pop(candidate.key, None):  # its file is back as it was loaded
+                    log.info(
+                        "model %s version %s: its file is good again", self.name, loaded.version
+                    )
                 return loaded
         refused = self._refused.get(candidate.key)
         kept = current.get(candidate.version or "")  # what serves while its new file is refused
@@ -278,13 +281,9 @@ class ModelVersions:
             self._log_refusal(refusal)
 
     def _log_refusal(self, refusal: Refusal) -> None:
-        log.error(
-            "model %s version %s refused: %s",
-            self.name,
-            refusal.version,
-            refusal.reason,
-            extra={"model": self.name, "model_version": refusal.version, "reason": refusal.reason},
-        )
+        name, version, reason = self.name, refusal.version, refusal.reason
+        extra = {"model": name, "model_version": version, "reason": reason}
+        log.error("model %s version %s refused: %s", name, version, reason, extra=extra)
 
     def _accept(self, key: str) -> None:
         self._refused.pop(key, None)

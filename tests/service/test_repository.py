@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -121,7 +122,7 @@ def test_a_serving_version_whose_file_turns_bad_keeps_serving(
     before keeps answering, as Triton keeps a model whose reload fails, and the index says why;
     a good file replaces it."""
     served = serve(repo, keep_versions=2, poll_seconds=0)
-    good = (repo / "2" / "model.onnx").read_bytes()
+    good, stamp = (repo / "2" / "model.onnx").read_bytes(), (repo / "2" / "model.onnx").stat()
     (repo / "2" / "model.onnx").write_bytes(good[: len(good) // 2])
     served.running.repository.refresh()
     served.running.repository.refresh()  # the refusal is remembered: still kept
@@ -133,13 +134,16 @@ def test_a_serving_version_whose_file_turns_bad_keeps_serving(
     assert index[0].reason.startswith("serving the copy loaded before; its file changed")
     assert "not a loadable ONNX model" in index[0].reason
     time.sleep(0.01)
-    add_version(repo, 2)
+    (repo / "2" / "model.onnx").write_bytes(good)  # the very file loaded before, back
+    os.utime(repo / "2" / "model.onnx", ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
     served.running.repository.refresh()
     index = stub.RepositoryIndex(v2.RepositoryIndexRequest(), timeout=5).models
-    assert [(m.version, m.state, m.reason) for m in index] == [
-        ("2", "READY", ""),
-        ("1", "READY", ""),
-    ]
+    ready = [("2", "READY", ""), ("1", "READY", "")]
+    assert [(m.version, m.state, m.reason) for m in index] == ready
+    add_version(repo, 2, seed=9)  # a new good file replaces it
+    served.running.repository.refresh()
+    index = stub.RepositoryIndex(v2.RepositoryIndexRequest(), timeout=5).models
+    assert [(m.version, m.state, m.reason) for m in index] == ready
     (repo / "config.pbtxt").write_text("version_policy: {")
     served.running.repository.refresh()
     index = stub.RepositoryIndex(v2.RepositoryIndexRequest(), timeout=5).models
