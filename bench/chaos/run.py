@@ -17,7 +17,7 @@ from foldserve.bench.chaos.harness import Row, infer_request, serve, table
 from foldserve.bench.chaos.kill import kill_row
 from foldserve.bench.chaos.load import Load
 
-ROWS = ("kill", "balancer", "peers")
+ROWS = ("kill", "balancer", "peers", "reloads", "repository", "shm")
 FULL = {"warm": 3000, "after": 3000}
 SHORT = {"warm": 500, "after": 500}
 
@@ -56,10 +56,31 @@ async def _peer_rows(args: argparse.Namespace, workdir: Path) -> list[Row]:
     return await peer_rows(args, workdir)
 
 
+async def _reload_rows(args: argparse.Namespace, workdir: Path) -> list[Row]:
+    from foldserve.bench.chaos.reloads import reload_rows
+
+    return await reload_rows(args, workdir, args.short)
+
+
+async def _repository_rows(args: argparse.Namespace, workdir: Path) -> list[Row]:
+    from foldserve.bench.chaos.repository_rows import repository_rows
+
+    return await repository_rows(args, workdir, args.short)
+
+
+async def _shm_rows(args: argparse.Namespace, workdir: Path) -> list[Row]:
+    from foldserve.bench.chaos.shm_rows import shm_rows
+
+    return await shm_rows(args, workdir, args.short)
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace, Path], Awaitable[list[Row]]]] = {
     "kill": _kill_rows,
     "balancer": _balancer_rows,
     "peers": _peer_rows,
+    "reloads": _reload_rows,
+    "repository": _repository_rows,
+    "shm": _shm_rows,
 }
 
 
