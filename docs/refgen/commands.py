@@ -10,6 +10,7 @@ import argparse
 
 from foldserve.cli import build_parser
 from foldserve.server.config import SETTINGS, settings_markdown
+from refgen.compose import compose_section
 
 # Commands in the order a reader meets them: serve and call, then train and fold, then tools.
 ORDER = ("serve", "predict", "health", "train", "export", "fold", "lab")
@@ -45,8 +46,8 @@ def _flags_table(parser: argparse.ArgumentParser) -> str:
             continue
         invocation = formatter._format_action_invocation(action)
         text = (action.help or "").replace("%%", "%")
-        flag = invocation.replace("|", "\\|")
-        rows.append(f"| `{flag}` | {_cell(_default(action))} | {_cell(text)} |")
+        # A code span may hold a pipe: Markdown's tables do not split cells inside one.
+        rows.append(f"| `{invocation}` | {_cell(_default(action))} | {_cell(text)} |")
     return "\n".join(rows) + "\n"
 
 
@@ -74,6 +75,7 @@ def settings_page() -> str:
         parser = commands[name]
         body = _serve_section(parser) if name == "serve" else _other_section(parser)
         parts.append(f"## foldserve {name}\n\n{body}")
+    parts.append(compose_section())
     return "\n".join(parts)
 
 
