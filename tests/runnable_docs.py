@@ -9,7 +9,9 @@ site and on GitHub):
 - `<!-- run: train -->`: makes the model the page serves (`foldserve train`, run with flags
   appended that make it fast).
 - `<!-- run: serve -->`: starts the server the page's calls go to (run with its ports set free
-  and one worker).
+  and one worker), once a call names a server address.
+- `<!-- run: file NAME -->`: written to the file NAME, for the blocks after it (a module the
+  page's commands import).
 
 Blocks are written for the default addresses (gRPC 50051, HTTP 8000, metrics 9100 on 127.0.0.1
 or localhost) and the virtual environment `make venv` makes (`.venv/bin/`); `localize` points
@@ -28,24 +30,31 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 MARKED = re.compile(
-    r"<!-- run(?:: (?P<role>\w+))? -->\n```(?P<language>\w+)[^\n]*\n(?P<code>.*?)```"
+    r"<!-- run(?:: (?P<role>\w+)(?: (?P<argument>[^ ]+))?)? -->\n"
+    r"```(?P<language>\w+)[^\n]*\n(?P<code>.*?)```"
     r"(?:\s*```json\n(?P<shown>.*?)```)?",
     re.S,
 )
 DEFAULT_PORTS = {"grpc": 50051, "http": 8000, "metrics": 9100}
+ADDRESS = re.compile(r"\b(?:127\.0\.0\.1|localhost):(?:50051|8000|9100)\b")
 
 
 @dataclass(frozen=True)
 class Block:
-    """One runnable block: where it is, its role ("", "train" or "serve"), its code, and the
-    JSON the page shows it printing (None when the page shows none)."""
+    """One runnable block: where it is, its role ("", "train", "serve" or "file") and the role's
+    argument, its code, and the JSON the page shows it printing (None when it shows none)."""
 
     page: Path
     line: int
     role: str
+    argument: str
     language: str
     code: str
     shown: str | None
+
+    @property
+    def calls_a_server(self) -> bool:
+        return bool(ADDRESS.search(self.code))
 
     @property
     def name(self) -> str:
@@ -59,7 +68,8 @@ def blocks(page: Path) -> list[Block]:
     found = []
     for m in MARKED.finditer(text):
         line = text.count("\n", 0, m.start()) + 1
-        found.append(Block(page, line, m["role"] or "", m["language"], m["code"], m["shown"]))
+        role, argument = m["role"] or "", m["argument"] or ""
+        found.append(Block(page, line, role, argument, m["language"], m["code"], m["shown"]))
     return found
 
 

@@ -1,7 +1,9 @@
 """Every runnable block of the README and the docs (`<!-- run -->`, tests/runnable_docs.py), run
-as it is written: the getting-started page's train block makes the model (in a fresh directory,
-with flags appended that make it fast) and its serve block serves it; every call block, of any
-page, then runs against that server, or against the page's own serve block where it has one.
+as it is written, in page order, in one fresh directory: the getting-started page's train block
+makes the model (with flags appended that make it fast) and its serve block serves it; every
+call block, of any page, then runs against that server, or against the page's own serve block
+where it has one. A block that names no server address runs without one; a file block is
+written for the blocks after it.
 
 The REST and tensors guides' blocks are run by tests/service/test_rest_curl.py and
 test_tensors_guide.py, against servers of their own. grpcurl comes with the dev
@@ -40,7 +42,7 @@ def pages() -> list[Path]:
 
 
 def calls() -> list[Block]:
-    return [block for page in pages() for block in blocks(page) if block.role == ""]
+    return [block for page in pages() for block in blocks(page) if block.role in ("", "file")]
 
 
 class Servers:
@@ -116,5 +118,9 @@ def test_the_getting_started_page_trains_serves_and_calls() -> None:
 
 @pytest.mark.parametrize("block", calls(), ids=lambda block: block.name)
 def test_a_docs_block_runs_as_written(servers: Servers, block: Block) -> None:
+    if block.role == "file":
+        (servers.workdir / block.argument).write_text(block.code)
+        return
     _needs(block)
-    run(block, servers.workdir, servers.ports(block.page))
+    ports = servers.ports(block.page) if block.calls_a_server else {}
+    run(block, servers.workdir, ports, timeout=300)
