@@ -93,8 +93,8 @@ server could do this only after seeing much of the new traffic, and it is not wh
 serves). The input shift score is the shift monitor's statistic on the model input
 (`foldserve.core.shift.stats.ShiftStatistic`, fed the input BN's statistics from the fold) after
 {MONITOR_EXAMPLES:,} examples of traffic drawn from the slice; a served model alarms above the
-threshold calibrated for it at export (README, "Covariate shift"), so read each slice against
-the as-trained row.
+threshold calibrated for it at export (docs: "How the shift monitor decides"), so read each
+slice against the as-trained row.
 
 {by_slice}
 Why the grey background breaks the BN model: in the light-ink training slice
