@@ -84,9 +84,7 @@ def test_calibrate_writes_a_reference_beside_the_model_and_runs_without_torch(fo
     assert load_model(foreign / "model.onnx").shift.origin.startswith("reference file")
 
 
-def test_the_calibrated_monitor_alarms_on_inverted_digits_and_not_on_clean_ones(
-    foreign, digits
-):
+def test_the_calibrated_monitor_alarms_on_inverted_digits_and_not_on_clean_ones(foreign, digits):
     if not (foreign / SHIFT_REFERENCE_FILE).is_file():
         calibrate_model(_args(foreign / "model.onnx", str(foreign / "sample.csv")))
     test = digits.test.features
