@@ -111,7 +111,13 @@ def test_the_walk_of_a_batch_equals_one_update_per_example():
     for row in increments:
         state = np.minimum(np.maximum(state + row, 0.0), cap)
         expected.append(state.copy())
-    np.testing.assert_allclose(walk(start, increments, cap), expected, atol=1e-9)
+    np.testing.assert_allclose(walk(start, increments.T.copy(), cap).T, expected, atol=1e-9)
+    uncapped = np.full(6, 1e9)  # the closed form, no example at the cap
+    state, expected = start.copy(), []
+    for row in increments:
+        state = np.maximum(state + row, 0.0)
+        expected.append(state.copy())
+    np.testing.assert_allclose(walk(start, increments.T.copy(), uncapped).T, expected, atol=1e-9)
 
 
 def test_normal_scores_are_standard_normal_on_the_reference_distribution():

@@ -139,17 +139,16 @@ class TestBank:
         self._miss_step = np.where(self._on_hit, -1.0, 1.0)
 
     def increments(self, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """Each test's increment per example: [B, T] from normal scores [B, S] and labels [B]."""
+        """Each test's increment per example: [T, B] from normal scores [B, S] and labels [B]."""
         batch, count = scores.shape
         spread = self._spread(scores)
-        out = np.empty((batch, 4 * count + len(self._classes)))
-        gaussian = out[:, : 4 * count].reshape(batch, count, 4)
-        gaussian[:, :, 0] = scores
-        gaussian[:, :, 1] = -scores
-        gaussian[:, :, 2] = spread
-        gaussian[:, :, 3] = -spread
-        gaussian -= self.k
+        out = np.empty((4 * count + len(self._classes), batch))
+        gaussian = out[: 4 * count].reshape(count, 4, batch)
+        np.subtract(scores.T, self.k, out=gaussian[:, 0])
+        np.subtract(-self.k, scores.T, out=gaussian[:, 1])
+        np.subtract(spread.T, self.k, out=gaussian[:, 2])
+        np.subtract(-self.k, spread.T, out=gaussian[:, 3])
         if self._classes:
-            hits = labels[:, None] == self._hit_class
-            out[:, 4 * count :] = np.where(hits, self._hit_step, self._miss_step)
+            hits = self._hit_class[:, None] == labels
+            out[4 * count :] = np.where(hits, self._hit_step[:, None], self._miss_step[:, None])
         return out

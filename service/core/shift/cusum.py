@@ -95,31 +95,32 @@ def walk(start: np.ndarray, increments: np.ndarray, cap: np.ndarray) -> np.ndarr
 
     Args:
         start: each test's statistic before the batch, `[T]`.
-        increments: `[B, T]`, one row per example in order (the reference value already taken
-            off).
+        increments: `[T, B]`, each test's increments for the batch's examples in order (the
+            reference value already taken off).
         cap: `[T]`, where each statistic saturates (at or above its threshold), so that an alarm
             clears soon after the traffic does.
 
     Returns:
-        Every test's statistic after each example, `[B, T]`: the same values as one update per
+        Every test's statistic after each example, `[T, B]`: the same values as one update per
         example.
     """
     # Lindley's recursion in closed form: with P_t the sum of the first t increments,
     # S_t = P_t − min(−S_0, min_{s≤t} P_s). The cap restarts the walk from it, so a batch in
     # which some test reaches its cap (only under a gross shift) runs one example at a time.
-    sums = np.cumsum(increments, axis=0)
-    lows = np.minimum.accumulate(np.minimum(sums, 0.0), axis=0)
-    values = sums - np.minimum(lows, -start)
-    if (values > cap).any():
-        values = _capped(start, increments, cap)
-    return values
+    sums = np.cumsum(increments, axis=1)
+    lows = np.minimum.accumulate(sums, axis=1)
+    np.minimum(lows, -start[:, None], out=lows)  # −S_0 ≤ 0 = P_0: the empty sum is covered
+    sums -= lows
+    if (sums > cap[:, None]).any():
+        return _capped(start, increments, cap)
+    return sums
 
 
 def _capped(start: np.ndarray, increments: np.ndarray, cap: np.ndarray) -> np.ndarray:
     """The capped recursion, one example at a time (a vector step over the tests)."""
     values = np.empty_like(increments)
     state = start.astype(np.float64)
-    for index, row in enumerate(increments):
-        state = np.minimum(np.maximum(state + row, 0.0), cap)
-        values[index] = state
+    for index in range(increments.shape[1]):
+        state = np.minimum(np.maximum(state + increments[:, index], 0.0), cap)
+        values[:, index] = state
     return values

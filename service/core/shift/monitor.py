@@ -142,44 +142,49 @@ class ShiftMonitor:
 
 
 def _advance(view: StateView, increments: np.ndarray, bank: TestBank) -> None:
-    """Walk every test over a batch and update its bookkeeping (see `state`)."""
+    """Walk every test over a batch (`increments` `[T, B]`) and update its bookkeeping."""
     before = view.header[H_EXAMPLES]
-    batch = increments.shape[0]
+    batch = increments.shape[1]
     values = walk(view.statistic, increments, bank.caps)
-    above = values > bank.thresholds
-    zero = values <= 0.0
-    counts = before + 1.0 + np.arange(batch)  # the example count after each row
-    # Where each test's statistic last stood at 0 (in this batch, else as before).
-    last_zero = np.where(zero.any(axis=0), batch - 1 - zero[::-1].argmax(axis=0), -1)
-    zero_at = np.where(last_zero >= 0, counts[np.maximum(last_zero, 0)], view.zero_at)
-    if not view.header[H_FIRST] and above.any():
-        _first_alarm(view, above, zero, counts)
-    # The current alarm began after the last example that was not above the threshold.
-    now = above[-1]
-    below = ~above
-    last_below = np.where(below.any(axis=0), batch - 1 - below[::-1].argmax(axis=0), -1)
-    began = np.where(last_below >= 0, counts[np.minimum(last_below + 1, batch - 1)], 0.0)
-    continuing = (last_below < 0) & (view.alarm_at > 0)
-    view.alarm_at[:] = np.where(now, np.where(continuing, view.alarm_at, began), 0.0)
-    view.alarm_at[now & (view.alarm_at == 0)] = before + 1.0  # above through the whole batch
-    np.maximum(view.peak, values.max(axis=0) / bank.thresholds, out=view.peak)
-    view.zero_at[:] = zero_at
-    view.statistic[:] = values[-1]
+    counts = before + 1.0 + np.arange(batch)  # the example count after each example
+    last_zero = _last(values <= 0.0)  # where each test last stood at 0
+    view.zero_at[:] = np.where(last_zero >= 0, counts[last_zero], view.zero_at)
+    above = values > bank.thresholds[:, None]
+    if above.any() or view.alarm_at.any():
+        if not view.header[H_FIRST] and above.any():
+            _first_alarm(view, values, above, counts)
+        # The current alarm began after the last example that was not above its threshold.
+        last_below = _last(~above)
+        began = np.where(last_below >= 0, counts[np.minimum(last_below + 1, batch - 1)], 0.0)
+        continuing = (last_below < 0) & (view.alarm_at > 0)
+        began = np.where(continuing | (last_below < 0), view.alarm_at, began)
+        began[(began == 0) & above[:, -1]] = before + 1.0
+        view.alarm_at[:] = np.where(above[:, -1], began, 0.0)
+    highest = values.max(axis=1)
+    highest /= bank.thresholds
+    np.maximum(view.peak, highest, out=view.peak)
+    view.statistic[:] = values[:, -1]
     view.header[H_EXAMPLES] = before + batch
     view.header[H_FOLDS] += 1
 
 
-def _first_alarm(view: StateView, above: np.ndarray, zero: np.ndarray, counts: np.ndarray) -> None:
+def _last(mask: np.ndarray) -> np.ndarray:
+    """Per row of `mask` ([T, B]), the index of its last True (−1: none)."""
+    width = mask.shape[1]
+    last = width - 1 - mask[:, ::-1].argmax(axis=1)
+    return np.where(mask.any(axis=1), last, -1)
+
+
+def _first_alarm(
+    view: StateView, values: np.ndarray, above: np.ndarray, counts: np.ndarray
+) -> None:
     """Record the monitor's first alarm: the example, the tests above then, and for each the
     change it estimates (the example after it last stood at 0)."""
-    row = int(np.flatnonzero(above.any(axis=1))[0])
-    fired = above[row]
-    view.header[H_FIRST] = counts[row]
-    changes = []
-    for test in np.flatnonzero(fired):
-        zeros = np.flatnonzero(zero[: row + 1, test])
-        last = counts[zeros[-1]] if zeros.size else view.zero_at[test]
-        view.first[test] = 1.0
-        view.first_change[test] = last + 1.0
-        changes.append(last + 1.0)
-    view.header[H_FIRST_CHANGE] = min(changes)
+    column = int(np.flatnonzero(above.any(axis=0))[0])
+    fired = np.flatnonzero(above[:, column])
+    view.header[H_FIRST] = counts[column]
+    zeros = _last(values[fired, : column + 1] <= 0.0)
+    last = np.where(zeros >= 0, counts[np.maximum(zeros, 0)], view.zero_at[fired])
+    view.first[fired] = 1.0
+    view.first_change[fired] = last + 1.0
+    view.header[H_FIRST_CHANGE] = float((last + 1.0).min())

@@ -10,9 +10,10 @@ Each group's summaries:
   out): the overall brightness of an input, the overall activation of a layer;
 - `pc1`…: the leading principal components of a Ledoit-Wolf shrinkage covariance of the slice,
   whitened (unit variance on the sample);
-- `residual` (asked for per group): the squared Mahalanobis norm of what the components leave
-  out, under the same covariance, to the power 1/3. Shrinkage keeps it finite where the sample
-  never varies (a blank border pixel): ink there counts in units of the typical pixel's spread.
+- `residual` (asked for per group, up to `RESIDUAL_MAX_WIDTH` units: it costs width² per
+  example): the squared Mahalanobis norm of what the components leave out, under the same
+  covariance, to the power 1/3. Shrinkage keeps it finite where the sample never varies (a
+  blank border pixel): ink there counts in units of the typical pixel's spread.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from foldserve.core.shift.settings import (
 LEVEL = "level"
 CONSTANT_STD = 1e-6  # a unit whose std is under this fraction of the slice's largest is constant
 DEGENERATE = 1e-10  # a component whose variance is under this fraction of the largest is none
+# A residual costs width² per example: groups wider than this get none (level and components).
+RESIDUAL_MAX_WIDTH = 128
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ def fit_group(spec: GroupSpec, values: np.ndarray, grid: np.ndarray) -> SummaryG
     projections = np.array(rows).reshape(len(rows), spec.width)
     residual = None
     rest = eigenvalues[count:] > DEGENERATE * eigenvalues[0]
-    if spec.residual and rest.any():
+    if spec.residual and rest.any() and spec.width <= RESIDUAL_MAX_WIDTH:
         residual = (vectors[:, count:][:, rest] / np.sqrt(eigenvalues[count:][rest])).T
         names.append(RESIDUAL)
     summaries = group_summaries(values, center, projections, residual)

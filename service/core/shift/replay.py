@@ -83,21 +83,22 @@ def replay(
 def _run(
     state: np.ndarray, increments: np.ndarray, bank: TestBank, done: int, result: ReplayResult
 ) -> np.ndarray:
-    """Walk a block, restarting at every alarm; the statistics after it."""
+    """Walk a block (`[T, B]`), restarting at every alarm; the statistics after it."""
     at = 0
-    while at < len(increments):
-        values = walk(state, increments[at:], bank.caps)
-        ratios = values / bank.thresholds
-        above = (ratios > 1.0).any(axis=1)
+    while at < increments.shape[1]:
+        values = walk(state, increments[:, at:], bank.caps)
+        ratios = values / bank.thresholds[:, None]
+        above = (ratios > 1.0).any(axis=0)
         if not above.any():
             result.peak = max(result.peak, float(ratios.max()))
-            return values[-1]
-        row = int(np.flatnonzero(above)[0])
-        result.peak = max(result.peak, float(ratios[: row + 1].max()))
+            return values[:, -1]
+        column = int(np.flatnonzero(above)[0])
+        result.peak = max(result.peak, float(ratios[:, : column + 1].max()))
         result.alarms += 1
         if len(result.first) < 10:
-            fired = tuple(n for n, r in zip(bank.names, ratios[row], strict=True) if r > 1.0)
-            result.first.append((done + at + row + 1, fired))
+            hits = ratios[:, column]
+            fired = tuple(n for n, r in zip(bank.names, hits, strict=True) if r > 1.0)
+            result.first.append((done + at + column + 1, fired))
         state = np.zeros_like(state)
-        at += row + 1
+        at += column + 1
     return state

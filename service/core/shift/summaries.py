@@ -15,56 +15,65 @@ import numpy as np
 from foldserve.contract import ShiftReference
 from foldserve.core.shift.normal_scores import NormalScores
 
+# Rows per product: OpenBLAS runs a product of over 2^18 multiply-adds on every core, which in a
+# serving process (its cores busy with requests) costs far more than it saves.
+BLAS_ROWS = 64
+
 
 class Summaries:
     """The summaries of a reference over rows whose sources start at `offsets`.
 
     Attributes:
-        names: `<group>/<summary>`, in score order.
+        names: `<group>/<summary>`, in score order: every group's linear summaries, then every
+            residual.
         width: the row width the summaries read up to.
     """
 
     def __init__(self, reference: ShiftReference, offsets: Mapping[str, int], width: int) -> None:
         self.width = width
-        names, columns, biases, residuals, order = [], [], [], [], []
-        linear_count = 0
+        names, knots, residual_names, residual_knots = [], [], [], []
+        self._linear: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+        self._residuals: list[tuple[int, int, np.ndarray, np.ndarray]] = []
         for group in reference.groups:
             first = offsets[group.source] + group.start
             center = np.asarray(group.center)
-            for name, row in zip(group.summaries, group.projections, strict=False):
-                column = np.zeros(width)
-                column[first : first + group.width] = row
-                columns.append(column)
-                biases.append(float(center @ np.asarray(row)))
-                order.append(linear_count)
-                linear_count += 1
-                names.append(f"{group.name}/{name}")
+            count = len(group.projections)
+            if count:
+                matrix = np.asarray(group.projections).T  # [width, count]
+                self._linear.append((first, first + group.width, matrix, center @ matrix))
+                names += [f"{group.name}/{name}" for name in group.summaries[:count]]
+                knots += group.knots[:count]
             if group.residual:
                 matrix = np.asarray(group.residual).T  # [width, r]
-                residuals.append((first, first + group.width, matrix, center @ matrix))
-                order.append(-len(residuals))
-                names.append(f"{group.name}/{group.summaries[-1]}")
-        self.names = tuple(names)
-        self._matrix = np.array(columns).T.reshape(width, linear_count)
-        self._bias = np.array(biases)
-        self._residuals = residuals
-        # Where each score comes from: linear column i, or residual -(j + 1).
-        self._order = np.array(
-            [i if i >= 0 else linear_count - i - 1 for i in order], dtype=np.int64
-        )
-        knots = np.array([row for group in reference.groups for row in group.knots])
+                self._residuals.append((first, first + group.width, matrix, center @ matrix))
+                residual_names.append(f"{group.name}/{group.summaries[-1]}")
+                residual_knots.append(group.knots[-1])
+        self.names = (*names, *residual_names)
         first_z, last_z, count = reference.grid
-        self._scores = NormalScores(knots, np.linspace(first_z, last_z, count), reference.cap)
+        grid = np.linspace(first_z, last_z, count)
+        self._scores = NormalScores(np.array(knots + residual_knots), grid, reference.cap)
 
     def raw(self, rows: np.ndarray) -> np.ndarray:
-        """The summaries themselves ([B, row width] → [B, S])."""
+        """The summaries themselves ([B, row width] → [B, S]).
+
+        One product per group on its own slice: small enough that BLAS runs it on the calling
+        thread (a serving process has its cores busy already).
+        """
         rows = np.asarray(rows, np.float64)
-        parts = [rows @ self._matrix - self._bias]
+        if len(rows) > BLAS_ROWS:
+            return np.concatenate(
+                [self.raw(rows[at : at + BLAS_ROWS]) for at in range(0, len(rows), BLAS_ROWS)]
+            )
+        parts = []
+        for start, stop, matrix, bias in self._linear:
+            values = rows[:, start:stop] @ matrix
+            values -= bias
+            parts.append(values)
         for start, stop, matrix, bias in self._residuals:
-            projected = rows[:, start:stop] @ matrix - bias
+            projected = rows[:, start:stop] @ matrix
+            projected -= bias
             parts.append(np.cbrt(np.einsum("ij,ij->i", projected, projected))[:, None])
-        values = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
-        return values[:, self._order]
+        return np.concatenate(parts, axis=1)
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         """The normal scores of a batch of rows ([B, row width] → [B, S])."""
