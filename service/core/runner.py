@@ -102,7 +102,7 @@ class ModelRunner:
             monitor = self.monitor
             if monitor is not None:
                 model_input = feeds[self._single.input.name] if self._single else None
-                monitor.observe(self.model.shift.rows(model_input, outputs), labels)  # type: ignore[union-attr,arg-type]
+                monitor.observe(self.model.shift.parts(model_input, outputs), labels)  # type: ignore[union-attr,arg-type]
         return {name: outputs[name] for name in names}
 
     def _compute(self, feeds: dict[str, np.ndarray], names: Sequence[str]) -> Outputs:

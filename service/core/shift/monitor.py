@@ -1,13 +1,13 @@
 """The covariate-shift monitor of one served model version: sequential tests on every example.
 
-Each model run hands the monitor one row per example (`ShiftSource.rows`: the input, the graph's
-taps, the class probabilities, end to end) and the predicted classes. `observe` keeps them aside
-(one row copy under a lock) and every `check_every` examples, or at a snapshot, folds them in:
-the summaries' normal scores (`summaries`), each test's increment (`bank`), and the CUSUMs walked
-over the batch (`cusum.walk`) under the state's lock. The walk gives every test's value after
-every example, so an alarm is placed at the exact example that crossed, however late the batch
-is folded. The state is the process's own, or shared by every process of the server
-(`shared`): then every process's examples feed the same tests.
+Each model run hands the monitor one row per example (`ShiftSource.parts`: the input, the
+graph's taps, the class probabilities, laid end to end) and the predicted classes. `observe`
+keeps them aside (one row copy under a lock) and every `check_every` examples, or at a snapshot,
+folds them in: the summaries' normal scores (`summaries`), each test's increment (`bank`), and
+the CUSUMs walked over the batch (`cusum.walk`) under the state's lock. The walk gives every
+test's value after every example, so an alarm is placed at the exact example that crossed,
+however late the batch is folded. The state is the process's own, or shared by every process
+of the server (`shared`): then every process's examples feed the same tests.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class ShiftMonitor:
         self._pid = os.getpid()
         self._check_every = max(1, settings.check_every or SHIFT_CHECK_EVERY)
         self._capacity = min(self._check_every, SHIFT_PENDING_ROWS)
-        self._rows: np.ndarray | None = None
+        self._rows = np.empty((self._capacity, summaries.width), np.float64)
         self._labels = np.zeros(self._capacity, np.int64)
         self._pending = 0
         self._lock = threading.Lock()  # the rows kept aside, and the order batches fold in
@@ -87,24 +87,28 @@ class ShiftMonitor:
         """True when every process of the server feeds this monitor's state."""
         return self.state.shared
 
-    def observe(self, rows: np.ndarray, labels: np.ndarray) -> None:
-        """Take one model run in: one row per example (`[N, width]`) and its class (`[N]`)."""
+    def observe(self, rows: np.ndarray | Sequence[np.ndarray], labels: np.ndarray) -> None:
+        """Take one model run in: one row per example (`[N, width]`, or its sources' parts laid
+        end to end, `ShiftSource.parts`) and each example's class (`[N]`)."""
         count = labels.shape[0]
         if count == 0:
             return
+        parts = (rows,) if isinstance(rows, np.ndarray) else tuple(rows)
         with self._lock:
-            if count == 1 and self._keep(rows[0], labels[0]) < self._capacity:
+            if count == 1 and self._keep(parts, labels[0]) < self._capacity:
                 return
             self._fold_pending()
             if count > 1:
-                self._fold(np.asarray(rows, np.float64), np.asarray(labels, np.int64))
+                whole = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+                self._fold(np.asarray(whole, np.float64), np.asarray(labels, np.int64))
 
-    def _keep(self, row: np.ndarray, label: int) -> int:
-        kept = self._rows
-        if kept is None or kept.shape[1] != row.shape[0]:
-            self._fold_pending()
-            kept = self._rows = np.empty((self._capacity, row.shape[0]), np.float64)
-        kept[self._pending] = row
+    def _keep(self, parts: tuple[np.ndarray, ...], label: int) -> int:
+        row = self._rows[self._pending]
+        at = 0
+        for part in parts:
+            width = part.shape[1]
+            row[at : at + width] = part[0]
+            at += width
         self._labels[self._pending] = label
         self._pending += 1
         return self._pending
@@ -117,7 +121,7 @@ class ShiftMonitor:
     def _fold_pending(self) -> None:
         if self._pending:
             pending, self._pending = self._pending, 0
-            self._fold(self._rows[:pending], self._labels[:pending])  # type: ignore[index]
+            self._fold(self._rows[:pending], self._labels[:pending])
 
     def _fold(self, rows: np.ndarray, labels: np.ndarray) -> None:
         increments = self.bank.increments(self.summaries(rows), labels)

@@ -121,10 +121,23 @@ def spread_table(cap: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Spread:
-    """The spread score of normal scores (elementwise), from a table."""
+    """The spread score of normal scores (elementwise): linear between the points of a table at
+    even steps of |z|, found by index rather than by search (what np.interp gives, faster)."""
 
     def __init__(self, cap: float) -> None:
-        self._x, self._y = spread_table(cap)
+        _, table = spread_table(cap)
+        self._table = np.append(table, table[-1])  # |z| at the cap: its last step is flat
+        self._last = len(table) - 1
 
     def __call__(self, scores: np.ndarray) -> np.ndarray:
-        return np.interp(np.abs(scores), self._x, self._y)
+        where = np.abs(scores)
+        where *= 1.0 / _SPREAD_STEP
+        np.minimum(where, self._last, out=where)
+        index = where.astype(np.intp)
+        where -= index  # the fraction of the step
+        low = self._table[index]
+        high = self._table[index + 1]
+        high -= low
+        high *= where
+        high += low
+        return high

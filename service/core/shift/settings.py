@@ -8,9 +8,9 @@ import os
 from dataclasses import dataclass, field
 
 SHIFT_MONITOR = True  # `foldserve serve --shift-monitor on|off`
-SHIFT_CHECK_EVERY = 128  # examples a process keeps before folding them into the monitor's state
+SHIFT_CHECK_EVERY = 64  # examples a process keeps before folding them into the monitor's state
 SHIFT_PUBLISH_SECONDS = 0.5  # --workers N: how often each worker folds and publishes its series
-SHIFT_PENDING_ROWS = 128  # at most this many examples wait to be folded in at once
+SHIFT_PENDING_ROWS = 64  # at most this many examples wait to be folded in at once
 # The environment variable naming the directory where the processes of one server share their
 # monitors' state (`foldserve.core.shift.shared`); unset: each process keeps its own.
 SHIFT_STATE_DIR_ENV = "FOLDSERVE_SHIFT_STATE_DIR"

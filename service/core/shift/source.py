@@ -72,14 +72,22 @@ class ShiftSource:
     def rows(self, model_input: np.ndarray, outputs: dict[str, np.ndarray]) -> np.ndarray:
         """One row per example of a run ([N, width]), from its input and `outputs` (from which
         the `taps` output is taken out)."""
-        parts = []
+        parts = self.parts(model_input, outputs)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+    def parts(
+        self, model_input: np.ndarray, outputs: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, ...]:
+        """The rows of a run as their sources' parts (`[N, width]` each, end to end), which
+        `ShiftMonitor.observe` lays into its own buffer without a concatenation."""
+        parts: list[np.ndarray] = []
         if SOURCE_INPUT in self.widths:
             parts.append(model_input.reshape(model_input.shape[0], -1))
         if SOURCE_TAPS in self.widths:
             parts.append(outputs.pop(TAPS))
         if SOURCE_PROBABILITIES in self.widths:
             parts.append(self._probabilities(outputs))
-        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        return tuple(parts)
 
     def _probabilities(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
         if self.probabilities is not None:
