@@ -59,7 +59,7 @@ def run_seed(arch: str, seed: int, args: argparse.Namespace) -> dict:
     for workers in args.workers:
         options = argparse.Namespace(
             model=str(model), requests=args.requests, clean_requests=args.clean_requests,
-            streams=None, seed=seed, sample_every=args.sample_every, check_every=None,
+            streams=None, seed=seed, sample_every=args.sample_every, check_every=args.check_every,
             workers=workers,
         )  # fmt: skip
         print(f"{arch} seed {seed}, {workers} worker(s):", file=sys.stderr, flush=True)
@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--clean-requests", type=int, default=5000)
     parser.add_argument("--sample-every", type=int, default=50)
     parser.add_argument("--false-alarm-replay", type=int, default=1_000_000, help="per seed")
+    parser.add_argument("--check-every", type=int, help="the servers' --shift-check-every")
     args = parser.parse_args()
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     for arch in args.archs:

@@ -51,6 +51,7 @@ from foldserve.contract.records import (
     FoldReport,
     LeftLayer,
 )
+from foldserve.contract.reference import ShiftReference, SummaryGroup
 from foldserve.contract.shift import (
     BN_INPUT,
     BN_OUTPUT,
@@ -64,8 +65,6 @@ from foldserve.contract.shift import (
     SOURCES,
     TAP_PREFIX,
     TAPS,
-    ShiftReference,
-    SummaryGroup,
     Tap,
     tap_name,
 )

@@ -39,7 +39,8 @@ from typing import Any
 
 from foldserve.contract.fields import ContractError
 from foldserve.contract.records import BNStats, FoldReport
-from foldserve.contract.shift import ShiftReference, Tap
+from foldserve.contract.reference import ShiftReference
+from foldserve.contract.shift import Tap
 
 FORMAT_VERSION = "1"
 INPUT_NAME = "input"

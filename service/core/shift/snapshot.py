@@ -158,33 +158,52 @@ def _by(keys: list[str], values: np.ndarray, reduce) -> tuple[list[str], list[fl
     return names, out.tolist()
 
 
-def of(monitor: ShiftMonitor, view: StateView) -> ShiftSnapshot:
-    """The snapshot of `monitor` from a copy of its state."""
-    bank = monitor.bank
-    ratio = view.statistic / bank.thresholds
-    tests = tuple(
+def _tests(bank, view: StateView) -> tuple[TestState, ...]:
+    return tuple(
         TestState(name, summary, float(s), float(h), bank.test_arl, int(a), int(z) + 1, float(p))
         for name, summary, s, h, a, z, p in zip(
             bank.names, bank.summaries, view.statistic, bank.thresholds, view.alarm_at,
             view.zero_at, view.peak, strict=True,
         )
     )  # fmt: skip
+
+
+def _legacy(bank, view: StateView, ratio: np.ndarray, reference: ShiftReference) -> dict:
+    """The per-group fields DescribeModel's adapter reads (the class tests as `prior`)."""
+    groups = [_group(s) for s in bank.summaries]
+    names, scores = _by(groups, ratio, np.maximum)
+    _, peaks = _by(groups, view.peak, np.maximum)
+    fired = list(dict.fromkeys(g for g, hit in zip(groups, view.first, strict=True) if hit))
+    prior = names.index(PRIOR) if PRIOR in names else None
+    layers = [i for i, name in enumerate(names) if name != PRIOR]
+    return {
+        "names": tuple(names[i] for i in layers),
+        "scores": tuple(scores[i] for i in layers),
+        "thresholds": (1.0,) * len(layers),
+        "peaks": tuple(peaks[i] for i in layers),
+        "prior_score": scores[prior] if prior is not None else 0.0,
+        "prior_threshold": 1.0 if prior is not None else 0.0,
+        "prior_peak": peaks[prior] if prior is not None else 0.0,
+        "first_alarm": tuple(fired),
+        "calibration": LegacyCalibration(
+            data=reference.replay_data or reference.data,
+            replay=reference.replay,
+            layers=tuple(LegacyLayer(names[i]) for i in layers),
+            class_priors=reference.class_priors,
+        ),
+    }
+
+
+def of(monitor: ShiftMonitor, view: StateView) -> ShiftSnapshot:
+    """The snapshot of `monitor` from a copy of its state."""
+    bank = monitor.bank
+    ratio = view.statistic / bank.thresholds
     summaries, scores = _by(list(bank.summaries), ratio, np.maximum)
     _, peaks = _by(list(bank.summaries), view.peak, np.maximum)
     alarm_at = np.where(view.alarm_at > 0, view.alarm_at, np.inf)
     _, since = _by(list(bank.summaries), alarm_at, np.minimum)
-    groups = [_group(s) for s in bank.summaries]
-    group_names, group_scores = _by(groups, ratio, np.maximum)
-    _, group_peaks = _by(groups, view.peak, np.maximum)
-    fired = [name for name, hit in zip(bank.names, view.first, strict=True) if hit]
-    fired_groups = list(dict.fromkeys(g for g, hit in zip(groups, view.first, strict=True) if hit))
-    prior = group_names.index(PRIOR) if PRIOR in group_names else None
-    layer_names = [g for g in group_names if g != PRIOR]
-    layer_scores = [group_scores[group_names.index(g)] for g in layer_names]
-    layer_peaks = [group_peaks[group_names.index(g)] for g in layer_names]
-    reference = monitor.reference
     return ShiftSnapshot(
-        tests=tests,
+        tests=_tests(bank, view),
         summary_names=tuple(summaries),
         summary_scores=tuple(scores),
         summary_peaks=tuple(peaks),
@@ -192,26 +211,13 @@ def of(monitor: ShiftMonitor, view: StateView) -> ShiftSnapshot:
         examples=int(view.header[H_EXAMPLES]),
         alarm=bool((ratio > 1.0).any()),
         first_alarm_example=int(view.header[H_FIRST]),
-        first_alarm_tests=tuple(fired),
+        first_alarm_tests=tuple(n for n, hit in zip(bank.names, view.first, strict=True) if hit),
         first_alarm_change=int(view.header[H_FIRST_CHANGE]),
         arl=bank.arl,
         test_arl=bank.test_arl,
         shared=monitor.shared,
         contributors={int(p): int(n) for p, n in view.slots if n > 0},
         rebuilt=int(view.header[H_REBUILT]),
-        reference=reference,
-        names=tuple(layer_names),
-        scores=tuple(layer_scores),
-        thresholds=(1.0,) * len(layer_names),
-        peaks=tuple(layer_peaks),
-        prior_score=group_scores[prior] if prior is not None else 0.0,
-        prior_threshold=1.0 if prior is not None else 0.0,
-        prior_peak=group_peaks[prior] if prior is not None else 0.0,
-        first_alarm=tuple(fired_groups),
-        calibration=LegacyCalibration(
-            data=reference.replay_data or reference.data,
-            replay=reference.replay,
-            layers=tuple(LegacyLayer(g) for g in layer_names),
-            class_priors=reference.class_priors,
-        ),
+        reference=monitor.reference,
+        **_legacy(bank, view, ratio, monitor.reference),
     )
