@@ -77,8 +77,8 @@ class ShiftMonitor:
         self._pid = os.getpid()
         self._check_every = max(1, settings.check_every or SHIFT_CHECK_EVERY)
         self._capacity = min(self._check_every, SHIFT_PENDING_ROWS)
-        self._rows = np.empty((self._capacity, summaries.width), np.float64)
-        self._labels = np.zeros(self._capacity, np.int64)
+        self._kept: list[tuple[np.ndarray, ...]] = []  # each run's rows (or parts), not yet folded
+        self._kept_labels: list[np.ndarray] = []
         self._pending = 0
         self._lock = threading.Lock()  # the rows kept aside, and the order batches fold in
 
@@ -89,29 +89,21 @@ class ShiftMonitor:
 
     def observe(self, rows: np.ndarray | Sequence[np.ndarray], labels: np.ndarray) -> None:
         """Take one model run in: one row per example (`[N, width]`, or its sources' parts laid
-        end to end, `ShiftSource.parts`) and each example's class (`[N]`)."""
+        end to end, `ShiftSource.parts`) and each example's class (`[N]`).
+
+        The arrays are kept, not copied, until the next fold: the caller must not write to them
+        afterwards (a model run's outputs and a request's input are fresh for each call).
+        """
         count = labels.shape[0]
         if count == 0:
             return
         parts = (rows,) if isinstance(rows, np.ndarray) else tuple(rows)
         with self._lock:
-            if count == 1 and self._keep(parts, labels[0]) < self._capacity:
-                return
-            self._fold_pending()
-            if count > 1:
-                whole = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
-                self._fold(np.asarray(whole, np.float64), np.asarray(labels, np.int64))
-
-    def _keep(self, parts: tuple[np.ndarray, ...], label: int) -> int:
-        row = self._rows[self._pending]
-        at = 0
-        for part in parts:
-            width = part.shape[1]
-            row[at : at + width] = part[0]
-            at += width
-        self._labels[self._pending] = label
-        self._pending += 1
-        return self._pending
+            self._kept.append(parts)
+            self._kept_labels.append(labels)
+            self._pending += count
+            if self._pending >= self._capacity:
+                self._fold_pending()
 
     def flush(self) -> None:
         """Fold in what this process kept aside (a snapshot does; so does the publisher)."""
@@ -119,11 +111,15 @@ class ShiftMonitor:
             self._fold_pending()
 
     def _fold_pending(self) -> None:
-        if self._pending:
-            pending, self._pending = self._pending, 0
-            self._fold(self._rows[:pending], self._labels[:pending])
+        if not self._pending:
+            return
+        kept, labels = self._kept, self._kept_labels
+        self._kept, self._kept_labels, self._pending = [], [], 0
+        split = [self.summaries.parts(k[0] if len(k) == 1 else k) for k in kept]
+        parts = tuple(np.concatenate(column) for column in zip(*split, strict=True))
+        self._fold(parts, np.concatenate(labels))
 
-    def _fold(self, rows: np.ndarray, labels: np.ndarray) -> None:
+    def _fold(self, rows: tuple[np.ndarray, ...], labels: np.ndarray) -> None:
         increments = self.bank.increments(self.summaries(rows), labels)
         with self.state.locked() as view:
             view.header[H_WRITING] = 1.0
