@@ -10,13 +10,13 @@ does, and lays the sources of each example end to end: the row `ShiftMonitor.obs
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 from foldserve.contract import (
     MODEL_INPUT,
     MODEL_OUTPUT,
-    SOURCE_INPUT,
     SOURCE_PROBABILITIES,
     SOURCE_TAPS,
     SOURCES,
@@ -79,15 +79,21 @@ class ShiftSource:
         self, model_input: np.ndarray, outputs: dict[str, np.ndarray]
     ) -> tuple[np.ndarray, ...]:
         """The rows of a run as their sources' parts (`[N, width]` each, end to end), which
-        `ShiftMonitor.observe` lays into its own buffer without a concatenation."""
+        `ShiftMonitor.observe` keeps without a concatenation."""
+        reads_input, reads_taps, reads_probabilities = self._reads
         parts: list[np.ndarray] = []
-        if SOURCE_INPUT in self.widths:
+        if reads_input:
             parts.append(model_input.reshape(model_input.shape[0], -1))
-        if SOURCE_TAPS in self.widths:
+        if reads_taps:
             parts.append(outputs.pop(TAPS))
-        if SOURCE_PROBABILITIES in self.widths:
-            parts.append(self._probabilities(outputs))
+        if reads_probabilities:
+            name = self.probabilities
+            parts.append(outputs[name] if name is not None else self._probabilities(outputs))
         return tuple(parts)
+
+    @cached_property
+    def _reads(self) -> tuple[bool, bool, bool]:
+        return tuple(source in self.widths for source in SOURCES)  # type: ignore[return-value]
 
     def _probabilities(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
         if self.probabilities is not None:
