@@ -196,14 +196,22 @@ def _add_shift_eval(subparsers: argparse._SubParsersAction) -> None:
         description="Start a server of the model for each stream (the clean digits test split "
         "and shifted versions: intensity, noise, translation, flip, inversion, classes 0-4, "
         "heavy and light ink), send it one example per call, and print per stream: requests "
-        "until the shift alarm, what fired, the highest score/threshold and the accuracy.",
+        "until the shift alarm, what fired, the highest statistic/threshold and the accuracy; "
+        "then replay the clean test split through the monitor alone and print its false "
+        "alarms against the stated ARL.",
     )
     evaluation.add_argument("--model", required=True, help="model.onnx (a digits model)")
     evaluation.add_argument("--requests", type=int, default=1000, help="per shifted stream")
     evaluation.add_argument("--clean-requests", type=int, default=5000, help="for the clean stream")
     evaluation.add_argument("--streams", nargs="*", help="only these streams (by name)")
     evaluation.add_argument(
-        "--replay", type=int, default=0, help="also a long clean replay of N requests (a stream)"
+        "--false-alarm-replay",
+        type=int,
+        default=1_000_000,
+        help="clean examples replayed through the monitor alone (0: none)",
+    )
+    evaluation.add_argument(
+        "--workers", type=int, default=1, help="the servers' worker processes (sharing a monitor)"
     )
     evaluation.add_argument("--seed", type=int, default=0, help="stream order and noise")
     evaluation.add_argument(
@@ -212,8 +220,8 @@ def _add_shift_eval(subparsers: argparse._SubParsersAction) -> None:
     evaluation.add_argument(
         "--check-every",
         type=int,
-        default=1,
-        help="the servers' --shift-check-every (1: the exact request of the first alarm)",
+        help="the servers' --shift-check-every (default: theirs; the alarm's example is exact "
+        "whatever it is)",
     )
     evaluation.add_argument("--plot", help="write a PNG of the scores over requests here")
     evaluation.add_argument("--format", choices=("text", "json"), default="text")

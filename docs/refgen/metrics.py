@@ -39,24 +39,28 @@ NOTES = {
     "foldserve_model_versions_refused": "Alert: `FoldserveModelVersionRefused`.",
     "foldserve_model_reload_failures_total": "Alert: `FoldserveModelVersionRefused`.",
     "foldserve_shift_score": (
-        "`layer` is a BN layer of the fold report; divide by `foldserve_shift_threshold` to "
-        "read it ([the shift monitor guide](../guides/shift-monitor.md)). Alert: "
-        "`FoldserveCovariateShift`."
+        "`summary` names a summary of the traffic: `input/level`, `input/pc1`, a tapped layer's "
+        "`LAYER/level`, `probabilities/pc1`, `classes`... "
+        "([the shift monitor guide](../guides/shift-monitor.md))."
     ),
-    "foldserve_shift_prior_score": "Alert: `FoldservePriorShift`.",
+    "foldserve_shift_alarm_example": (
+        "Alerts: `FoldserveCovariateShift` (any summary but `classes`), `FoldservePriorShift` "
+        "(`classes`)."
+    ),
 }
 
 
 @dataclass(frozen=True)
 class _Snapshot:
-    """What a shift monitor reports, for one tapped layer."""
+    """What a shift monitor reports (the fields its collector reads), for one summary."""
 
-    names: tuple[str, ...] = ("0",)
-    scores: tuple[float, ...] = (0.0,)
-    thresholds: tuple[float, ...] = (1.0,)
-    prior_score: float = 0.0
-    prior_threshold: float = 1.0
+    summary_names: tuple[str, ...] = ("input/level",)
+    summary_scores: tuple[float, ...] = (0.0,)
+    summary_since: tuple[int, ...] = (0,)
     alarm: bool = False
+    first_alarm_example: int = 0
+    examples: int = 0
+    arl: float = 1e6
 
 
 class _Monitor:

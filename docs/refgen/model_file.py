@@ -13,7 +13,7 @@ import json
 import re
 
 from foldserve import contract
-from foldserve.contract import config, metadata, shift
+from foldserve.contract import config, metadata, reference, shift
 
 ROW = re.compile(r"^\| `([^`]+)` \| (.+) \|$", re.M)
 
@@ -31,18 +31,23 @@ def _samples() -> list[tuple[type, object]]:
     """A small instance of each JSON record, as a file carries it."""
     bn = contract.BNStats("0", "1", contract.FORWARD, (3.2,), (2.5,), (1.0,), (0.0,), 1e-5, True)
     left = contract.LeftLayer("5", "backward: its input is a graph input; forward: ...")
-    layer = shift.LayerCalibration("2", 0.31, 0.47, (4,), 0.05, 0.08)
-    calibration = shift.ShiftCalibration(
-        half_life=100.0, margin=1.5, prior_margin=2.0, replay=20000,
-        data="digits validation split, 269 examples", min_var_fraction=0.01, var_floor=0.01,
-        layers=(layer,), class_priors=(0.5, 0.5), prior_clean_max=0.02, prior_threshold=0.04,
-        clip=5.0, resample_every=1000,
+    group = reference.SummaryGroup(
+        name="input", source="input", start=0, width=2, center=(3.2, 0.4), var=(2.5, 0.9),
+        summaries=("pc1", "residual"), projections=((0.6, 0.8),), residual=((0.8, -0.6),),
+        knots=((-2.1, 0.0, 2.0), (-0.7, 0.5, 1.6)), shrinkage=0.05,
+    )
+    shift_reference = reference.ShiftReference(
+        arl=1e6, k=0.5, cap=6.0, grid=(-2.5, 2.5, 3),
+        data="digits training and validation splits", examples=1527, groups=(group,),
+        class_priors=(0.5, 0.5), tolerance=0.2, inflation=1.1, class_tolerance=0.2,
+        replay=100000, replay_data="digits test split, replayed", replay_peak=0.4,
     )  # fmt: skip
     return [
         (contract.BNStats, bn),
         (contract.FoldReport, contract.FoldReport.of((bn,), (left,))),
         (contract.Tap, contract.Tap("2", contract.tap_name("2"), contract.BN_OUTPUT)),
-        (shift.ShiftCalibration, calibration),
+        (reference.SummaryGroup, group),
+        (reference.ShiftReference, shift_reference),
     ]
 
 

@@ -7,6 +7,7 @@ settings into a running server; `RunningServer.drain` stops it gracefully.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from foldserve.core.repository import Repository
 from foldserve.core.repository_settings import RepositorySettings
 from foldserve.core.shared_memory import EXTENSION as SHARED_MEMORY
 from foldserve.core.shared_memory import SystemSharedMemory
-from foldserve.core.shift.settings import ShiftSettings
+from foldserve.core.shift.settings import SHIFT_STATE_DIR_ENV, ShiftSettings
 from foldserve.server import grpc_server
 from foldserve.server.config import ServeConfig
 from foldserve.server.event_loop import LoopThread
@@ -129,6 +130,17 @@ class RunningServer:
             self.metrics_http.shutdown()  # type: ignore[attr-defined]
 
 
+def shift_settings(config: ServeConfig) -> ShiftSettings:
+    """The shift monitors' settings; their state is shared by the workers of one server through
+    the directory the supervisor names in the environment (`core.shift.shared`)."""
+    return ShiftSettings(
+        config.shift_monitor,
+        config.shift_check_every,
+        arl=config.shift_arl,
+        state_dir=os.environ.get(SHIFT_STATE_DIR_ENV) or None,
+    )
+
+
 def open_repository(config: ServeConfig, registry: CollectorRegistry) -> Repository:
     """The models to serve (`--model` or `--model-repository`), loaded as the model control
     mode says, their metrics on `registry`.
@@ -137,15 +149,9 @@ def open_repository(config: ServeConfig, registry: CollectorRegistry) -> Reposit
         ModelError: nothing can be served.
     """
     metrics = Metrics(registry, methods=method_names(SERVICES))
-    shift = ShiftSettings(
-        config.shift_monitor,
-        config.shift_check_every,
-        config.shift_margin,
-        config.shift_prior_margin,
-    )
     settings = RepositorySettings(
         config.keep_versions,
-        shift,
+        shift_settings(config),
         config.model_control_mode,
         config.load_model,
         config.default_model,

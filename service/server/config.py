@@ -153,26 +153,23 @@ class ServeConfig:
         SHIFT_MONITOR,
         kind.on_off,
         "on|off",
-        "the covariate-shift monitor (models exported with taps and a calibration); off: "
-        "predictions run the graph without its taps",
+        "the covariate-shift monitor of each model that has a shift reference (foldserve's "
+        "exports; `foldserve calibrate` writes one for any model); off: predictions run the "
+        "graph without its taps",
     )
     shift_check_every: int = setting(
         SHIFT_CHECK_EVERY,
         kind.positive_int,
         "N",
-        "examples between two scorings of the monitor's state against its thresholds",
+        "examples each process keeps before folding them into the monitor's state (an alarm is "
+        "placed at its exact example whatever N is; N bounds how stale a snapshot is)",
     )
-    shift_margin: float | None = setting(
+    shift_arl: float | None = setting(
         None,
         kind.positive_float,
-        "X",
-        "layer thresholds are X times the clean replay's maximum (default: the model file's)",
-    )
-    shift_prior_margin: float | None = setting(
-        None,
-        kind.positive_float,
-        "X",
-        "the class-prior threshold is X times its clean maximum (default: the model file's)",
+        "EXAMPLES",
+        "the stated average run length between false alarms of each model's shift monitor, in "
+        "examples (default: the one its reference records, 1e6 for foldserve's exports)",
     )
     grace_seconds: float = setting(
         10.0,

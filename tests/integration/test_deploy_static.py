@@ -48,9 +48,6 @@ METRICS = (
     "foldserve_model_info",
     "foldserve_predictions_total",
     "foldserve_shift_score",
-    "foldserve_shift_threshold",
-    "foldserve_shift_prior_score",
-    "foldserve_shift_prior_threshold",
     "foldserve_shift_alarm",
 )
 
