@@ -32,9 +32,17 @@ def _samples() -> list[tuple[type, object]]:
     bn = contract.BNStats("0", "1", contract.FORWARD, (3.2,), (2.5,), (1.0,), (0.0,), 1e-5, True)
     left = contract.LeftLayer("5", "backward: its input is a graph input; forward: ...")
     group = reference.SummaryGroup(
-        name="input", source="input", start=0, width=2, center=(3.2, 0.4), var=(2.5, 0.9),
-        summaries=("pc1", "residual"), projections=((0.6, 0.8),), residual=((0.8, -0.6),),
-        knots=((-2.1, 0.0, 2.0), (-0.7, 0.5, 1.6)), shrinkage=0.05,
+        name="input",
+        source="input",
+        start=0,
+        width=2,
+        center=(3.2, 0.4),
+        var=(2.5, 0.9),
+        summaries=("pc1", "residual"),
+        projections=((0.6, 0.8),),
+        residual=((0.8, -0.6),),
+        knots=((-2.1, 0.0, 2.0), (-0.7, 0.5, 1.6)),
+        shrinkage=0.05,
     )
     shift_reference = reference.ShiftReference(
         arl=1e6, k=0.5, cap=6.0, grid=(-2.5, 2.5, 3),
