@@ -232,10 +232,26 @@ def _shift(
 
 def _session(data: bytes, where: str) -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(data, session_options(), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(data, session_options(), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{where} is not a loadable ONNX model: {first_line}") from None
+    _forget_model_bytes(session)
+    return session
+
+
+def _forget_model_bytes(session: ort.InferenceSession) -> None:
+    """Let go of the bytes the session was built from.
+
+    onnxruntime's Python session keeps them for as long as it lives (`_model_bytes`; their own
+    comment calls it bad), only to build the session again when its providers change or a
+    non-CPU provider fails. foldserve runs on the CPU provider alone and never changes it, so
+    with fallback off nothing reads them again; kept, every served version would hold a second
+    copy of its file (a 98 MiB resnet50: +98 MiB resident, benchmarks/repository-scale.md).
+    """
+    if isinstance(getattr(session, "_model_bytes", None), bytes):
+        session.disable_fallback()
+        session._model_bytes = None
 
 
 def _read(file: Path, where: str) -> bytes:
