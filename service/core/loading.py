@@ -28,6 +28,7 @@ from foldserve.contract import (
 from foldserve.contract.layout import MODEL_NAME
 from foldserve.core.errors import ModelError
 from foldserve.core.graph import Classifier, TensorSpec, check_run, classifier_of, read_tensors
+from foldserve.core.heap import release_freed_memory
 from foldserve.core.interface import configure
 from foldserve.core.model import Model
 from foldserve.core.model_checks import check_against_metadata, check_metadata_graph
@@ -85,6 +86,21 @@ def load_model(
             statistics that do not fit the input, or a bad config file (or a config.pbtxt
             that does not fit the graph).
     """
+    try:
+        return _checked_model(path, name, version, monitor, triton)
+    finally:
+        # What the load allocated and freed (the file, onnxruntime's parse and optimization)
+        # would stay resident in the heap otherwise.
+        release_freed_memory()
+
+
+def _checked_model(
+    path: str | os.PathLike[str],
+    name: str | None,
+    version: str | None,
+    monitor: bool,
+    triton: TritonConfig | None,
+) -> Model:
     where = f"model file {str(path)!r}"
     file = Path(path)
     data = _read(file, where)

@@ -26,7 +26,6 @@ from pathlib import Path
 
 from foldserve.contract.layout import MODEL_FILE
 from foldserve.core.errors import not_found
-from foldserve.core.heap import release_freed_memory
 from foldserve.core.loading import load_model
 from foldserve.core.metrics import Metrics
 from foldserve.core.model import Model, ModelError
@@ -229,8 +228,6 @@ class ModelVersions:
         except ModelError as exc:
             self._refuse(candidate, str(exc))
             return None
-        finally:
-            release_freed_memory()  # what the load allocated and freed would stay resident
         self._accept(candidate.key)
         metrics = self._metrics.for_version(
             self.name,
