@@ -1,4 +1,5 @@
-"""The measuring tools' subcommands of `foldserve`: `bench`, `fuzz` and `shift-eval`.
+"""The measuring tools' subcommands of `foldserve`: `bench`, `fuzz`, `shift-eval` and
+`repository-scale`.
 
 Each is registered through the `foldserve.commands` entry points (pyproject.toml), so the serving
 command never imports this package; each imports its implementation only when it runs.
@@ -62,6 +63,11 @@ def _chaos(args: argparse.Namespace) -> int:
 def register_shift_eval(subparsers: argparse._SubParsersAction) -> None:
     """Add `foldserve shift-eval`."""
     _add_shift_eval(subparsers)
+
+
+def register_repository_scale(subparsers: argparse._SubParsersAction) -> None:
+    """Add `foldserve repository-scale`."""
+    _add_repository_scale(subparsers)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -256,3 +262,26 @@ def add_fuzz(subparsers: argparse._SubParsersAction) -> None:
     )
     add_channel_arguments(fuzz)
     fuzz.set_defaults(func=_fuzz)
+
+
+def _repository_scale(args: argparse.Namespace) -> int:
+    from foldserve.bench.repository_scale import run
+
+    return run(args)
+
+
+def _add_repository_scale(subparsers: argparse._SubParsersAction) -> None:
+    scale = subparsers.add_parser(
+        "repository-scale",
+        help="many small models and large model-zoo graphs: load time, memory, calls/s",
+        description="Write a repository of small MLPs and materialize model-zoo graphs of the "
+        "onnx package (random weights), serve them with foldserve serve --model-repository, "
+        "and print Markdown tables over --rounds rounds (median, min–max): each model's "
+        "RepositoryModelLoad time and the resident memory it adds, the time until a repository "
+        "is ready, and V2 calls/s and latency on one model and spread over all of them. "
+        "Exit 1: a call failed or a model never answered.",
+    )
+    from foldserve.bench.scale_options import add_arguments
+
+    add_arguments(scale)
+    scale.set_defaults(func=_repository_scale)

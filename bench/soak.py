@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import shutil
@@ -38,6 +37,8 @@ import numpy as np
 from foldserve._proto.inference import grpc_predict_v2_pb2 as v2
 from foldserve._proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from foldserve.bench.http_client import CODES, HttpConnection
+from foldserve.bench.spread_load import rest_twin
+from foldserve.bench.suite.cpu import tree_rss_bytes
 
 WARMUP_CALLS = 20_000
 READY = re.compile(r"grpc_port=(\d+) http_port=(\d+)")
@@ -62,45 +63,9 @@ def _server(command: list[str], log: Path) -> Iterator[tuple[tuple[int, int], su
             process.wait(10)
 
 
-def _descendants(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        for child in (task / "children").read_text().split():
-            found += [int(child), *_descendants(int(child))]
-    return found
-
-
 def _rss_mb(pid: int) -> float:
     """Resident memory of the server: its process and its worker processes (--workers)."""
-    total = 0.0
-    for each in (pid, *_descendants(pid)):
-        try:
-            status = Path(f"/proc/{each}/status").read_text()
-        except OSError:  # a process that exited meanwhile
-            continue
-        total += next(
-            (
-                int(line.split()[1]) / 1024
-                for line in status.splitlines()
-                if line.startswith("VmRSS:")
-            ),
-            0.0,
-        )
-    return total if total else float("nan")
-
-
-def _rest_request(request: v2.ModelInferRequest) -> tuple[str, bytes, dict[str, str]]:
-    """The V2 REST twin of a raw gRPC request: Triton's binary tensor extension."""
-    tensor = request.inputs[0]
-    raw = request.raw_input_contents[0]
-    header = json.dumps({
-        "inputs": [{"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape),
-                    "parameters": {"binary_data_size": len(raw)}}],
-        "parameters": {"binary_data_output": True},
-    }).encode()  # fmt: skip
-    headers = {"inference-header-content-length": str(len(header)),
-               "content-type": "application/octet-stream"}  # fmt: skip
-    return f"/v2/models/{request.model_name}/infer", header + raw, headers
+    return tree_rss_bytes(pid) / 2**20 or float("nan")
 
 
 def _request(shape: tuple[int, ...]) -> v2.ModelInferRequest:
@@ -139,7 +104,7 @@ class Load:
 
     async def run_http(self, request: v2.ModelInferRequest, on_warm) -> None:
         host, port = self.target.rsplit(":", 1)
-        path, body, headers = _rest_request(request)
+        path, body, headers = rest_twin(request)
 
         async def worker() -> None:
             connection = HttpConnection(host, int(port))
