@@ -45,7 +45,9 @@ READY = re.compile(r"grpc_port=(\d+) http_port=(\d+)")
 
 
 @contextmanager
-def _server(command: list[str], log: Path) -> Iterator[tuple[tuple[int, int], subprocess.Popen]]:
+def started_server(
+    command: list[str], log: Path
+) -> Iterator[tuple[tuple[int, int], subprocess.Popen]]:
     """Start the server; yield its (gRPC, HTTP) ports and process; kill it if still running at
     the end."""
     with log.open("w") as sink:
@@ -63,7 +65,7 @@ def _server(command: list[str], log: Path) -> Iterator[tuple[tuple[int, int], su
             process.wait(10)
 
 
-def _rss_mb(pid: int) -> float:
+def rss_mb(pid: int) -> float:
     """Resident memory of the server: its process and its worker processes (--workers)."""
     return tree_rss_bytes(pid) / 2**20 or float("nan")
 
@@ -164,17 +166,17 @@ async def _soak(args: argparse.Namespace, workdir: Path) -> int:
         "127.0.0.1", "--port", "0", "--http-port", "0", "--metrics-port", "0",
         "--poll-seconds", "1",
     ]  # fmt: skip
-    with _server(command, workdir / "server.log") as (ports, process):
+    with started_server(command, workdir / "server.log") as (ports, process):
         from foldserve.core.loading import load_model
 
         shape = load_model(args.model).require_classifier().example_shape
-        rss = {"start": _rss_mb(process.pid)}
+        rss = {"start": rss_mb(process.pid)}
         port = ports[1] if args.protocol == "http" else ports[0]
         load = Load(
             f"127.0.0.1:{port}", args.calls, args.in_flight, time.monotonic() + args.max_seconds
         )
         run = load.run_http if args.protocol == "http" else load.run
-        tasks = [run(_request(shape), lambda: rss.setdefault("warm", _rss_mb(process.pid)))]
+        tasks = [run(_request(shape), lambda: rss.setdefault("warm", rss_mb(process.pid)))]
         if args.reload_every:
             tasks.append(_push_versions(source, args.model, args.reload_every, load.deadline))
         if args.sigterm_after:
@@ -182,7 +184,7 @@ async def _soak(args: argparse.Namespace, workdir: Path) -> int:
         started = time.monotonic()
         results = await asyncio.gather(*tasks)
         elapsed = time.monotonic() - started
-        rss["end"] = _rss_mb(process.pid) if process.poll() is None else float("nan")
+        rss["end"] = rss_mb(process.pid) if process.poll() is None else float("nan")
         exit_code = process.wait(60) if args.sigterm_after else None
     return _report(args, load, rss, elapsed, results, exit_code)
 

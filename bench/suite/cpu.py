@@ -60,6 +60,11 @@ def _tree(root: int) -> list[tuple[int, int]]:
     return found
 
 
+def descendants(root: int) -> list[int]:
+    """Every live descendant process of `root` (its workers, their children)."""
+    return [pid for pid, _ in _tree(root) if pid != root]
+
+
 def tree_cpu_seconds(root: int) -> float:
     """CPU seconds used so far by process `root` and every live descendant.
 

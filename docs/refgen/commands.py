@@ -14,7 +14,7 @@ from refgen.compose import compose_section
 
 # Commands in the order a reader meets them: serve and call, then train and fold, then tools.
 ORDER = ("serve", "predict", "health", "train", "export", "fold", "calibrate", "lab")
-ORDER += ("bench", "fuzz", "shift-eval", "chaos")
+ORDER += ("bench", "fuzz", "shift-eval", "chaos", "repository-scale")
 
 
 def _cell(text: str) -> str:
