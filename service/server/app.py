@@ -60,6 +60,12 @@ log = logging.getLogger(__name__)
 
 SERVICES = (predictor.SERVICE, inference.SERVICE)
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
+# The RPCs that name a model version, whose series every loaded version has from the start (the
+# others, server-wide, count under model="" version="" as they come).
+VERSIONED_METHODS = frozenset({
+    "Predict", "PredictStream", "DescribeModel", "ModelReady", "ModelMetadata", "ModelInfer",
+    "ModelStreamInfer", "ModelConfig",
+})  # fmt: skip
 
 __all__ = ["SERVICES", "SERVICE_NAMES", "RunningServer", "ServeError", "start_server"]
 
@@ -148,7 +154,8 @@ def open_repository(config: ServeConfig, registry: CollectorRegistry) -> Reposit
     Raises:
         ModelError: nothing can be served.
     """
-    metrics = Metrics(registry, methods=method_names(SERVICES))
+    methods = [name for name in method_names(SERVICES) if name in VERSIONED_METHODS]
+    metrics = Metrics(registry, methods=methods)
     settings = RepositorySettings(
         config.keep_versions,
         shift_settings(config),
