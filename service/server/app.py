@@ -239,7 +239,7 @@ def start_server(
     except BaseException:
         loop.stop()
         raise
-    reloader = Reloader(repository, config.poll_seconds)
+    reloader = Reloader(repository.refresh, config.poll_seconds)
     reloader.start()
     ready = (*SERVICE_NAMES, LIVENESS_SERVICE)
     loop.call(
