@@ -172,6 +172,10 @@ class Load:
     def calls(self, client: str, after: float = 0.0) -> list[Record]:
         return [r for r in self.records if r.client == client and r.started >= after]
 
+    def wait_calls(self, count: int, after: float = 0.0, timeout: float = 20.0) -> None:
+        """Wait until every client has made `count` calls that started after `after`."""
+        wait_for(lambda: all(len(self.calls(c, after)) >= count for c in self.clients), timeout)
+
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0) -> float:
     """Wait until `condition()` is true; the time it became so (monotonic)."""
