@@ -78,9 +78,10 @@ def test_a_new_token_replaces_the_old_one_for_calls_admitted_from_then_on(
     assert len(replies) == len(sent), "every message of the stream was answered"
     assert all(r.WhichOneof("result") == "prediction" for r in replies), replies
     for record in load.records:
-        # Before the new file was written the old token was the server's all along; the new
-        # token was sent only once it was loaded.
-        if record.started < written or record.token == NEW:
+        # A call that ended before the new file was written was admitted with the old token in
+        # force (one that started before may reach the server after: its admission decides);
+        # the new token was sent only once it was loaded.
+        if record.ended < written or record.token == NEW:
             assert record.error is None, record
         elif record.started > loaded:  # the old token, after the new one was loaded
             assert _unauthenticated(record.error), record
