@@ -189,8 +189,9 @@ class Credentials:
                 seen = _snapshot(paths)
                 found = load()
         except SecurityError as exc:
-            self._metrics.count(kind, loaded=False)
+            # The line first: whoever sees the count (a test, an alert) finds the reason logged.
             log.error("%s; still serving the previous %s", exc, WHAT[kind])
+            self._metrics.count(kind, loaded=False)
             return seen
         self._metrics.count(kind, loaded=True, changed=self._serve(kind, found))
         return seen
