@@ -10,6 +10,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from foldserve.core.metrics import LATENCY_BUCKETS, MODEL_LABELS, Metrics
+from foldserve.server.credentials import TLS, TOKEN, CredentialMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "prometheus" / "rules"
@@ -47,6 +48,11 @@ NOTES = {
         "Alerts: `FoldserveCovariateShift` (any summary but `classes`), `FoldservePriorShift` "
         "(`classes`)."
     ),
+    "foldserve_credentials_reloads_total": (
+        "Present when TLS or a token file is set. Under `--workers` every worker loads the files "
+        "itself, so one rotation counts once per worker "
+        "([rotating certificates and tokens](../guides/security.md))."
+    ),
 }
 
 
@@ -77,6 +83,9 @@ def families() -> list[tuple[str, str, str, tuple[str, ...]]]:
         "m", "1", sha256="0", opset=17, foldserve_version="0", class_labels=("a",)
     )
     version.watch_shift(_Monitor())
+    credentials = CredentialMetrics(registry)
+    for kind in (TLS, TOKEN):
+        credentials.watch(kind)
     found = []
     for family in registry.collect():
         labels: list[str] = []
@@ -95,8 +104,9 @@ def _labels(labels: tuple[str, ...]) -> str:
 
 INTRO = """# Metrics
 
-Generated from the metric families the server registers (`foldserve.core.metrics` and
-`foldserve.core.shift.metrics`), by `python docs/reference_pages.py`. `foldserve serve` serves
+Generated from the metric families the server registers (`foldserve.core.metrics`,
+`foldserve.core.shift.metrics` and `foldserve.server.credentials`), by
+`python docs/reference_pages.py`. `foldserve serve` serves
 them as Prometheus text on `http://HOST:METRICS_PORT/metrics` (`--metrics-port`, default 9100).
 
 Every series of a served version carries `model` (the served name) and `version`; the

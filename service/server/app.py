@@ -30,12 +30,13 @@ from foldserve.core.shared_memory import SystemSharedMemory
 from foldserve.core.shift.settings import SHIFT_STATE_DIR_ENV, ShiftSettings
 from foldserve.server import grpc_server
 from foldserve.server.config import ServeConfig
+from foldserve.server.credentials import Credentials
 from foldserve.server.event_loop import LoopThread
 from foldserve.server.http_server import HttpServer, start_http, stop_http
 from foldserve.server.metrics_http import serve_metrics
 from foldserve.server.ports import ServeError, address
 from foldserve.server.reload import Reloader
-from foldserve.server.security import SecurityError, server_credentials, token_check
+from foldserve.server.security import SecurityError
 from foldserve.version import VERSION
 
 # A health service name that stays SERVING while the server drains, for liveness probes: readiness
@@ -81,12 +82,18 @@ class RunningServer:
     reloader: Reloader
     loop: LoopThread
     http: HttpServer
+    credentials: Credentials
     metrics_http: object | None = None
     metrics_port: int | None = None
 
     @property
     def http_port(self) -> int:
         return self.http.port
+
+    def look_again(self) -> None:
+        """Look at the model repository and the TLS and token files now (SIGHUP)."""
+        self.reloader.trigger()
+        self.credentials.trigger()
 
     @property
     def repository(self) -> Repository:
@@ -109,6 +116,7 @@ class RunningServer:
         if self.loop.loop.is_closed():
             return
         self.reloader.stop()
+        self.credentials.stop()
         # Readiness goes first, liveness (LIVENESS_SERVICE) stays SERVING until the process exits;
         # during `delay` calls are still served, so what a balancer sends before it notices is
         # answered, not refused.
@@ -173,14 +181,14 @@ def open_repository(config: ServeConfig, registry: CollectorRegistry) -> Reposit
     return repository
 
 
-def _security(config: ServeConfig) -> tuple[grpc.ServerCredentials | None, CallPolicy]:
+def _security(config: ServeConfig, registry: CollectorRegistry) -> tuple[Credentials, CallPolicy]:
     """TLS credentials and what every call must pass, read before anything else starts."""
     try:
-        credentials, token = server_credentials(config), token_check(config)
+        credentials = Credentials(config, registry)
     except SecurityError as exc:
         raise ServeError(str(exc)) from None
     access_log = AccessLog() if config.access_log else None
-    return credentials, CallPolicy(config.max_message_bytes, token, access_log)
+    return credentials, CallPolicy(config.max_message_bytes, credentials.token, access_log)
 
 
 def _metrics_endpoint(
@@ -195,7 +203,7 @@ def _metrics_endpoint(
 async def _start_grpc(
     config: ServeConfig,
     plane: DataPlane,
-    credentials: grpc.ServerCredentials | None,
+    credentials: Credentials,
     share_port: bool,
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """Build, bind and start the gRPC server on the running loop; (server, health, port)."""
@@ -204,7 +212,8 @@ async def _start_grpc(
     server = grpc_server.build(config, handlers, share_port)
     health_servicer = await grpc_server.add_standard_services(server, config, SERVICE_NAMES)
     server.add_generic_rpc_handlers((grpc_server.UnknownMethods(plane, SERVICE_NAMES),))
-    port = grpc_server.bind(server, config.host, config.port, credentials, share_port)
+    tls = credentials.grpc_credentials()
+    port = grpc_server.bind(server, config.host, config.port, tls, share_port)
     await server.start()
     return server, health_servicer, port
 
@@ -225,7 +234,7 @@ def start_server(
         ModelError: nothing in `config.model` can be served.
         ServeError: a port cannot be bound, or a TLS or token file cannot be used.
     """
-    credentials, policy = _security(config)
+    credentials, policy = _security(config, registry)
     repository = open_repository(config, registry)
     gate = Gate(config.max_concurrent_rpcs)
     shared_memory = SystemSharedMemory(config.shared_memory)
@@ -237,7 +246,7 @@ def start_server(
         server, health_servicer, port = loop.call(
             _start_grpc(config, plane, credentials, share_port)
         )
-        http = loop.call(start_http(config, plane, share_port))
+        http = loop.call(start_http(config, plane, share_port, credentials.http_context()))
         metrics_http, metrics_port = None, None
         if serve_metrics_http:
             metrics_http, metrics_port = _metrics_endpoint(
@@ -246,12 +255,22 @@ def start_server(
     except BaseException:
         loop.stop()
         raise
-    reloader = Reloader(repository, config.poll_seconds)
+    reloader = Reloader(repository.refresh, config.poll_seconds)
     reloader.start()
+    credentials.start()
     ready = (*SERVICE_NAMES, LIVENESS_SERVICE)
     loop.call(
         grpc_server.set_health(health_servicer, ready, health_pb2.HealthCheckResponse.SERVING)
     )
     return RunningServer(
-        server, port, health_servicer, plane, reloader, loop, http, metrics_http, metrics_port
+        server,
+        port,
+        health_servicer,
+        plane,
+        reloader,
+        loop,
+        http,
+        credentials,
+        metrics_http,
+        metrics_port,
     )

@@ -138,8 +138,15 @@ class ServeConfig:
         None,
         str,
         "PATH",
-        "a file holding the bearer token the prediction APIs require (or set "
-        f"{AUTH_TOKEN_ENV}); health stays open",
+        "a file holding the bearer token the prediction APIs require, one a line: any is "
+        f"accepted (or set {AUTH_TOKEN_ENV}); health stays open",
+    )
+    credentials_poll_seconds: float = setting(
+        2.0,
+        kind.non_negative_float,
+        "SECONDS",
+        "how often to look for new --tls-* and --auth-token-file files, served without a "
+        "restart (0: only on SIGHUP)",
     )
     access_log: bool = setting(False, kind.on_off, "on|off", "log one line per call")
     shared_memory: bool = setting(
