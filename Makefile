@@ -8,7 +8,7 @@ MODEL := $(MODEL_DIR)/model.onnx
 ARCH ?= mlp
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: run test lint format proto proto-check venv model clean
+.PHONY: run test lint format proto proto-check venv model docs clean
 
 venv: $(VENV)/.installed
 
@@ -25,8 +25,13 @@ model: $(MODEL)
 run: venv $(MODEL)
 	$(BIN)/foldserve serve --model $(MODEL)
 
-test: venv proto-check lint
+test: venv proto-check lint docs
 	$(BIN)/pytest -q -rs
+
+# The docs site (mkdocs.yml) into build/site; --strict: a broken link or anchor, or a page left out
+# of the nav, fails the build. (The variable silences Material's notice about MkDocs 2.)
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 lint: venv
 	$(BIN)/ruff check .

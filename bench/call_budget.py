@@ -35,7 +35,7 @@ from foldserve.api import inference, predictor
 from foldserve.api.calls import method_names, service_handler
 from foldserve.api.v2_tensors import decode_request, encode_response
 from foldserve.api.wire import parser
-from foldserve.contract import LOGITS, TAPS
+from foldserve.contract import LOGITS
 from foldserve.core import validate
 from foldserve.core.call import Call
 from foldserve.core.call_cycle import CallPolicy
@@ -124,19 +124,20 @@ def stages(plane: DataPlane) -> dict[str, Callable[[], object]]:
         "metrics of a call": _metrics_stage(runner, labels),
         "ModelInfer: encode reply (raw)": lambda: encode_response(answer),
         "runner.run (model, metrics, monitor)": lambda: runner.run(feeds, names, None),
-        "Predict handler, whole": lambda: pb.PredictResponse.SerializeToString(
-            predict(predict_bytes, context)
-        ),
-        "ModelInfer handler, whole": lambda: v2.ModelInferResponse.SerializeToString(
-            infer(infer_bytes, context)
-        ),
+        "Predict handler, whole": _serialized(_inline(predict, predict_bytes, context)),
+        "ModelInfer handler, whole": _serialized(_inline(infer, infer_bytes, context)),
     }
     bound = getattr(runner, "_bound", None)  # the per-thread IO binding, where it exists
     if bound is not None:
         found["onnxruntime run, IO binding"] = lambda: bound.run(feeds[name])
     if tapped:
-        found["shift monitor observe"] = lambda: runner.monitor.observe(outputs[TAPS], labels)
+        parts = model.shift.parts(feeds[name], outputs)
+        found["shift monitor observe"] = lambda: runner.monitor.observe(parts, labels)
     return found
+
+
+def _serialized(call: Callable[[], object]) -> Callable[[], bytes]:
+    return lambda: call().SerializeToString()  # type: ignore[attr-defined]
 
 
 def _metrics_stage(runner, labels) -> Callable[[], None]:
@@ -160,11 +161,22 @@ def _handlers(plane: DataPlane) -> dict:
     adapters = (predictor.PredictorAdapter(plane), inference.InferenceAdapter(plane))
     found = {}
     for service, adapter in zip(SERVICES, adapters, strict=True):
-        generic = service_handler(service, adapter, plane)
-        for method in service.methods:
-            details = type("Details", (), {"method": f"/{service.full_name}/{method.name}"})
-            found[details.method] = generic.service(details)
+        found.update(service_handler(service, adapter, plane).handlers)
     return found
+
+
+def _inline(handler: Callable, data: bytes, context: Context) -> Callable[[], object]:
+    """A call of an asyncio handler that never waits (a unary call here runs inline): driven
+    by hand, without an event loop's cost per call."""
+
+    def call() -> object:
+        try:
+            handler(data, context).send(None)
+        except StopIteration as done:
+            return done.value
+        raise RuntimeError("the handler waited: it cannot be timed inline")
+
+    return call
 
 
 def main(argv: list[str] | None = None) -> int:

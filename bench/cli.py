@@ -1,4 +1,5 @@
-"""The measuring tools' subcommands of `foldserve`: `bench`, `fuzz` and `shift-eval`.
+"""The measuring tools' subcommands of `foldserve`: `bench`, `fuzz`, `shift-eval` and
+`repository-scale`.
 
 Each is registered through the `foldserve.commands` entry points (pyproject.toml), so the serving
 command never imports this package; each imports its implementation only when it runs.
@@ -62,6 +63,11 @@ def _chaos(args: argparse.Namespace) -> int:
 def register_shift_eval(subparsers: argparse._SubParsersAction) -> None:
     """Add `foldserve shift-eval`."""
     _add_shift_eval(subparsers)
+
+
+def register_repository_scale(subparsers: argparse._SubParsersAction) -> None:
+    """Add `foldserve repository-scale`."""
+    _add_repository_scale(subparsers)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -196,14 +202,22 @@ def _add_shift_eval(subparsers: argparse._SubParsersAction) -> None:
         description="Start a server of the model for each stream (the clean digits test split "
         "and shifted versions: intensity, noise, translation, flip, inversion, classes 0-4, "
         "heavy and light ink), send it one example per call, and print per stream: requests "
-        "until the shift alarm, what fired, the highest score/threshold and the accuracy.",
+        "until the shift alarm, what fired, the highest statistic/threshold and the accuracy; "
+        "then replay the clean test split through the monitor alone and print its false "
+        "alarms against the stated ARL.",
     )
     evaluation.add_argument("--model", required=True, help="model.onnx (a digits model)")
     evaluation.add_argument("--requests", type=int, default=1000, help="per shifted stream")
     evaluation.add_argument("--clean-requests", type=int, default=5000, help="for the clean stream")
     evaluation.add_argument("--streams", nargs="*", help="only these streams (by name)")
     evaluation.add_argument(
-        "--replay", type=int, default=0, help="also a long clean replay of N requests (a stream)"
+        "--false-alarm-replay",
+        type=int,
+        default=1_000_000,
+        help="clean examples replayed through the monitor alone (0: none)",
+    )
+    evaluation.add_argument(
+        "--workers", type=int, default=1, help="the servers' worker processes (sharing a monitor)"
     )
     evaluation.add_argument("--seed", type=int, default=0, help="stream order and noise")
     evaluation.add_argument(
@@ -212,8 +226,8 @@ def _add_shift_eval(subparsers: argparse._SubParsersAction) -> None:
     evaluation.add_argument(
         "--check-every",
         type=int,
-        default=1,
-        help="the servers' --shift-check-every (1: the exact request of the first alarm)",
+        help="the servers' --shift-check-every (default: theirs; the alarm's example is exact "
+        "whatever it is)",
     )
     evaluation.add_argument("--plot", help="write a PNG of the scores over requests here")
     evaluation.add_argument("--format", choices=("text", "json"), default="text")
@@ -248,3 +262,26 @@ def add_fuzz(subparsers: argparse._SubParsersAction) -> None:
     )
     add_channel_arguments(fuzz)
     fuzz.set_defaults(func=_fuzz)
+
+
+def _repository_scale(args: argparse.Namespace) -> int:
+    from foldserve.bench.repository_scale import run
+
+    return run(args)
+
+
+def _add_repository_scale(subparsers: argparse._SubParsersAction) -> None:
+    scale = subparsers.add_parser(
+        "repository-scale",
+        help="many small models and large model-zoo graphs: load time, memory, calls/s",
+        description="Write a repository of small MLPs and materialize model-zoo graphs of the "
+        "onnx package (random weights), serve them with foldserve serve --model-repository, "
+        "and print Markdown tables over --rounds rounds (median, min–max): each model's "
+        "RepositoryModelLoad time and the resident memory it adds, the time until a repository "
+        "is ready, and V2 calls/s and latency on one model and spread over all of them. "
+        "Exit 1: a call failed or a model never answered.",
+    )
+    from foldserve.bench.scale_options import add_arguments
+
+    add_arguments(scale)
+    scale.set_defaults(func=_repository_scale)

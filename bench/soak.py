@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import shutil
@@ -38,13 +37,17 @@ import numpy as np
 from foldserve._proto.inference import grpc_predict_v2_pb2 as v2
 from foldserve._proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from foldserve.bench.http_client import CODES, HttpConnection
+from foldserve.bench.spread_load import rest_twin
+from foldserve.bench.suite.cpu import tree_rss_bytes
 
 WARMUP_CALLS = 20_000
 READY = re.compile(r"grpc_port=(\d+) http_port=(\d+)")
 
 
 @contextmanager
-def _server(command: list[str], log: Path) -> Iterator[tuple[tuple[int, int], subprocess.Popen]]:
+def started_server(
+    command: list[str], log: Path
+) -> Iterator[tuple[tuple[int, int], subprocess.Popen]]:
     """Start the server; yield its (gRPC, HTTP) ports and process; kill it if still running at
     the end."""
     with log.open("w") as sink:
@@ -62,49 +65,9 @@ def _server(command: list[str], log: Path) -> Iterator[tuple[tuple[int, int], su
             process.wait(10)
 
 
-def _descendants(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:  # a thread (or the process) that ended since the listing
-            continue
-        for child in children:
-            found += [int(child), *_descendants(int(child))]
-    return found
-
-
-def _rss_mb(pid: int) -> float:
+def rss_mb(pid: int) -> float:
     """Resident memory of the server: its process and its worker processes (--workers)."""
-    total = 0.0
-    for each in (pid, *_descendants(pid)):
-        try:
-            status = Path(f"/proc/{each}/status").read_text()
-        except OSError:  # a process that exited meanwhile
-            continue
-        total += next(
-            (
-                int(line.split()[1]) / 1024
-                for line in status.splitlines()
-                if line.startswith("VmRSS:")
-            ),
-            0.0,
-        )
-    return total if total else float("nan")
-
-
-def _rest_request(request: v2.ModelInferRequest) -> tuple[str, bytes, dict[str, str]]:
-    """The V2 REST twin of a raw gRPC request: Triton's binary tensor extension."""
-    tensor = request.inputs[0]
-    raw = request.raw_input_contents[0]
-    header = json.dumps({
-        "inputs": [{"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape),
-                    "parameters": {"binary_data_size": len(raw)}}],
-        "parameters": {"binary_data_output": True},
-    }).encode()  # fmt: skip
-    headers = {"inference-header-content-length": str(len(header)),
-               "content-type": "application/octet-stream"}  # fmt: skip
-    return f"/v2/models/{request.model_name}/infer", header + raw, headers
+    return tree_rss_bytes(pid) / 2**20 or float("nan")
 
 
 def _request(shape: tuple[int, ...]) -> v2.ModelInferRequest:
@@ -143,7 +106,7 @@ class Load:
 
     async def run_http(self, request: v2.ModelInferRequest, on_warm) -> None:
         host, port = self.target.rsplit(":", 1)
-        path, body, headers = _rest_request(request)
+        path, body, headers = rest_twin(request)
 
         async def worker() -> None:
             connection = HttpConnection(host, int(port))
@@ -203,17 +166,17 @@ async def _soak(args: argparse.Namespace, workdir: Path) -> int:
         "127.0.0.1", "--port", "0", "--http-port", "0", "--metrics-port", "0",
         "--poll-seconds", "1",
     ]  # fmt: skip
-    with _server(command, workdir / "server.log") as (ports, process):
+    with started_server(command, workdir / "server.log") as (ports, process):
         from foldserve.core.loading import load_model
 
         shape = load_model(args.model).require_classifier().example_shape
-        rss = {"start": _rss_mb(process.pid)}
+        rss = {"start": rss_mb(process.pid)}
         port = ports[1] if args.protocol == "http" else ports[0]
         load = Load(
             f"127.0.0.1:{port}", args.calls, args.in_flight, time.monotonic() + args.max_seconds
         )
         run = load.run_http if args.protocol == "http" else load.run
-        tasks = [run(_request(shape), lambda: rss.setdefault("warm", _rss_mb(process.pid)))]
+        tasks = [run(_request(shape), lambda: rss.setdefault("warm", rss_mb(process.pid)))]
         if args.reload_every:
             tasks.append(_push_versions(source, args.model, args.reload_every, load.deadline))
         if args.sigterm_after:
@@ -221,7 +184,7 @@ async def _soak(args: argparse.Namespace, workdir: Path) -> int:
         started = time.monotonic()
         results = await asyncio.gather(*tasks)
         elapsed = time.monotonic() - started
-        rss["end"] = _rss_mb(process.pid) if process.poll() is None else float("nan")
+        rss["end"] = rss_mb(process.pid) if process.poll() is None else float("nan")
         exit_code = process.wait(60) if args.sigterm_after else None
     return _report(args, load, rss, elapsed, results, exit_code)
 

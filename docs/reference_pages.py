@@ -1,29 +1,36 @@
 """The reference pages generated from the code: `python docs/reference_pages.py` writes them,
-tests/test_docs_reference.py fails when a page and the code drift apart."""
+tests/test_docs_reference.py fails when a page and the code drift apart.
+
+Each page has one generator in docs/refgen/, which reads what the code declares (parsers,
+metric families, the model-file contract, status maps, the .proto files), never a copy of it.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from foldserve.server.config import SETTINGS, settings_markdown
-
 DOCS = Path(__file__).resolve().parent
+sys.path.insert(0, str(DOCS))
 
+from refgen.commands import settings_page  # noqa: E402
+from refgen.errors import errors_page  # noqa: E402
+from refgen.metrics import metrics_page  # noqa: E402
+from refgen.model_file import model_file_page  # noqa: E402
+from refgen.protos import protos_page  # noqa: E402
 
-def settings_page() -> str:
-    return (
-        "# Settings of `foldserve serve`\n\n"
-        "Every setting has a flag and an environment variable; a flag wins over the variable, "
-        "the variable over the default. `foldserve serve --help` shows the same list. "
-        f"{len(SETTINGS)} settings; the bearer token itself is read only from the environment "
-        "(`FOLDSERVE_AUTH_TOKEN`), never from a flag.\n\n" + settings_markdown()
-    )
+REFERENCE = DOCS / "reference"
 
 
 def pages() -> dict[Path, str]:
     """Every generated page by its path, with its text."""
-    return {DOCS / "reference" / "settings.md": settings_page()}
+    return {
+        REFERENCE / "settings.md": settings_page(),
+        REFERENCE / "metrics.md": metrics_page(),
+        REFERENCE / "model-file.md": model_file_page(),
+        REFERENCE / "errors.md": errors_page(),
+        REFERENCE / "protos.md": protos_page(),
+    }
 
 
 def main() -> int:

@@ -61,9 +61,11 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
 
     serve = subparsers.add_parser(
         "serve",
-        help="serve a model file over gRPC (Predictor, KServe V2, health, reflection)",
-        description="Serve one model file. Every flag also reads a FOLDSERVE_* variable; "
-        "flags win. SIGTERM/SIGINT drain gracefully.",
+        help="serve models over gRPC and HTTP/REST (Predictor, KServe V2 with Triton's "
+        "extensions, health, reflection)",
+        description="Serve a model file, a model's directory of versions, or a repository of "
+        "models. Every flag also reads a FOLDSERVE_* variable; flags win. SIGTERM/SIGINT drain "
+        "gracefully.",
     )
     add_serve_arguments(serve)
     serve.set_defaults(func=_serve)
@@ -94,8 +96,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """Build the root parser; plugins are skipped when `argv` runs a serving subcommand."""
     parser = argparse.ArgumentParser(
         prog=COMMAND,
-        description="Train BatchNorm networks, fold BN away, serve one example at a time "
-        "over gRPC.",
+        description="Train BatchNorm networks, fold BN away, serve ONNX models over gRPC and "
+        "HTTP/REST.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     wanted = None if argv is None else _wanted_command(argv)

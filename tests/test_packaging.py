@@ -94,7 +94,7 @@ def test_a_fresh_environment_with_only_the_wheel_serves(wheel: Path, tmp_path: P
     listed = subprocess.run(
         [str(command), "--help"], capture_output=True, text=True, cwd=tmp_path, check=True
     ).stdout
-    for name in ("serve", "train", "fold", "lab", "bench", "fuzz", "shift-eval"):
+    for name in ("serve", "train", "fold", "calibrate", "lab", "bench", "fuzz", "shift-eval"):
         assert f"    {name}" in listed, listed
     served = subprocess.Popen(
         [str(command), "serve", "--model", str(tiny_model_path), "--host", "127.0.0.1",

@@ -1,59 +1,70 @@
-"""Calibrating the shift monitor at export: a clean replay of held-out data sets every threshold.
+"""Fitting the shift monitor's reference for a model file, and checking its stated ARL by replay.
 
-The exported graph runs the held-out examples once (with its taps); the replay then streams them
-one request at a time through the very statistic the server runs (`foldserve.core.shift.stats`),
-scoring after every request. Each threshold is a margin times the highest score of that replay.
-
-A replay of one small held-out set (digits: 270 examples) only measures how the order of those
-examples moves the scores; live clean traffic is another sample, whose own composition moves them
-too (one trained model's clean test split sat at 1.05 of a threshold set that way). So the replay
-streams a fresh bootstrap resample of the held-out set every `resample_every` requests.
+Torch-free (onnxruntime and numpy): export runs it on the graph it wrote, `foldserve calibrate` on
+any model. The reference sample (for a trained model: its training and validation splits) runs
+through the graph once; each group's summaries and their distributions are fitted on it
+(`foldserve.core.shift.reference`): the model input, every tap of the graph, the class
+probabilities. Clean held-out examples are then replayed through the very tests the server runs
+(`foldserve.core.shift.replay`): how many alarms they raised, and the highest
+statistic/threshold they reached, go into the reference with it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from foldserve.contract import LOGITS, TAPS, BNStats, LayerCalibration, ShiftCalibration, Tap
+from foldserve.contract import (
+    SOURCE_INPUT,
+    SOURCE_PROBABILITIES,
+    SOURCE_TAPS,
+    TAPS,
+    BNStats,
+    ShiftReference,
+    Tap,
+)
+from foldserve.core.graph import Classifier
+from foldserve.core.shift.reference import GroupSpec, fit_reference
+from foldserve.core.shift.replay import replay
 from foldserve.core.shift.settings import (
-    SHIFT_CLIP,
-    SHIFT_HALF_LIFE,
-    SHIFT_MARGIN,
-    SHIFT_MIN_VAR_FRACTION,
-    SHIFT_PRIOR_MARGIN,
+    SHIFT_ARL,
+    SHIFT_COMPONENTS,
+    SHIFT_INPUT_MAX,
+    SHIFT_OUTPUT_COMPONENTS,
     SHIFT_REPLAY,
     SHIFT_REPLAY_SEED,
-    SHIFT_RESAMPLE_EVERY,
-    SHIFT_VAR_FLOOR,
 )
-from foldserve.core.shift.stats import SENTINEL_SUFFIX, ShiftStatistic, references
 from foldserve.runtime import ort
 
 
 @dataclass(frozen=True)
 class ShiftConfig:
-    """The calibration's settings (`foldserve train|export --shift-*`)."""
+    """The reference's settings (`foldserve train|export|calibrate --shift-*`)."""
 
-    half_life: float = SHIFT_HALF_LIFE
-    margin: float = SHIFT_MARGIN
-    prior_margin: float = SHIFT_PRIOR_MARGIN
+    arl: float = SHIFT_ARL
+    components: int = SHIFT_COMPONENTS
     replay: int = SHIFT_REPLAY
     seed: int = SHIFT_REPLAY_SEED
-    min_var_fraction: float = SHIFT_MIN_VAR_FRACTION
-    var_floor: float = SHIFT_VAR_FLOOR
-    clip: float = SHIFT_CLIP
-    resample_every: int = SHIFT_RESAMPLE_EVERY
 
 
 @dataclass(frozen=True)
-class HeldOut:
-    """Clean examples the network was not fitted on, and the training split's class priors."""
+class ReferenceData:
+    """The sample a reference is fitted on, and clean examples to check it with.
 
-    inputs: np.ndarray  # float32, [N, *input shape]
+    Attributes:
+        inputs: float32 `[N, *input shape]`, the reference sample.
+        class_priors: the training class frequencies (empty: no class tests).
+        description: what the sample is, e.g. "digits training and validation splits".
+        held_out: clean examples to replay (None: the reference sample itself).
+        held_out_description: what they are.
+    """
+
+    inputs: np.ndarray
     class_priors: tuple[float, ...]
-    description: str  # e.g. "digits validation split, 270 examples"
+    description: str
+    held_out: np.ndarray | None = None
+    held_out_description: str = ""
 
 
 def class_priors(labels: np.ndarray, classes: int) -> tuple[float, ...]:
@@ -62,81 +73,122 @@ def class_priors(labels: np.ndarray, classes: int) -> tuple[float, ...]:
     return tuple(float(c) for c in counts / counts.sum())
 
 
-def replay_order(examples: int, requests: int, seed: int, resample_every: int = 0) -> np.ndarray:
-    """`requests` indices into `examples` (seeded): shuffled passes over all of them, or, with
-    `resample_every`, over a fresh bootstrap resample of them every that many requests."""
-    rng = np.random.default_rng(seed)
-    segment = resample_every or requests
-    order: list[np.ndarray] = []
-    while sum(len(part) for part in order) < requests:
-        pool = rng.choice(examples, examples) if resample_every else np.arange(examples)
-        passes = -(-segment // examples)
-        order.append(np.concatenate([pool[rng.permutation(examples)] for _ in range(passes)]))
-        order[-1] = order[-1][:segment]
-    return np.concatenate(order)[:requests]
+def group_specs(
+    example_size: int,
+    taps: tuple[Tap, ...],
+    bn_stats: tuple[BNStats, ...],
+    classes: int,
+    components: int = SHIFT_COMPONENTS,
+) -> list[GroupSpec]:
+    """The groups of a model: its input (when not too wide; with its residual), each tap's
+    values (not a file's squares), and the class probabilities."""
+    specs = []
+    if example_size <= SHIFT_INPUT_MAX:
+        specs.append(
+            GroupSpec(SOURCE_INPUT, SOURCE_INPUT, 0, example_size, components, residual=True)
+        )
+    units = {s.layer: s.num_features for s in bn_stats}
+    start = 0
+    for tap in taps:
+        width = units[tap.layer]
+        specs.append(GroupSpec(tap.layer, SOURCE_TAPS, start, width, components))
+        start += tap.moments * width
+    if classes > 1:
+        count = min(SHIFT_OUTPUT_COMPONENTS, classes - 1)
+        specs.append(GroupSpec(SOURCE_PROBABILITIES, SOURCE_PROBABILITIES, 0, classes, count))
+    return specs
 
 
-def replay_maxima(
-    stat: ShiftStatistic, rows: np.ndarray, labels: np.ndarray, config: ShiftConfig
-) -> np.ndarray:
-    """The highest of every score (in `stat.names` order, then the prior) over the replay."""
-    running = stat.new_state()
-    maxima = np.zeros(len(stat.names) + 1)
-    order = replay_order(len(labels), config.replay, config.seed, config.resample_every)
-    for index in order:
-        running.add(rows[index : index + 1], labels[index : index + 1])
-        np.maximum(maxima, stat.scores(running), out=maxima)
-    return maxima
+def run_sources(
+    session: ort.InferenceSession, classifier: Classifier, inputs: np.ndarray, taps: bool
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Every row source of `inputs` through the graph (`[N, width]` each), and the classes."""
+    names = [classifier.logits, *([classifier.probabilities] if classifier.probabilities else [])]
+    names += [TAPS] if taps else []
+    feed = {
+        classifier.input.name: inputs.reshape(-1, *classifier.example_shape).astype(
+            classifier.input.dtype
+        )
+    }
+    values = dict(zip(names, session.run(names, feed), strict=True))
+    logits = values[classifier.logits].astype(np.float64)
+    probabilities = values.get(classifier.probabilities) if classifier.probabilities else None
+    if probabilities is None:
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities = exp / exp.sum(axis=1, keepdims=True)
+    sources = {
+        SOURCE_INPUT: inputs.reshape(len(inputs), -1).astype(np.float64),
+        SOURCE_PROBABILITIES: np.asarray(probabilities, np.float64),
+    }
+    if taps:
+        sources[SOURCE_TAPS] = values[TAPS].astype(np.float64)
+    return sources, logits.argmax(axis=1)
 
 
 def calibrate(
-    model_bytes: bytes,
+    session: ort.InferenceSession,
+    classifier: Classifier,
     bn_stats: tuple[BNStats, ...],
     taps: tuple[Tap, ...],
-    held_out: HeldOut,
+    data: ReferenceData,
     config: ShiftConfig,
-) -> ShiftCalibration:
-    """Replay `held_out` through the exported graph and set every threshold.
+    class_labels: tuple[str, ...] = (),
+) -> ShiftReference:
+    """Fit the reference of a model graph on `data`, then check it by a replay.
 
     Args:
-        model_bytes: the exported ONNX graph (with its tap outputs).
-        bn_stats, taps: what the graph's metadata will say.
-        held_out: the clean examples and the class priors.
-        config: half-life, margins, replay length and seed.
+        session: the graph (with its `taps` output when `taps`).
+        classifier: how it classifies (its input, logits and probabilities outputs).
+        bn_stats, taps: what the graph's metadata says (a foreign model: none).
+        data: the reference sample, the class priors and held-out examples.
+        config: the stated ARL, components per group, replay length and seed.
+        class_labels: the model's (the class tests' names; default "0".."C-1").
     """
-    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: held_out.inputs}
-    logits, rows = session.run([LOGITS, TAPS], feed)
-    rows = rows.astype(np.float64)
-    labels = logits.argmax(axis=1)
-    refs = references(bn_stats, taps, config.min_var_fraction)
-    priors = held_out.class_priors
-    stat = ShiftStatistic(refs, config.half_life, config.var_floor, priors, config.clip)
-    maxima = replay_maxima(stat, rows, labels, config)
-    sentinel_max = dict(zip(stat.names[len(taps) :], maxima[len(taps) : -1], strict=True))
-    layers = tuple(
-        LayerCalibration(
-            layer=ref.layer,
-            clean_max=float(maxima[i]),
-            threshold=0.0,
-            excluded=tuple(int(u) for u in ref.excluded),
-            sentinel_clean_max=float(sentinel_max.get(stat.names[i] + SENTINEL_SUFFIX, 0.0)),
+    sources, _ = run_sources(session, classifier, data.inputs, bool(taps))
+    classes = sources[SOURCE_PROBABILITIES].shape[1]
+    example_size = sources[SOURCE_INPUT].shape[1]
+    specs = group_specs(example_size, taps, bn_stats, classes, config.components)
+    priors = data.class_priors if len(data.class_priors) == classes else ()
+    reference = fit_reference(specs, sources, priors, data.description, arl=config.arl)
+    held = data.held_out if data.held_out is not None else data.inputs
+    rows, labels = run_sources(session, classifier, held, bool(taps))
+    labels_text = class_labels or tuple(str(i) for i in range(classes))
+    checked = replay(reference, rows, labels, labels_text, config.replay, config.seed)
+    return replace(
+        reference,
+        replay=checked.examples,
+        replay_data=data.held_out_description or data.description,
+        replay_alarms=checked.alarms,
+        replay_peak=checked.peak,
+    )
+
+
+def reference_lines(reference: ShiftReference) -> list[str]:
+    """What a reference tests and how sure it must be to alarm, as text lines."""
+    from foldserve.core.shift.bank import TestBank
+
+    names = [f"{g.name}/{s}" for g in reference.groups for s in g.summaries]
+    labels = [str(i) for i in range(len(reference.class_priors))]
+    bank = TestBank(reference, names, labels)
+    lines = [
+        f"shift monitor: reference of {reference.data}; {len(bank.names)} CUSUM tests, stated "
+        f"ARL {reference.arl:.3g} examples (each test {bank.test_arl:.3g})",
+        f"  normal-score tests: k {reference.k:g}, threshold {bank.gaussian_threshold:.4g} "
+        f"(tolerance {reference.tolerance:g} sd, spread x{reference.inflation:g})",
+    ]
+    for group in reference.groups:
+        lines.append(
+            f"  {group.name:>13}: {', '.join(group.summaries)} (shrinkage {group.shrinkage:.3f})"
         )
-        for i, ref in enumerate(refs)
+    classes = bank.thresholds[4 * len(names) :]
+    if len(classes):
+        lines.append(
+            f"  class tests: {len(classes)}, thresholds {classes.min() + 0.5:.0f}"
+            f"-{classes.max() + 0.5:.0f} steps"
+        )
+    lines.append(
+        f"  replay of {reference.replay} examples of {reference.replay_data}: "
+        f"{reference.replay_alarms} alarm(s), highest statistic/threshold "
+        f"{reference.replay_peak:.2f}"
     )
-    calibration = ShiftCalibration(
-        half_life=config.half_life,
-        margin=config.margin,
-        prior_margin=config.prior_margin,
-        replay=config.replay,
-        data=held_out.description,
-        min_var_fraction=config.min_var_fraction,
-        var_floor=config.var_floor,
-        layers=layers,
-        class_priors=held_out.class_priors,
-        prior_clean_max=float(maxima[-1]),
-        prior_threshold=0.0,
-        clip=config.clip,
-        resample_every=config.resample_every,
-    )
-    return calibration.with_margins(None, None)  # sets the thresholds from the maxima
+    return lines

@@ -48,23 +48,12 @@ def print_export(export) -> None:
         f"alone vs in batch = {export.max_batch_error:.2e}"
     )
     print(f"taps: max |onnxruntime - unfolded torch BN| = {export.max_tap_error:.2e}")
-    calibration = export.shift_calibration
-    if calibration is None:
-        print("shift monitor: not calibrated (the checkpoint holds no held-out examples)")
+    if export.shift_reference is None:
+        print("shift monitor: no reference (the checkpoint holds no reference sample)")
     else:
-        print(
-            f"shift monitor calibrated on {calibration.replay} requests of {calibration.data} "
-            f"(half-life {calibration.half_life:g}, margins {calibration.margin:g} and "
-            f"{calibration.prior_margin:g}):"
-        )
-        for layer in calibration.layers:
-            sentinel = (
-                f", sentinel over {len(layer.excluded)} unit(s) {layer.sentinel_threshold:.4g}"
-                if layer.excluded
-                else ""
-            )
-            print(f"  layer {layer.layer:>6}: threshold {layer.threshold:.4g}{sentinel}")
-        print(f"  class prior: threshold {calibration.prior_threshold:.4g}")
+        from foldserve.training.calibrate import reference_lines
+
+        print("\n".join(reference_lines(export.shift_reference)))
     print(f"model card: {export.card_path}")
 
 

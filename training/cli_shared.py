@@ -1,4 +1,4 @@
-"""What `foldserve train` and `foldserve export` share: the shift calibration flags, argument
+"""What `foldserve train`, `export` and `calibrate` share: the shift reference's flags, argument
 types and the lazy import of the training code (torch loads only when a command runs)."""
 
 from __future__ import annotations
@@ -6,43 +6,38 @@ from __future__ import annotations
 import argparse
 import sys
 
-from foldserve.core.shift.settings import (
-    SHIFT_HALF_LIFE,
-    SHIFT_MARGIN,
-    SHIFT_PRIOR_MARGIN,
-    SHIFT_REPLAY,
-)
+from foldserve.core.shift.settings import SHIFT_ARL, SHIFT_COMPONENTS, SHIFT_REPLAY
 
 
 def add_shift_arguments(parser: argparse.ArgumentParser) -> None:
-    """The shift monitor's calibration settings, written into the model file."""
-    group = parser.add_argument_group("covariate-shift calibration (a clean replay at export)")
+    """The shift monitor's reference settings, written with the reference."""
+    group = parser.add_argument_group(
+        'covariate-shift reference (docs: "How the shift monitor decides")'
+    )
     group.add_argument(
-        "--shift-half-life", type=float, default=SHIFT_HALF_LIFE,
-        help="examples after which an observation's weight has halved",
+        "--shift-arl", type=float, default=SHIFT_ARL,
+        help="stated average run length between false alarms, in examples (split evenly over "
+        "the tests)",
     )  # fmt: skip
     group.add_argument(
-        "--shift-margin", type=float, default=SHIFT_MARGIN,
-        help="layer thresholds: this times the clean replay's maximum",
-    )  # fmt: skip
-    group.add_argument(
-        "--shift-prior-margin", type=float, default=SHIFT_PRIOR_MARGIN,
-        help="class-prior threshold: this times its clean maximum",
+        "--shift-components", type=int, default=SHIFT_COMPONENTS,
+        help="whitened principal components tested per layer (and of the model input)",
     )  # fmt: skip
     group.add_argument(
         "--shift-replay", type=int, default=SHIFT_REPLAY,
-        help="requests in the clean replay of the validation split",
+        help="clean examples replayed through the tests to check the stated ARL",
     )  # fmt: skip
 
 
 def shift_config(args: argparse.Namespace):
     from foldserve.training.calibrate import ShiftConfig
 
+    if args.shift_arl <= 1 or args.shift_components < 0 or args.shift_replay < 0:
+        sys.exit(
+            "foldserve: --shift-arl must be above 1, --shift-components and --shift-replay >= 0"
+        )
     return ShiftConfig(
-        half_life=args.shift_half_life,
-        margin=args.shift_margin,
-        prior_margin=args.shift_prior_margin,
-        replay=args.shift_replay,
+        arl=args.shift_arl, components=args.shift_components, replay=args.shift_replay
     )
 
 

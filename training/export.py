@@ -25,15 +25,17 @@ from foldserve.contract import (
     INPUT_NAME,
     LOGITS,
     OUTPUT_NAMES,
+    PROBABILITIES,
     TAPS,
     FoldReport,
     ModelMetadata,
-    ShiftCalibration,
+    ShiftReference,
     Tap,
 )
 from foldserve.contract.layout import MODEL_FILE
+from foldserve.core.graph import Classifier, TensorSpec
 from foldserve.runtime import ort
-from foldserve.training.calibrate import HeldOut, ShiftConfig, calibrate
+from foldserve.training.calibrate import ReferenceData, ShiftConfig, calibrate
 from foldserve.training.defaults import CARD_FILE
 from foldserve.training.fold import FoldResult, fold_batchnorm
 from foldserve.training.taps import WithProbabilities, reference_taps, tapped_module
@@ -71,7 +73,7 @@ class ExportResult:
     max_batch_error: float  # one example alone vs inside a batch of BATCH_PEERS others
     fold_report: FoldReport
     max_tap_error: float = 0.0  # onnxruntime taps vs the unfolded torch BNs' moments
-    shift_calibration: ShiftCalibration | None = None
+    shift_reference: ShiftReference | None = None
 
 
 def export_model(
@@ -79,7 +81,7 @@ def export_model(
     out_dir: Path,
     info: ModelInfo,
     check_inputs: np.ndarray,
-    held_out: HeldOut | None = None,
+    reference: ReferenceData | None = None,
     shift: ShiftConfig | None = None,
     *,
     allow_batchnorm: bool = False,
@@ -91,9 +93,10 @@ def export_model(
         out_dir: created if missing.
         info: metadata to embed.
         check_inputs: float32 examples, shaped `(N, *info.input_shape)`, to verify the file on.
-        held_out: clean examples the network was not fitted on, to calibrate the shift monitor
-            on (None: the file has taps but no calibration, and the server runs no monitor).
-        shift: the calibration's half-life, margins and replay length (None: the defaults).
+        reference: the sample the shift monitor's reference is fitted on (the training and
+            validation splits) and held-out examples to check its ARL with (None: the file has
+            taps but no reference, and the server runs no monitor for it).
+        shift: the reference's stated ARL, components and replay (None: the defaults).
         allow_batchnorm: keep the BNs that cannot fold as BatchNormalization nodes instead of
             failing (`foldserve export --module --allow-unfolded`; never for a trained model).
 
@@ -112,7 +115,7 @@ def export_model(
         example = torch.from_numpy(check_inputs[:2].astype(np.float32))
         shift = shift or ShiftConfig()
         metadata = _export_checked(
-            folded, info, example, staging, model_path, held_out, shift, allow_batchnorm
+            folded, info, example, staging, model_path, reference, shift, allow_batchnorm
         )
         max_abs_error, max_batch_error = _verify(staging, model_path, model, check_inputs)
         max_tap_error = _verify_taps(staging, model_path, model, metadata, check_inputs)
@@ -133,7 +136,7 @@ def export_model(
         max_batch_error,
         folded.report,
         max_tap_error,
-        metadata.shift_calibration,
+        metadata.shift_reference,
     )
 
 
@@ -148,11 +151,11 @@ def _export_checked(
     example: torch.Tensor,
     staging: Path,
     model_path: Path,
-    held_out: HeldOut | None,
+    reference: ReferenceData | None,
     shift: ShiftConfig,
     allow_batchnorm: bool = False,
 ) -> ModelMetadata:
-    """Export to `staging`, check the graph, calibrate, write the metadata; return it."""
+    """Export to `staging`, check the graph, fit the shift reference, write the metadata."""
     tapped, taps = tapped_module(folded, example)
     with warnings.catch_warnings():
         # The TorchScript exporter is chosen deliberately (module docstring); its deprecation
@@ -168,15 +171,31 @@ def _export_checked(
             f"{model_path}: {bn_nodes} BatchNormalization node(s) left in the graph "
             f"(not folded: {left or 'none reported'}); a served model must have none"
         )
-    calibration = None
-    if held_out is not None:
-        calibration = calibrate(
-            proto.SerializeToString(), tuple(folded.bn_stats), taps, held_out, shift
-        )
-    metadata = _metadata(info, folded, datetime.now(UTC), taps, calibration)
+    fitted = None
+    if reference is not None:
+        fitted = _fit_reference(proto, info, folded, taps, reference, shift)
+    metadata = _metadata(info, folded, datetime.now(UTC), taps, fitted)
     onnx.helper.set_model_props(proto, contract.to_properties(metadata))
     onnx.save(proto, str(staging))
     return metadata
+
+
+def _fit_reference(
+    proto: onnx.ModelProto,
+    info: ModelInfo,
+    folded: FoldResult,
+    taps: tuple[Tap, ...],
+    reference: ReferenceData,
+    shift: ShiftConfig,
+) -> ShiftReference:
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    spec = next(i for i in session.get_inputs() if i.name == INPUT_NAME)
+    shape = tuple(d if isinstance(d, int) else None for d in spec.shape)
+    tensor = TensorSpec(INPUT_NAME, np.dtype(np.float32), shape)
+    classes = len(info.class_labels)
+    classifier = Classifier(tensor, tuple(info.input_shape), LOGITS, PROBABILITIES, classes)
+    labels = tuple(info.class_labels)
+    return calibrate(session, classifier, tuple(folded.bn_stats), taps, reference, shift, labels)
 
 
 def _export_onnx(
@@ -200,7 +219,7 @@ def _metadata(
     folded: FoldResult,
     created: datetime,
     taps: tuple[Tap, ...],
-    calibration: ShiftCalibration | None,
+    reference: ShiftReference | None,
 ) -> ModelMetadata:
     return ModelMetadata(
         model_version=info.model_version or created.strftime("%Y%m%dT%H%M%SZ"),
@@ -214,7 +233,7 @@ def _metadata(
         fold_report=folded.report,
         training_metrics=info.training_metrics,
         taps=taps,
-        shift_calibration=calibration,
+        shift_reference=reference,
     )
 
 

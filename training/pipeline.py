@@ -13,7 +13,7 @@ import torch
 from foldserve.contract.data import DIGITS, LABEL_COLUMN, SPLIT_SEED, TEST_FRACTION, VAL_FRACTION
 from foldserve.contract.layout import MODEL_DIR
 from foldserve.training import distributed
-from foldserve.training.calibrate import HeldOut, ShiftConfig, class_priors
+from foldserve.training.calibrate import ReferenceData, ShiftConfig, class_priors
 from foldserve.training.data import Dataset, load_dataset, make_loader, split_dataset
 from foldserve.training.defaults import (
     ARCH,
@@ -151,20 +151,24 @@ def _write(config, model, spec, split, shape, dataset, metrics, history) -> Trai
     info = ModelInfo(
         config.arch, dataset.name, shape, dataset.class_labels, metrics, config.model_version
     )
-    held_out = _held_out(split, shape)
+    reference = _reference_data(split, shape)
     checkpoint = config.out / CHECKPOINT_FILE
-    save_checkpoint(checkpoint, model, spec, info, check_inputs, held_out)
-    export = export_model(model, config.out, info, check_inputs, held_out, config.shift)
+    save_checkpoint(checkpoint, model, spec, info, check_inputs, reference)
+    export = export_model(model, config.out, info, check_inputs, reference, config.shift)
     return TrainResult(metrics, export, checkpoint)
 
 
-def _held_out(split, shape: tuple[int, ...]) -> HeldOut:
-    """The validation split calibrates the shift monitor: not fitted on, and not the test split
-    (which `foldserve shift-eval` replays as clean traffic)."""
-    val = split.val
-    return HeldOut(
-        np.ascontiguousarray(val.features.reshape((-1, *shape))),
-        class_priors(split.train.labels, len(split.train.class_labels)),
+def _reference_data(split, shape: tuple[int, ...]) -> ReferenceData:
+    """The shift monitor's reference is fitted on the training and validation splits (the test
+    split stays out: `foldserve shift-eval` replays it as clean traffic); the validation split,
+    which the network was not fitted on, is replayed to check the stated ARL."""
+    train, val = split.train, split.val
+    inputs = np.concatenate([train.features, val.features]).reshape((-1, *shape))
+    return ReferenceData(
+        np.ascontiguousarray(inputs, dtype=np.float32),
+        class_priors(train.labels, len(train.class_labels)),
+        f"{train.name} training and validation splits, {len(inputs)} examples",
+        np.ascontiguousarray(val.features.reshape((-1, *shape)), dtype=np.float32),
         f"{val.name} validation split, {len(val)} examples",
     )
 
@@ -182,21 +186,23 @@ def save_checkpoint(
     spec: ModelSpec,
     info: ModelInfo,
     check_inputs: np.ndarray,
-    held_out: HeldOut | None = None,
+    reference: ReferenceData | None = None,
 ) -> None:
     """Weights, the spec to rebuild the network, its metadata, a few examples to verify on and
-    the held-out examples that calibrate the shift monitor."""
+    the examples the shift monitor's reference is fitted on and checked with."""
     saved = {
         "state_dict": model.state_dict(),
         "spec": spec.as_dict(),
         "info": asdict(info),
         "check_inputs": torch.from_numpy(check_inputs),
     }
-    if held_out is not None:
-        saved["held_out"] = {
-            "inputs": torch.from_numpy(held_out.inputs),
-            "class_priors": list(held_out.class_priors),
-            "description": held_out.description,
+    if reference is not None:
+        saved["shift_reference"] = {
+            "inputs": torch.from_numpy(reference.inputs),
+            "class_priors": list(reference.class_priors),
+            "description": reference.description,
+            "held_out": torch.from_numpy(reference.held_out),
+            "held_out_description": reference.held_out_description,
         }
     torch.save(saved, path)
 
@@ -215,11 +221,26 @@ def export_checkpoint(
     info_values["input_shape"] = tuple(info_values["input_shape"])
     if model_version is not None:
         info_values["model_version"] = model_version
-    held = saved.get("held_out")  # checkpoints from before the shift monitor have none
-    held_out = None
-    if held is not None:
-        priors = tuple(float(p) for p in held["class_priors"])
-        held_out = HeldOut(held["inputs"].numpy(), priors, str(held["description"]))
     check_inputs = saved["check_inputs"].numpy()
     info = ModelInfo(**info_values)
-    return export_model(model, out_dir, info, check_inputs, held_out, shift)
+    reference = _saved_reference(saved)
+    return export_model(model, out_dir, info, check_inputs, reference, shift)
+
+
+def _saved_reference(saved: dict) -> ReferenceData | None:
+    """The checkpoint's reference sample; a checkpoint of foldserve 0.1 kept only the validation
+    split (`held_out`), which then serves as both; one older still, none."""
+    if "shift_reference" in saved:
+        entry = saved["shift_reference"]
+        return ReferenceData(
+            entry["inputs"].numpy(),
+            tuple(float(p) for p in entry["class_priors"]),
+            str(entry["description"]),
+            entry["held_out"].numpy(),
+            str(entry["held_out_description"]),
+        )
+    held = saved.get("held_out")
+    if held is None:
+        return None
+    priors = tuple(float(p) for p in held["class_priors"])
+    return ReferenceData(held["inputs"].numpy(), priors, str(held["description"]))

@@ -2,10 +2,11 @@
 
 Folding removes the BN layers, not the tensors they saw: a BN folded backward into its producer
 is the producer's output now, one folded forward into its consumer reads the consumer's input.
-`tapped_module` makes the folded network return, beside its logits, the moments of each of those
-tensors (`foldserve.contract.shift`: `[batch, 2 · channels]`, a conv's averaged over space) and all
-of them end to end, and
-`reference_taps` computes the same from the *unfolded* network's BNs, to check the file against.
+`tapped_module` makes the folded network return, beside its logits, each of those tensors
+(`foldserve.contract.shift`: `[batch, channels]`, a conv's averaged over space) and all of them
+end to end, and `reference_taps` computes the same from the *unfolded* network's BNs, to check
+the file against. A BN that read the model input is not tapped: the shift monitor reads the
+input itself.
 """
 
 from __future__ import annotations
@@ -22,13 +23,12 @@ from foldserve.training.fold import FoldResult
 
 
 def moments(x: torch.Tensor) -> torch.Tensor:
-    """`[batch, 2 · channels]`: the values, then their squares, averaged over any spatial axes.
+    """`[batch, channels]`: the values, averaged over any spatial axes.
 
-    Written as few graph nodes as it takes (Mul, Concat, one ReduceMean for a conv): onnxruntime
+    As few graph nodes as it takes (none for a vector, one ReduceMean for a conv): onnxruntime
     pays per node, on every call that fetches the taps.
     """
-    both = torch.cat([x, x * x], dim=1)
-    return both.mean(dim=tuple(range(2, x.dim()))) if x.dim() > 2 else both
+    return x.mean(dim=tuple(range(2, x.dim()))) if x.dim() > 2 else x
 
 
 def tapped_module(
@@ -50,6 +50,8 @@ def tapped_module(
     taps: list[Tap] = []
     tensors: list[fx.Node] = []
     for stats in folded.bn_stats:
+        if stats.reads_model_input:  # the monitor reads the model input itself
+            continue
         layer = calls[stats.folded_into]
         if stats.direction == BACKWARD:  # the producer's output is what the BN produced
             source, side = layer, BN_OUTPUT
@@ -58,7 +60,7 @@ def tapped_module(
         spatial = len(source.meta["tensor_meta"].shape) > 2
         with graph.inserting_before(output):
             tensors.append(graph.call_function(moments, (source,)))
-        taps.append(Tap(stats.layer, tap_name(stats.layer), side, spatial))
+        taps.append(Tap(stats.layer, tap_name(stats.layer), side, spatial, moments=1))
     if tensors:  # a network with no folded BN has no taps at all
         with graph.inserting_before(output):
             tensors.append(graph.call_function(torch.cat, (list(tensors),), {"dim": 1}))
@@ -101,6 +103,6 @@ def reference_taps(
         for handle in handles:
             handle.remove()
     missing = [tap.layer for tap in taps if tap.name not in seen]
-    if missing or len(bn_stats) != len(taps):
+    if missing or len([s for s in bn_stats if not s.reads_model_input]) != len(taps):
         raise ValueError(f"BN layers not called by the unfolded network: {missing}")
     return seen

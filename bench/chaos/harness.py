@@ -15,7 +15,7 @@ import numpy as np
 
 from foldserve._proto.inference import grpc_predict_v2_pb2 as v2
 from foldserve.bench.chaos.procs import rss_mb
-from foldserve.bench.soak import _server
+from foldserve.bench.soak import started_server
 from foldserve.contract.layout import MODEL_NAME
 
 METRICS_PORT = re.compile(r"metrics_port=(\d+)")
@@ -54,7 +54,7 @@ def serve(flags: Sequence[str], workdir: Path, name: str = "server") -> Iterator
         "--http-port", "0", "--metrics-port", "0", *flags,
     ]  # fmt: skip
     log = workdir / f"{name}.log"
-    with _server(command, log) as ((grpc_port, http_port), process):
+    with started_server(command, log) as ((grpc_port, http_port), process):
         metrics = METRICS_PORT.search(log.read_text())
         yield Serving(process, grpc_port, http_port, int(metrics.group(1)) if metrics else 0, log)
 

@@ -23,7 +23,7 @@ from foldserve._proto.inference import grpc_predict_v2_pb2 as v2
 from foldserve._proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from foldserve.bench.chaos.procs import connections_of, socket_inodes
 from foldserve.bench.http_client import CODES, HttpConnection
-from foldserve.bench.soak import _rest_request
+from foldserve.bench.spread_load import rest_twin
 
 CALL_TIMEOUT_SECONDS = 30.0
 # Channels of their own (grpcio would otherwise share one connection among equal channels).
@@ -114,7 +114,7 @@ class Load:
 
     async def _run_http(self) -> None:
         host, port = self.target.rsplit(":", 1)
-        path, body, headers = _rest_request(self.request)
+        path, body, headers = rest_twin(self.request)
         connections = [HttpConnection(host, int(port)) for _ in range(self.in_flight)]
 
         def caller(index: int):

@@ -6,12 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from foldserve.bench.soak import _descendants, _rss_mb
+from foldserve.bench.soak import rss_mb
+from foldserve.bench.suite.cpu import descendants
 
 __all__ = ["connections_of", "descendants", "rss_mb", "socket_inodes", "worker_of", "workers"]
 LISTEN = "0A"
-descendants = _descendants
-rss_mb = _rss_mb
 
 
 def socket_inodes(pid: int) -> set[int]:

@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-COLUMNS = ("stream", "requests", "alarm at", "fired", "peak score/threshold", "accuracy")
+COLUMNS = (
+    "stream", "requests", "alarm at", "fired", "peak statistic/threshold", "accuracy",
+    "examples per worker",
+)  # fmt: skip
 
 
 @dataclass
@@ -23,6 +26,9 @@ class StreamResult:
     peak_layer: str
     accuracy: float
     curve: list[tuple[int, float]] = field(default_factory=list)  # (examples, max ratio now)
+    workers: int = 1
+    examples: int = 0  # examples the monitor tested (every worker's)
+    worker_examples: list[int] = field(default_factory=list)  # folded by each worker
 
 
 def rows(results: Sequence[StreamResult]) -> list[tuple[str, ...]]:
@@ -35,6 +41,7 @@ def rows(results: Sequence[StreamResult]) -> list[tuple[str, ...]]:
             ", ".join(r.fired) if r.fired else "-",
             f"{r.peak_ratio:.2f} ({r.peak_layer})",
             f"{r.accuracy:.3f}",
+            " + ".join(map(str, r.worker_examples)) or "-",
         )
         for r in results
     ]
@@ -52,6 +59,34 @@ def print_table(title: str, results: Sequence[StreamResult], out: TextIO) -> Non
     """The table of one model: a Markdown table under its title."""
     print(f"\n{title}\n", file=out)
     print(markdown(COLUMNS, rows(results)), file=out)
+
+
+FALSE_ALARM_COLUMNS = (
+    "stated ARL", "clean examples replayed", "alarms", "alarms per 1e6", "measured ARL",
+    "peak statistic/threshold",
+)  # fmt: skip
+
+
+def false_alarm_rows(replays: Sequence[dict]) -> list[tuple[str, ...]]:
+    """One row per stated ARL: the replay's alarms and measured ARL."""
+    return [
+        (
+            f"{r['stated_arl']:.0e}",
+            f"{r['examples']:,}",
+            str(r["alarms"]),
+            f"{r['per_million']:.3g}",
+            f"{r['measured_arl']:.3g}" if r["alarms"] else f"> {r['examples']:,}",
+            f"{r['peak']:.2f}",
+        )
+        for r in replays
+    ]
+
+
+def print_false_alarms(replays: Sequence[dict], out: TextIO) -> None:
+    """The false-alarm table: clean replays through the monitor alone."""
+    if replays:
+        print("\nclean test split replayed through the monitor alone\n", file=out)
+        print(markdown(FALSE_ALARM_COLUMNS, false_alarm_rows(replays)), file=out)
 
 
 def save_plot(results: Sequence[StreamResult], path: Path, title: str = "") -> str:
@@ -79,7 +114,7 @@ def save_plot(results: Sequence[StreamResult], path: Path, title: str = "") -> s
     axes.set_xscale("log")
     axes.set_yscale("log")
     axes.set_xlabel("requests")
-    axes.set_ylabel("highest score / threshold (any layer, sentinel or prior)")
+    axes.set_ylabel("highest CUSUM statistic / threshold (any test)")
     axes.set_title(title)
     axes.legend(fontsize="small", ncol=2)
     figure.tight_layout()

@@ -178,6 +178,12 @@ class ApiHandler(grpc.GenericRpcHandler):
         self._plane = plane
         self._handlers = {f"/{service.full_name}/{name}": (name, h) for name, h in handlers.items()}
 
+    @property
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        """Every method's handler by full name, unadmitted (for tools that time handlers
+        without gRPC: `bench/call_budget.py`)."""
+        return {method: handler for method, (_name, handler) in self._handlers.items()}
+
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         found = self._handlers.get(handler_call_details.method)
         if found is None:

@@ -83,8 +83,13 @@ class RestAdapter(SharedMemoryOperations):
 
     def ModelReady(self, request: Request, call: Call) -> Reply:
         ready = self._plane.model_ready(call, request.name, request.version, FIELDS)
-        # As Triton answers: 200 when ready, 400 when not (unknown, failed, unloaded).
-        return Reply(dumps({"name": request.name, "ready": ready}), 200 if ready else 400)
+        answer: dict[str, Any] = {"name": request.name, "ready": ready}
+        if ready:
+            return _json(answer)
+        # As Triton answers: 400 when not ready (unknown, failed, unloaded), with our error field.
+        version = f" version {request.version!r}" if request.version else ""
+        answer["error"] = f"model_name: model {request.name!r}{version} is not ready"
+        return Reply(dumps(answer), 400)
 
     def ModelMetadata(self, request: Request, call: Call) -> Reply:
         model, versions = self._plane.model_metadata(call, request.name, request.version, FIELDS)

@@ -10,8 +10,9 @@ table), as typed records:
 - `ModelMetadata`: the whole of it, one field per key;
 - `BNStats`: one folded BatchNorm's statistics (the shift monitor's reference);
 - `FoldReport` (`FoldedLayer`, `LeftLayer`): what folded into what, what was left and why;
-- `Tap`, `ShiftCalibration` (`LayerCalibration`): the shift monitor's graph outputs and the
-  thresholds a clean replay set at export (`foldserve.contract.shift` documents both);
+- `Tap`, `ShiftReference` (`SummaryGroup`): the shift monitor's graph outputs and the reference
+  its sequential tests run against (`foldserve.contract.shift` documents both); the reference may
+  also sit beside the model file (`SHIFT_REFERENCE_FILE`, read with `parse_shift_reference`);
 - `ModelConfig`: the optional `config.json` next to a model file (`foldserve.contract.config`:
   its keys), read with `parse_config`.
 
@@ -33,8 +34,12 @@ from foldserve.contract.metadata import (
     ModelMetadata,
     fold_properties,
     from_properties,
+    has_legacy_calibration,
     has_metadata,
+    parse_shift_reference,
     read_fold_properties,
+    read_shift_reference,
+    shift_reference_properties,
     to_properties,
 )
 from foldserve.contract.records import (
@@ -46,13 +51,20 @@ from foldserve.contract.records import (
     FoldReport,
     LeftLayer,
 )
+from foldserve.contract.reference import ShiftReference, SummaryGroup
 from foldserve.contract.shift import (
     BN_INPUT,
     BN_OUTPUT,
+    MODEL_INPUT,
+    MODEL_OUTPUT,
+    RESIDUAL,
+    SHIFT_REFERENCE_FILE,
+    SOURCE_INPUT,
+    SOURCE_PROBABILITIES,
+    SOURCE_TAPS,
+    SOURCES,
     TAP_PREFIX,
     TAPS,
-    LayerCalibration,
-    ShiftCalibration,
     Tap,
     tap_name,
 )
@@ -69,25 +81,37 @@ __all__ = [
     "INPUT_NAME",
     "KEYS",
     "LOGITS",
+    "MODEL_INPUT",
+    "MODEL_OUTPUT",
     "OUTPUT_NAMES",
     "PROBABILITIES",
+    "RESIDUAL",
+    "SHIFT_REFERENCE_FILE",
+    "SOURCES",
+    "SOURCE_INPUT",
+    "SOURCE_PROBABILITIES",
+    "SOURCE_TAPS",
     "TAPS",
     "TAP_PREFIX",
     "BNStats",
     "ContractError",
     "FoldReport",
     "FoldedLayer",
-    "LayerCalibration",
     "LeftLayer",
     "ModelConfig",
     "ModelMetadata",
-    "ShiftCalibration",
+    "ShiftReference",
+    "SummaryGroup",
     "Tap",
     "fold_properties",
     "from_properties",
+    "has_legacy_calibration",
     "has_metadata",
     "parse_config",
+    "parse_shift_reference",
     "read_fold_properties",
+    "read_shift_reference",
+    "shift_reference_properties",
     "tap_name",
     "to_properties",
 ]

@@ -19,7 +19,7 @@ Every value is a string (JSON where the field is not text):
 | `foldserve.fold_report` | `fold_report` | JSON `FoldReport`: `folded` and `left` |
 | `foldserve.training_metrics` | `training_metrics` | JSON object: accuracies, epochs, data split |
 | `foldserve.taps` | `taps` | optional; JSON list of `Tap` objects (`contract.shift`) |
-| `foldserve.shift_calibration` | `shift_calibration` | optional; JSON `ShiftCalibration` |
+| `foldserve.shift_reference` | `shift_reference` | optional; JSON `ShiftReference` |
 
 A file foldserve did not train may carry only `bn_stats`, `fold_report` and `version` of these
 (`fold_properties` writes them, `read_fold_properties` reads them): `foldserve fold` records
@@ -39,7 +39,8 @@ from typing import Any
 
 from foldserve.contract.fields import ContractError
 from foldserve.contract.records import BNStats, FoldReport
-from foldserve.contract.shift import ShiftCalibration, Tap
+from foldserve.contract.reference import ShiftReference
+from foldserve.contract.shift import Tap
 
 FORMAT_VERSION = "1"
 INPUT_NAME = "input"
@@ -65,10 +66,12 @@ KEYS = {
     "fold_report": "foldserve.fold_report",
     "training_metrics": "foldserve.training_metrics",
     "taps": "foldserve.taps",
-    "shift_calibration": "foldserve.shift_calibration",
+    "shift_reference": "foldserve.shift_reference",
 }
+# Keys of earlier formats that a reader recognises only to say what became of them.
+LEGACY_KEYS = {"shift_calibration": "foldserve.shift_calibration"}  # foldserve 0.1's monitor
 # Keys that files written before the shift monitor lack: written only when set, optional to read.
-OPTIONAL_FIELDS = frozenset({"taps", "shift_calibration"})
+OPTIONAL_FIELDS = frozenset({"taps", "shift_reference"})
 FORMAT_KEY = KEYS["format"]
 TEXT_FIELDS = frozenset(
     {"format", "foldserve_version", "model_version", "created", "dataset", "arch", "input_name"}
@@ -95,7 +98,7 @@ class ModelMetadata:
     output_names: tuple[str, ...] = OUTPUT_NAMES
     format: str = FORMAT_VERSION
     taps: tuple[Tap, ...] = ()
-    shift_calibration: ShiftCalibration | None = None
+    shift_reference: ShiftReference | None = None
 
     @property
     def input_bn(self) -> BNStats | None:
@@ -116,8 +119,8 @@ def to_properties(metadata: ModelMetadata) -> dict[str, str]:
     }
     if metadata.taps:
         values["taps"] = json.dumps([tap.to_json() for tap in metadata.taps])
-    if metadata.shift_calibration is not None:
-        values["shift_calibration"] = json.dumps(metadata.shift_calibration.to_json())
+    if metadata.shift_reference is not None:
+        values["shift_reference"] = json.dumps(metadata.shift_reference.to_json())
     return {key: str(values[name]) for name, key in KEYS.items() if name in values}
 
 
@@ -159,6 +162,12 @@ def read_fold_properties(
             f"metadata key {missing} missing: {KEYS[present[0]]} is written only together with it"
         )
     return _bn_stats(properties), _fold_report(properties)
+
+
+def has_legacy_calibration(properties: Mapping[str, str]) -> bool:
+    """True when the file carries foldserve 0.1's shift calibration (thresholds of a statistic
+    the server no longer runs)."""
+    return LEGACY_KEYS["shift_calibration"] in properties
 
 
 def has_metadata(properties: Mapping[str, str]) -> bool:
@@ -228,11 +237,41 @@ def _shift_fields(properties: Mapping[str, str]) -> dict[str, Any]:
             Tap.from_json(entry, f"{KEYS['taps']}[{i}]")
             for i, entry in enumerate(_decode(properties, "taps", list))
         )
-    if KEYS["shift_calibration"] in properties:
-        found["shift_calibration"] = ShiftCalibration.from_json(
-            _decode(properties, "shift_calibration", dict), KEYS["shift_calibration"]
-        )
+    reference = read_shift_reference(properties)
+    if reference is not None:
+        found["shift_reference"] = reference
     return found
+
+
+def read_shift_reference(properties: Mapping[str, str]) -> ShiftReference | None:
+    """The shift monitor's reference a file's metadata carries (any file: `foldserve
+    calibrate` may write one into a model foldserve did not train), None when it has none.
+
+    Raises:
+        ContractError: a value of the wrong form; the message names the key.
+    """
+    if KEYS["shift_reference"] not in properties:
+        return None
+    value = _decode(properties, "shift_reference", dict)
+    return ShiftReference.from_json(value, KEYS["shift_reference"])
+
+
+def shift_reference_properties(reference: ShiftReference) -> dict[str, str]:
+    """The one metadata key that carries a shift reference."""
+    return {KEYS["shift_reference"]: json.dumps(reference.to_json())}
+
+
+def parse_shift_reference(text: str, where: str) -> ShiftReference:
+    """A reference file's text (`SHIFT_REFERENCE_FILE`: the JSON of the metadata key's value).
+
+    Raises:
+        ContractError: not JSON, or not a reference; the message names `where`.
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"{where} is not valid JSON ({exc})") from None
+    return ShiftReference.from_json(value, where)
 
 
 def _decode(properties: Mapping[str, str], name: str, kind: type) -> Any:

@@ -18,8 +18,18 @@ class BNStats:
     """One folded BatchNorm and the statistics it carried: the training distribution of its
     input, which the shift monitor compares live traffic against.
 
-    `reads_model_input` marks a BN over the raw model input: its statistics describe the very
-    features the server receives.
+    Attributes:
+        layer: the BN's name (a torch module's path, or an ONNX node's name).
+        folded_into: the Linear/Conv it folded into.
+        direction: `backward` (the BN followed its producer) or `forward` (the BN preceded its
+            consumer: the input BN, or a BN after an activation).
+        mean: the running mean, one value per channel (`num_features` of them in the JSON).
+        var: the running variance, per channel.
+        gamma: the BN's scale, per channel.
+        beta: the BN's shift, per channel.
+        eps: the BN's epsilon.
+        reads_model_input: a BN over the raw model input: its statistics describe the very
+            features the server receives.
     """
 
     layer: str
@@ -92,7 +102,14 @@ class LeftLayer:
 
 @dataclass(frozen=True)
 class FoldReport:
-    """What folded into what, and what was left and why."""
+    """What folded into what, and what was left and why.
+
+    Attributes:
+        folded: one `{layer, folded_into, direction}` per folded BN (files of foldserve 0.1.0
+            spell `layer` and `folded_into` as `bn` and `into`; they still load).
+        left: one `{layer, reason}` per BN left in the graph, with why folding it would not be
+            exact in either direction.
+    """
 
     folded: tuple[FoldedLayer, ...] = ()
     left: tuple[LeftLayer, ...] = ()

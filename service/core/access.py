@@ -35,14 +35,23 @@ def header(headers: Headers | None, name: str) -> str | None:
 class TokenCheck:
     """Bearer-token authentication: `authorization: Bearer <token>` in the call's headers.
 
-    The token is compared in constant time and never logged or echoed.
+    Any of the tokens given is accepted. Tokens are compared in constant time and never logged
+    or echoed. `replace` swaps them for the calls admitted from then on.
     """
 
-    def __init__(self, token: str) -> None:
-        self._token = token.encode()
+    def __init__(self, tokens: str | Iterable[str]) -> None:
+        self._tokens: tuple[bytes, ...] = ()
+        self.replace(tokens)
+
+    def replace(self, tokens: str | Iterable[str]) -> None:
+        """Accept these tokens, and no other, from the next call on (safe from any thread)."""
+        tokens = (tokens,) if isinstance(tokens, str) else tuple(tokens)
+        if not tokens:
+            raise ValueError("a token check needs at least one token")
+        self._tokens = tuple(token.encode() for token in tokens)
 
     def check(self, headers: Headers | None) -> None:
-        """Raises RequestError (UNAUTHENTICATED) unless the headers carry the token."""
+        """Raises RequestError (UNAUTHENTICATED) unless the headers carry a token."""
         text = header(headers, AUTHORIZATION)
         if text is None:
             raise RequestError(
@@ -50,7 +59,11 @@ class TokenCheck:
                 f"{AUTHORIZATION}: missing; send the header '{AUTHORIZATION}: Bearer <token>'",
             )
         scheme, _, token = text.partition(" ")
-        valid = hmac.compare_digest(token.strip().encode(), self._token)
+        given = token.strip().encode()
+        # Every token is compared (no early exit), so the time taken tells nothing.
+        valid = False
+        for known in self._tokens:
+            valid |= hmac.compare_digest(given, known)
         if scheme.lower() != "bearer" or not valid:
             raise RequestError(
                 Status.UNAUTHENTICATED,

@@ -1,26 +1,38 @@
-"""Giving the memory of unloaded model versions back to the system.
+"""Give the heap's free memory back to the operating system after a model loads or unloads.
 
-An unloaded version's onnxruntime session and arrays are freed, but glibc's allocator keeps
-freed memory in its heaps for reuse, so a server that loads and unloads versions grows by ten
-or twenty megabytes (per process) before it levels off. `trim` asks glibc to return what it
-holds unused (`malloc_trim`); it costs microseconds when there is nothing to return. Elsewhere
-(musl, macOS) it does nothing.
+Loading a model (onnxruntime parsing the file, building its initializers, optimizing the graph)
+allocates and frees a few times the model's size, mostly in blocks small enough for glibc to
+take from the process's heap rather than map on their own; glibc keeps freed heap blocks for
+later use, so the server stays resident that much above what it uses (a 98 MiB resnet50 added
+271 MiB; after `malloc_trim`, 117 MiB: docs/benchmarks/repository-scale.md). glibc's
+`malloc_trim(0)` hands every free page back. Where the C library has no such call (musl,
+macOS) this does nothing. Unloading versions frees their sessions into the heap the same way,
+so the repository also calls it after every refresh, load and unload (3 µs when there is nothing
+to return).
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-
-_trim = None
-try:
-    _trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    _trim.argtypes, _trim.restype = [ctypes.c_size_t], ctypes.c_int
-except (OSError, AttributeError):  # no glibc
-    _trim = None
 
 
-def trim() -> None:
-    """Return the allocator's unused memory to the system (glibc; elsewhere nothing)."""
-    if _trim is not None:
-        _trim(0)
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim  # the C library this process already runs on
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_freed_memory() -> bool:
+    """Hand the heap's free pages back to the operating system.
+
+    Returns:
+        True where the C library could be asked to (glibc), False elsewhere.
+    """
+    if _MALLOC_TRIM is None:
+        return False
+    _MALLOC_TRIM(0)
+    return True

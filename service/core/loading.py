@@ -2,10 +2,11 @@
 
 One path for every file. The graph gives the inputs and outputs; foldserve's metadata, when the
 file has it, adds the class labels, the training record, the BN statistics and the shift
-monitor's taps and calibration, and is checked against the graph (`model_checks`); a file without
+monitor's taps and reference, and is checked against the graph (`model_checks`); a file without
 it (a model foldserve did not train) may still record a fold (`foldserve fold`) and be
 classifier-shaped (`graph.classifier_of`). Either may have a `config.json` beside it
-(`model_config`). Every check happens here, so a model that loads can be served.
+(`model_config`), and a shift reference (`shift-reference.json`, `core.shift.load`). Every
+check happens here, so a model that loads can be served.
 """
 
 from __future__ import annotations
@@ -28,23 +29,18 @@ from foldserve.contract import (
 from foldserve.contract.layout import MODEL_NAME
 from foldserve.core.errors import ModelError
 from foldserve.core.graph import Classifier, TensorSpec, check_run, classifier_of, read_tensors
+from foldserve.core.heap import release_freed_memory
 from foldserve.core.interface import configure
 from foldserve.core.model import Model
 from foldserve.core.model_checks import check_against_metadata, check_metadata_graph
 from foldserve.core.model_config import config_for
 from foldserve.core.onnx_opset import default_opset
-from foldserve.core.shift.input_tap import input_bn_tap, null_calibration
+from foldserve.core.shift.load import shift_fields
 from foldserve.core.shift.prune import without_outputs
-from foldserve.core.shift.source import ShiftSource
 from foldserve.core.triton_config import TritonConfig
 from foldserve.runtime import ort
 
 FOREIGN_VERSION = "1"  # the version of a single file that names none and has no metadata
-MONITOR_OFF = "the server runs with --shift-monitor off"
-NO_INPUT_BN = (
-    "foldserve did not export the model file: the monitor needs a BN over the model input, "
-    "recorded by `foldserve fold`, on a classifier's vector input"
-)
 
 
 def session_options() -> ort.SessionOptions:
@@ -82,9 +78,25 @@ def load_model(
     Raises:
         ModelError: missing or unreadable file, not ONNX, bad foldserve metadata, a graph that
             does not match its metadata (or, without metadata, that cannot be served), input BN
-            statistics that do not fit the input, or a bad config file (or a config.pbtxt
-            that does not fit the graph).
+            statistics that do not fit the input, a bad config file (or a config.pbtxt that
+            does not fit the graph), or (with `monitor`) a shift reference that cannot be read
+            or does not fit the model.
     """
+    try:
+        return _checked_model(path, name, version, monitor, triton)
+    finally:
+        # What the load allocated and freed (the file, onnxruntime's parse and optimization)
+        # would stay resident in the heap otherwise.
+        release_freed_memory()
+
+
+def _checked_model(
+    path: str | os.PathLike[str],
+    name: str | None,
+    version: str | None,
+    monitor: bool,
+    triton: TritonConfig | None,
+) -> Model:
     where = f"model file {str(path)!r}"
     file = Path(path)
     data = _read(file, where)
@@ -117,7 +129,7 @@ def load_model(
         fold_report=report,
         foldserve_version=written_by,
         training=metadata,
-        **_shift(metadata, bn_stats, classifier, full, monitor),
+        **shift_fields(file, properties, metadata, bn_stats, classifier, full, monitor),
     )
     if metadata is not None:
         check_against_metadata(where, model)
@@ -201,41 +213,28 @@ def _fold_record(
     return fold[0], fold[1], properties.get(contract.KEYS["foldserve_version"], "")
 
 
-def _shift(
-    metadata: ModelMetadata | None,
-    bn_stats: tuple,
-    classifier: Classifier | None,
-    full: ort.InferenceSession,
-    monitor: bool,
-) -> dict[str, object]:
-    """The `shift` and `shift_off` fields: the graph's taps, or the input BN's (see
-    `shift.source`), or why the monitor cannot run."""
-    if metadata is not None:
-        if not metadata.taps:
-            return {"shift_off": "the model file has no taps (export it again with this foldserve)"}
-        if metadata.shift_calibration is None:
-            return {
-                "shift_off": "the model file has taps but no calibration (no held-out data at "
-                "export)"
-            }
-        if not monitor:
-            return {"shift_off": MONITOR_OFF}
-        return {"shift": ShiftSource(metadata.taps, metadata.shift_calibration, full)}
-    found = input_bn_tap(bn_stats, classifier)
-    if found is None or classifier is None:
-        return {"shift_off": NO_INPUT_BN}
-    if not monitor:
-        return {"shift_off": MONITOR_OFF}
-    tap, stats = found
-    return {"shift": ShiftSource((tap,), null_calibration(stats, tap, classifier.classes))}
-
-
 def _session(data: bytes, where: str) -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(data, session_options(), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(data, session_options(), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{where} is not a loadable ONNX model: {first_line}") from None
+    _forget_model_bytes(session)
+    return session
+
+
+def _forget_model_bytes(session: ort.InferenceSession) -> None:
+    """Let go of the bytes the session was built from.
+
+    onnxruntime's Python session keeps them for as long as it lives (`_model_bytes`; their own
+    comment calls it bad), only to build the session again when its providers change or a
+    non-CPU provider fails. foldserve runs on the CPU provider alone and never changes it, so
+    with fallback off nothing reads them again; kept, every served version would hold a second
+    copy of its file (a 98 MiB resnet50: +98 MiB resident, benchmarks/repository-scale.md).
+    """
+    if isinstance(getattr(session, "_model_bytes", None), bytes):
+        session.disable_fallback()
+        session._model_bytes = None
 
 
 def _read(file: Path, where: str) -> bytes:

@@ -152,17 +152,7 @@ class Metrics:
 
     def _register_shift_families(self) -> None:
         """The shift monitor's series, read from each version's monitor at scrape time."""
-        recorded = _Recorded(self._registry)
-        self.shift = ShiftCollector(recorded, SHIFT_PUBLISH_SECONDS)  # type: ignore[arg-type]
-        # Under --workers the collector publishes into gauges, whose children it keeps when a
-        # version is forgotten (each worker held ~12 series per version ever loaded): they are
-        # dropped here with the version's other series.
-        self._published = [c for c in recorded.collectors if hasattr(c, "remove_by_labels")]
-
-    def forget_published_shift(self, labels: tuple[str, str]) -> None:
-        """Drop the shift series a worker published for (model, version)."""
-        for gauge in self._published:
-            gauge.remove_by_labels(dict(zip(MODEL_LABELS, labels, strict=True)))
+        self.shift = ShiftCollector(self._registry, SHIFT_PUBLISH_SECONDS)
 
     def for_model(self, model: str) -> ModelSeries:
         """The repository series of one model."""
@@ -187,21 +177,6 @@ class Metrics:
         """The series of calls refused before they named a model that is served (model and
         version ""): admission, the token, an unknown model."""
         return VersionMetrics(self, ("", ""), None, ())
-
-
-class _Recorded:
-    """A registry that remembers the collectors registered on it."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._registry = registry
-        self.collectors: list[object] = []
-
-    def register(self, collector) -> None:
-        self.collectors.append(collector)
-        self._registry.register(collector)
-
-    def __getattr__(self, name: str):
-        return getattr(self._registry, name)
 
 
 class ModelSeries:
@@ -302,4 +277,3 @@ class VersionMetrics:
         for label in self._classes:
             families.predictions.remove(*labels, label)
         families.shift.forget(self._labels)
-        families.forget_published_shift(self._labels)

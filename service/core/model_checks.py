@@ -1,6 +1,6 @@
 """The load-time checks of a model file with foldserve metadata: the graph against the metadata,
-one real run, the input BatchNorm's statistics against the input shape, and the shift monitor's
-taps and calibration against the graph and the BN statistics."""
+one real run, the input BatchNorm's statistics against the input shape, and the graph's taps
+output against the metadata's taps."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from foldserve import contract
-from foldserve.contract import TAPS, ModelMetadata
+from foldserve.contract import SOURCE_TAPS, TAPS, ModelMetadata
 from foldserve.core.errors import ModelError
 from foldserve.core.graph import TensorSpec
-from foldserve.core.shift.monitor import build_statistic
 
 if TYPE_CHECKING:
     from foldserve.core.model import Model
@@ -96,16 +95,11 @@ def _check_input_bn(where: str, model: Model) -> None:
 
 
 def _check_taps(where: str, model: Model) -> None:
-    """The monitor's statistic fits the metadata, and the graph's `taps` output fits it."""
+    """The graph's `taps` output has the width the metadata's taps declare."""
     shift = model.shift
     if shift is None or shift.tapped_session is None:
         return
-    try:
-        width = build_statistic(
-            model.bn_stats, shift.taps, shift.calibration, len(model.class_labels)
-        ).width
-    except ValueError as exc:
-        raise ModelError(f"{where}: {contract.KEYS['shift_calibration']}: {exc}") from None
+    width = shift.widths[SOURCE_TAPS]
     try:
         taps = model.run(_example(model), [TAPS], tapped=True)[TAPS]
     except Exception as exc:

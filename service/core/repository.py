@@ -22,8 +22,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from foldserve.core import heap
 from foldserve.core.errors import ModelError, RequestError, Status, invalid, not_found
+from foldserve.core.heap import release_freed_memory
 from foldserve.core.metrics import Metrics
 from foldserve.core.repository_settings import READY, UNAVAILABLE, RepositorySettings
 from foldserve.core.types import IndexEntry
@@ -186,7 +186,7 @@ class Repository:
                 f"model_name: no model {name!r} in the repository; it has {self.discover()}"
             )
         self._load(name)
-        heap.trim()  # what a model loaded again replaced
+        release_freed_memory()  # what a model loaded again replaced
         if name in self._failed:
             raise invalid(f"model_name: model {name!r} failed to load: {self._failed[name]}")
 
@@ -206,7 +206,7 @@ class Repository:
             self._models = {k: v for k, v in self._models.items() if k != name}
         versions.unload()
         del versions
-        heap.trim()
+        release_freed_memory()
         log.info("unloaded model %s", name, extra={"model": name})
 
     def _check_control(self, action: str) -> None:
@@ -222,7 +222,8 @@ class Repository:
     def refresh(self) -> None:
         """Pick up new versions of every loaded model; in `poll` mode, new and removed models."""
         self._refresh()
-        heap.trim()  # the versions unloaded are freed by now (unless calls still hold them)
+        # The versions unloaded are freed by now (unless calls still hold them).
+        release_freed_memory()
 
     def _refresh(self) -> None:
         for versions in self:

@@ -14,12 +14,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from foldserve.contract import SOURCE_PROBABILITIES
 from foldserve.core.binding import BoundRuns
 from foldserve.core.errors import RequestError, Status, invalid
 from foldserve.core.metrics import VersionMetrics
 from foldserve.core.model import Model
 from foldserve.core.shift.monitor import ShiftMonitor
 from foldserve.core.shift.settings import ShiftSettings
+from foldserve.core.shift.summaries import Summaries
 from foldserve.core.strings import from_onnx, is_strings
 
 Outputs = dict[str, np.ndarray]
@@ -48,6 +50,8 @@ class ModelRunner:
         self._tapped = self.monitor is not None and model.shift.tapped_session is not None  # type: ignore[union-attr]
         extra = model.shift.extra_outputs if self.monitor is not None else ()  # type: ignore[union-attr]
         self._all = (*model.output_names, *extra)
+        # What the monitor reads besides the taps: the outputs its rows take (probabilities).
+        self._watched = _watched_outputs(model) if self.monitor is not None else ()
         classifier = model.classifier
         self._logits = classifier.logits if classifier is not None else None
         self._single = classifier if len(model.inputs) == 1 else None
@@ -84,7 +88,7 @@ class ModelRunner:
             monitor = self.monitor
             if monitor is not None:
                 model_input = feeds[self._single.input.name] if self._single else None
-                monitor.observe(self.model.shift.rows(model_input, outputs), labels)  # type: ignore[union-attr,arg-type]
+                monitor.observe(self.model.shift.parts(model_input, outputs), labels)  # type: ignore[union-attr,arg-type]
         result = {name: outputs[name] for name in names}
         for name in self._strings.intersection(result):  # `str` elements -> UTF-8 bytes
             result[name] = from_onnx(result[name])
@@ -104,21 +108,34 @@ class ModelRunner:
             raise invalid(f"inputs: the model cannot run on these inputs: {message}") from None
 
     def _fetched(self, names: Sequence[str]) -> tuple[str, ...]:
-        """What a plain run fetches: the names asked for, the logits and the monitor's taps."""
+        """What a plain run fetches: the names asked for, the logits and what the monitor reads
+        (its taps, the probabilities)."""
         if self.monitor is None and (self._logits is None or self._logits in names):
             return tuple(names)
-        extra = [n for n in (self._logits, *self._all[len(self.model.outputs) :]) if n]
+        monitor = (*self._all[len(self.model.outputs) :], *self._watched)
+        extra = [n for n in (self._logits, *monitor) if n]
         return tuple(dict.fromkeys((*names, *extra)))
 
 
+def _watched_outputs(model: Model) -> tuple[str, ...]:
+    """The model outputs a monitored run must fetch for the monitor's rows."""
+    source, classifier = model.shift, model.classifier
+    if source is None or classifier is None or SOURCE_PROBABILITIES not in source.widths:
+        return ()
+    return (classifier.probabilities or classifier.logits,)
+
+
 def monitor_for(model: Model, settings: ShiftSettings) -> ShiftMonitor | None:
-    """The shift monitor of a model, None when it has none or the settings turn it off."""
+    """The shift monitor of a model, None when it has none or the settings turn it off. With
+    `settings.state_dir` its state is shared by every process of the server that loads the same
+    version (`core.shift.shared`)."""
     source = model.shift
     if source is None or not settings.enabled:
         return None
-    return ShiftMonitor.of(
-        model.bn_stats, source.taps, source.calibration, len(model.class_labels), settings
-    )
+    summaries = Summaries(source.reference, source.offsets, source.width)
+    identity = f"{model.name}\0{model.version}\0{model.sha256}"
+    sides = {tap.layer: tap.side for tap in source.taps}
+    return ShiftMonitor(source.reference, summaries, model.class_labels, settings, identity, sides)
 
 
 def _bound_runs(model: Model, names: tuple[str, ...], tapped: bool) -> BoundRuns | None:

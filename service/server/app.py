@@ -7,6 +7,7 @@ settings into a running server; `RunningServer.drain` stops it gracefully.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,15 +28,16 @@ from foldserve.core.repository import Repository
 from foldserve.core.repository_settings import RepositorySettings
 from foldserve.core.shared_memory import EXTENSION as SHARED_MEMORY
 from foldserve.core.shared_memory import SystemSharedMemory
-from foldserve.core.shift.settings import ShiftSettings
+from foldserve.core.shift.settings import SHIFT_STATE_DIR_ENV, ShiftSettings
 from foldserve.server import grpc_server
 from foldserve.server.config import ServeConfig
+from foldserve.server.credentials import Credentials
 from foldserve.server.event_loop import LoopThread
 from foldserve.server.http_server import HttpServer, start_http, stop_http
 from foldserve.server.metrics_http import serve_metrics
 from foldserve.server.ports import ServeError, address
 from foldserve.server.reload import Reloader
-from foldserve.server.security import SecurityError, server_credentials, token_check
+from foldserve.server.security import SecurityError
 from foldserve.version import VERSION
 
 # A health service name that stays SERVING while the server drains, for liveness probes: readiness
@@ -60,6 +62,12 @@ log = logging.getLogger(__name__)
 
 SERVICES = (predictor.SERVICE, inference.SERVICE)
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
+# The RPCs that name a model version, whose series every loaded version has from the start (the
+# others, server-wide, count under model="" version="" as they come).
+VERSIONED_METHODS = frozenset({
+    "Predict", "PredictStream", "DescribeModel", "ModelReady", "ModelMetadata", "ModelInfer",
+    "ModelStreamInfer", "ModelConfig",
+})  # fmt: skip
 
 __all__ = ["SERVICES", "SERVICE_NAMES", "RunningServer", "ServeError", "start_server"]
 
@@ -75,12 +83,18 @@ class RunningServer:
     reloader: Reloader
     loop: LoopThread
     http: HttpServer
+    credentials: Credentials
     metrics_http: object | None = None
     metrics_port: int | None = None
 
     @property
     def http_port(self) -> int:
         return self.http.port
+
+    def look_again(self) -> None:
+        """Look at the model repository and the TLS and token files now (SIGHUP)."""
+        self.reloader.trigger()
+        self.credentials.trigger()
 
     @property
     def repository(self) -> Repository:
@@ -103,6 +117,7 @@ class RunningServer:
         if self.loop.loop.is_closed():
             return
         self.reloader.stop()
+        self.credentials.stop()
         # Readiness goes first, liveness (LIVENESS_SERVICE) stays SERVING until the process exits;
         # during `delay` calls are still served, so what a balancer sends before it notices is
         # answered, not refused.
@@ -130,6 +145,17 @@ class RunningServer:
             self.metrics_http.shutdown()  # type: ignore[attr-defined]
 
 
+def shift_settings(config: ServeConfig) -> ShiftSettings:
+    """The shift monitors' settings; their state is shared by the workers of one server through
+    the directory the supervisor names in the environment (`core.shift.shared`)."""
+    return ShiftSettings(
+        config.shift_monitor,
+        config.shift_check_every,
+        arl=config.shift_arl,
+        state_dir=os.environ.get(SHIFT_STATE_DIR_ENV) or None,
+    )
+
+
 def open_repository(config: ServeConfig, registry: CollectorRegistry) -> Repository:
     """The models to serve (`--model` or `--model-repository`), loaded as the model control
     mode says, their metrics on `registry`.
@@ -137,16 +163,11 @@ def open_repository(config: ServeConfig, registry: CollectorRegistry) -> Reposit
     Raises:
         ModelError: nothing can be served.
     """
-    metrics = Metrics(registry, methods=method_names(SERVICES))
-    shift = ShiftSettings(
-        config.shift_monitor,
-        config.shift_check_every,
-        config.shift_margin,
-        config.shift_prior_margin,
-    )
+    methods = [name for name in method_names(SERVICES) if name in VERSIONED_METHODS]
+    metrics = Metrics(registry, methods=methods)
     settings = RepositorySettings(
         config.keep_versions,
-        shift,
+        shift_settings(config),
         config.model_control_mode,
         config.load_model,
         config.default_model,
@@ -161,14 +182,14 @@ def open_repository(config: ServeConfig, registry: CollectorRegistry) -> Reposit
     return repository
 
 
-def _security(config: ServeConfig) -> tuple[grpc.ServerCredentials | None, CallPolicy]:
+def _security(config: ServeConfig, registry: CollectorRegistry) -> tuple[Credentials, CallPolicy]:
     """TLS credentials and what every call must pass, read before anything else starts."""
     try:
-        credentials, token = server_credentials(config), token_check(config)
+        credentials = Credentials(config, registry)
     except SecurityError as exc:
         raise ServeError(str(exc)) from None
     access_log = AccessLog() if config.access_log else None
-    return credentials, CallPolicy(config.max_message_bytes, token, access_log)
+    return credentials, CallPolicy(config.max_message_bytes, credentials.token, access_log)
 
 
 def _metrics_endpoint(
@@ -183,7 +204,7 @@ def _metrics_endpoint(
 async def _start_grpc(
     config: ServeConfig,
     plane: DataPlane,
-    credentials: grpc.ServerCredentials | None,
+    credentials: Credentials,
     share_port: bool,
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """Build, bind and start the gRPC server on the running loop; (server, health, port)."""
@@ -192,7 +213,8 @@ async def _start_grpc(
     server = grpc_server.build(config, handlers, share_port)
     health_servicer = await grpc_server.add_standard_services(server, config, SERVICE_NAMES)
     server.add_generic_rpc_handlers((grpc_server.UnknownMethods(plane, SERVICE_NAMES),))
-    port = grpc_server.bind(server, config.host, config.port, credentials, share_port)
+    tls = credentials.grpc_credentials()
+    port = grpc_server.bind(server, config.host, config.port, tls, share_port)
     await server.start()
     return server, health_servicer, port
 
@@ -215,7 +237,7 @@ def start_server(
         ModelError: nothing in `config.model` can be served.
         ServeError: a port cannot be bound, or a TLS or token file cannot be used.
     """
-    credentials, policy = _security(config)
+    credentials, policy = _security(config, registry)
     repository = open_repository(config, registry)
     gate = Gate(config.max_concurrent_rpcs)
     shared_memory = SystemSharedMemory(config.shared_memory)
@@ -227,7 +249,7 @@ def start_server(
         server, health_servicer, port = loop.call(
             _start_grpc(config, plane, credentials, share_port)
         )
-        http = loop.call(start_http(config, plane, share_port))
+        http = loop.call(start_http(config, plane, share_port, credentials.http_context()))
         metrics_http, metrics_port = None, None
         if serve_metrics_http:
             metrics_http, metrics_port = _metrics_endpoint(
@@ -236,12 +258,22 @@ def start_server(
     except BaseException:
         loop.stop()
         raise
-    reloader = Reloader(repository, config.poll_seconds)
+    reloader = Reloader(repository.refresh, config.poll_seconds)
     reloader.start()
+    credentials.start()
     ready = (*SERVICE_NAMES, LIVENESS_SERVICE)
     loop.call(
         grpc_server.set_health(health_servicer, ready, health_pb2.HealthCheckResponse.SERVING)
     )
     return RunningServer(
-        server, port, health_servicer, plane, reloader, loop, http, metrics_http, metrics_port
+        server,
+        port,
+        health_servicer,
+        plane,
+        reloader,
+        loop,
+        http,
+        credentials,
+        metrics_http,
+        metrics_port,
     )

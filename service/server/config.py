@@ -138,8 +138,15 @@ class ServeConfig:
         None,
         str,
         "PATH",
-        "a file holding the bearer token the prediction APIs require (or set "
-        f"{AUTH_TOKEN_ENV}); health stays open",
+        "a file holding the bearer token the prediction APIs require, one a line: any is "
+        f"accepted (or set {AUTH_TOKEN_ENV}); health stays open",
+    )
+    credentials_poll_seconds: float = setting(
+        2.0,
+        kind.non_negative_float,
+        "SECONDS",
+        "how often to look for new --tls-* and --auth-token-file files, served without a "
+        "restart (0: only on SIGHUP)",
     )
     access_log: bool = setting(False, kind.on_off, "on|off", "log one line per call")
     shared_memory: bool = setting(
@@ -153,26 +160,23 @@ class ServeConfig:
         SHIFT_MONITOR,
         kind.on_off,
         "on|off",
-        "the covariate-shift monitor (models exported with taps and a calibration); off: "
-        "predictions run the graph without its taps",
+        "the covariate-shift monitor of each model that has a shift reference (foldserve's "
+        "exports; `foldserve calibrate` writes one for any model); off: predictions run the "
+        "graph without its taps",
     )
     shift_check_every: int = setting(
         SHIFT_CHECK_EVERY,
         kind.positive_int,
         "N",
-        "examples between two scorings of the monitor's state against its thresholds",
+        "examples each process keeps before folding them into the monitor's state (an alarm is "
+        "placed at its exact example whatever N is; N bounds how stale a snapshot is)",
     )
-    shift_margin: float | None = setting(
+    shift_arl: float | None = setting(
         None,
         kind.positive_float,
-        "X",
-        "layer thresholds are X times the clean replay's maximum (default: the model file's)",
-    )
-    shift_prior_margin: float | None = setting(
-        None,
-        kind.positive_float,
-        "X",
-        "the class-prior threshold is X times its clean maximum (default: the model file's)",
+        "EXAMPLES",
+        "the stated average run length between false alarms of each model's shift monitor, in "
+        "examples (default: the one its reference records, 1e6 for foldserve's exports)",
     )
     grace_seconds: float = setting(
         10.0,

@@ -1,5 +1,5 @@
 """The HTTP server: the V2 REST adapter (`api.rest`) on uvicorn, on the serving event loop beside
-gRPC, with the same TLS and mutual TLS.
+gRPC, with the same TLS and mutual TLS (a context that follows new certificate files).
 
 uvicorn serves a socket bound here (with SO_REUSEPORT under `--workers`, like the gRPC port), so
 the port is known before it starts and every worker can share it. Its own signal handling stays
@@ -98,21 +98,14 @@ def capped_protocol(max_connections: int) -> type[HttpToolsProtocol]:
     return type("CappedProtocol", (_CappedProtocol,), {"max_connections": max_connections})
 
 
-def _tls(config: ServeConfig) -> dict[str, object]:
-    """uvicorn's TLS options from the server's TLS settings (none: plain HTTP)."""
-    if not config.tls_cert:
-        return {}
-    options: dict[str, object] = {
-        "ssl_certfile": config.tls_cert,
-        "ssl_keyfile": config.tls_key,
-    }
-    if config.tls_client_ca:
-        options |= {"ssl_ca_certs": config.tls_client_ca, "ssl_cert_reqs": ssl.CERT_REQUIRED}
-    return options
-
-
-async def start_http(config: ServeConfig, plane: DataPlane, shared: bool = False) -> HttpServer:
-    """Serve V2 REST on `config.http_port` (on the running loop) until `stop_http`.
+async def start_http(
+    config: ServeConfig,
+    plane: DataPlane,
+    shared: bool = False,
+    tls: ssl.SSLContext | None = None,
+) -> HttpServer:
+    """Serve V2 REST on `config.http_port` (on the running loop) until `stop_http`; with `tls`,
+    over TLS with that context (`Credentials.http_context`, which follows the files).
 
     Raises:
         ServeError: the port cannot be bound, or uvicorn did not start.
@@ -125,7 +118,7 @@ async def start_http(config: ServeConfig, plane: DataPlane, shared: bool = False
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=max(config.grace_seconds, 1.0),
-        **_tls(config),
+        **({} if tls is None else {"ssl_context_factory": lambda _config, _default: tls}),
     )
     server = uvicorn.Server(settings)
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))

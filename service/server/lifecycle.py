@@ -49,11 +49,12 @@ def log_serving(
 
 
 def serve_until_signalled(running: RunningServer, config: ServeConfig) -> None:
-    """Serve until SIGTERM/SIGINT (SIGHUP: reload the repository now), then drain."""
+    """Serve until SIGTERM/SIGINT (SIGHUP: look at the model repository and the TLS and token
+    files now), then drain."""
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, _frame: stop.set())
-    signal.signal(signal.SIGHUP, lambda number, _frame: running.reloader.trigger())
+    signal.signal(signal.SIGHUP, lambda number, _frame: running.look_again())
     while not stop.wait(1.0):
         pass
     log.info(

@@ -1,36 +1,40 @@
-"""Reloading the model repository off the request path: every `interval` seconds, and at once
-when asked (SIGHUP)."""
+"""Looking for changes off the request path: every `interval` seconds, and at once when asked
+(SIGHUP). The model repository and the TLS and token files (`credentials`) each have one."""
 
 from __future__ import annotations
 
 import logging
 import threading
-
-from foldserve.core.repository import Repository
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
 
 class Reloader:
-    """A daemon thread that refreshes the repository.
+    """A daemon thread that calls `refresh`.
 
     Args:
-        repository: what to refresh.
+        refresh: what to do at each look (the model repository's `refresh`, say).
         interval: seconds between looks; 0: only when triggered.
+        what: what is refreshed, for the thread's name and the log.
     """
 
-    def __init__(self, repository: Repository, interval: float) -> None:
-        self._repository = repository
+    def __init__(
+        self, refresh: Callable[[], None], interval: float, what: str = "model repository"
+    ) -> None:
+        self._refresh = refresh
         self._interval = interval or None
+        self._what = what
         self._wake = threading.Event()
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="foldserve-reload", daemon=True)
+        name = "foldserve-reload-" + what.replace(" ", "-")
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def trigger(self) -> None:
-        """Look at the repository now (safe to call from a signal handler)."""
+        """Look now (safe to call from a signal handler)."""
         self._wake.set()
 
     def stop(self) -> None:
@@ -46,6 +50,6 @@ class Reloader:
             if self._stopped.is_set():
                 return
             try:
-                self._repository.refresh()
+                self._refresh()
             except Exception:  # a bug must not end reloading for the life of the server
-                log.exception("model repository refresh failed")
+                log.exception("%s refresh failed", self._what)

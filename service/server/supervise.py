@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from foldserve.core.metrics import INFO_METRIC
+from foldserve.core.shift.shared import shared_state_dir
 from foldserve.server.config import ServeConfig
 from foldserve.server.lifecycle import log_serving
 from foldserve.server.metrics_http import serve_metrics
@@ -40,6 +41,7 @@ def serve_workers(config: ServeConfig) -> int:
             reserved_port(config.host, config.port) as port,
             reserved_port(config.host, config.http_port) as http_port,
             shared_metrics_dir() as folder,
+            shared_state_dir(),
         ):
             ports = (port, http_port)
             supervisor = Supervisor(worker_config(config, ports), config.worker_count)

@@ -245,3 +245,15 @@ def test_the_command_line_parser_loads_no_bench_machinery() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_call_budget_times_every_stage_of_a_call(
+    trained_mlp_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from foldserve.bench import call_budget
+
+    model = str(trained_mlp_dir / "model.onnx")
+    assert call_budget.main(["--model", model, "--calls", "20", "--blocks", "1"]) == 0
+    printed = capsys.readouterr().out
+    for stage in ("Predict handler, whole", "ModelInfer handler, whole", "shift monitor observe"):
+        assert stage in printed

@@ -34,21 +34,45 @@ def test_streams_are_the_documented_shifts_of_the_test_split():
     assert sorted(order[:60]) == list(range(60))  # shuffled passes over the pool
 
 
-def test_shift_eval_prints_the_table_for_a_trained_model(trained_mlp_dir: Path, tmp_path: Path):
-    plot = tmp_path / "scores.png"
+def _shift_eval(model: Path, *extra: str) -> dict:
     args = [
-        "shift-eval", "--model", str(trained_mlp_dir / "model.onnx"), "--requests", "150",
-        "--clean-requests", "400", "--streams", "clean", "invert", "classes 0-4",
-        "--format", "json", "--plot", str(plot),
+        "shift-eval", "--model", str(model), "--requests", "300", "--clean-requests", "400",
+        "--streams", "clean", "invert", "classes 0-4", "--format", "json",
+        "--false-alarm-replay", "20000", *extra,
     ]  # fmt: skip
     result = subprocess.run(
         foldserve_command(*args), capture_output=True, text=True, cwd=REPO, env=env(), timeout=600
     )
     assert result.returncode == 0, result.stderr
-    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    return json.loads(result.stdout)
+
+
+def test_shift_eval_prints_the_table_for_a_trained_model(trained_mlp_dir: Path, tmp_path: Path):
+    plot = tmp_path / "scores.png"
+    output = _shift_eval(trained_mlp_dir / "model.onnx", "--plot", str(plot))
+    rows = {row["name"]: row for row in output["streams"]}
     assert list(rows) == ["clean", "invert", "classes 0-4"]
     clean, invert, prior = rows["clean"], rows["invert"], rows["classes 0-4"]
     assert clean["alarm_at"] == 0 and clean["peak_ratio"] < 1 and clean["accuracy"] > 0.9
+    assert clean["examples"] == 400 and clean["worker_examples"] == [400]
     assert 1 <= invert["alarm_at"] <= 10 and invert["accuracy"] < 0.5
-    assert 0 < prior["alarm_at"] <= 150 and "prior" in prior["fired"]
-    assert plot.stat().st_size > 1000 or "matplotlib is not installed" in result.stderr
+    assert 0 < prior["alarm_at"] <= 300 and prior["workers"] == 1
+    replays = output["false_alarms"]
+    assert [r["stated_arl"] for r in replays] == [1e6, 1e3, 1e4, 1e5]
+    assert replays[0]["examples"] == 20000 and replays[0]["alarms"] == 0
+    assert plot.stat().st_size > 1000
+
+
+def test_with_two_workers_the_monitor_needs_as_many_requests(trained_mlp_dir: Path):
+    """The workers share one monitor: an alarm needs the requests one worker needs, though
+    each worker answered only part of them."""
+    model = trained_mlp_dir / "model.onnx"
+    one = {r["name"]: r for r in _shift_eval(model, "--false-alarm-replay", "0")["streams"]}
+    two = _shift_eval(model, "--workers", "2", "--false-alarm-replay", "0")["streams"]
+    for row in two:
+        assert row["workers"] == 2 and row["examples"] == row["requests"]
+        assert sum(row["worker_examples"]) == row["requests"]
+        if row["alarm_at"]:
+            assert row["alarm_at"] <= 1.2 * one[row["name"]]["alarm_at"] + 1
+        else:
+            assert one[row["name"]]["alarm_at"] == 0

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from foldserve.cli import build_parser
+from foldserve.server.config import resolve
 from tests.integration.deploy_prometheus import (
     dashboard,
     dashboard_expressions,
@@ -46,9 +48,6 @@ METRICS = (
     "foldserve_model_info",
     "foldserve_predictions_total",
     "foldserve_shift_score",
-    "foldserve_shift_threshold",
-    "foldserve_shift_prior_score",
-    "foldserve_shift_prior_threshold",
     "foldserve_shift_alarm",
 )
 
@@ -109,6 +108,21 @@ def test_the_tls_override_turns_on_tls_everywhere_it_is_needed():
         any(str(v).endswith(":/certs:ro") or "/certs" in str(v) for v in service["volumes"])
         for service in (server, balancer)
     )
+
+
+@pytest.mark.integration
+def test_the_repository_override_serves_a_model_repository_instead_of_a_file():
+    programs = require_programs("docker-compose")
+    overlay = REPO / "deploy" / "compose" / "repository.yml"
+    done = run(
+        [programs["docker-compose"], "-f", str(COMPOSE_FILE), "-f", str(overlay), "config"],
+        timeout=60, env=compose_env(), cwd=REPO,
+    )  # fmt: skip
+    environment = yaml.safe_load(done.stdout)["services"]["server"]["environment"]
+    variables = {key: "" if value is None else str(value) for key, value in environment.items()}
+    config = resolve(build_parser().parse_args(["serve"]), variables)
+    assert (config.model, config.model_repository) == (None, "/models/repository")
+    assert config.model_control_mode == "none"
 
 
 @pytest.mark.integration

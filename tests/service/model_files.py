@@ -121,60 +121,72 @@ def write_tiny_model(
     return path
 
 
-def tapped_metadata(
-    mean: list[float], *, half_life: float = 10.0, threshold: float = 1.0, classes: int = 2
-) -> dict[str, str]:
-    """Metadata of `write_tapped_model`'s graph: two folded BNs, their taps and a calibration.
+TAPPED_EXAMPLES = 2000  # the synthetic reference sample of `write_tapped_model`
+
+
+def tapped_rows(mean: list[float], x: np.ndarray) -> dict[str, np.ndarray]:
+    """The row sources of `write_tapped_model`'s graph for inputs `x`, computed in numpy."""
+    h = x[:, :3] - np.asarray(mean[:3])
+    logits = h @ TAPPED_W2
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return {
+        contract.SOURCE_INPUT: x,
+        contract.SOURCE_TAPS: h,
+        contract.SOURCE_PROBABILITIES: p / p.sum(axis=1, keepdims=True),
+    }
+
+
+TAPPED_W2 = np.array([[1.0, -1.0], [0.5, 0.5], [-1.0, 1.0]], dtype=np.float32)
+
+
+def tapped_metadata(mean: list[float], *, arl: float = 1e6, classes: int = 2) -> dict[str, str]:
+    """Metadata of `write_tapped_model`'s graph: two folded BNs, the tap and a reference.
 
     BN "0" read the raw input (reference N(mean, 1)); BN "1" produced the hidden layer
-    `h = x[:3] - mean[:3]` (reference N(0, 1)). Every threshold is `threshold`, the prior's 0.3.
+    `h = x[:3] - mean[:3]`, tapped. The reference is fitted on a seeded N(mean, 1) sample: the
+    input (2 components and the residual), the tap (2 components), the probabilities (1).
     """
+    from foldserve.core.shift.reference import GroupSpec, fit_reference
+
     features = len(mean)
     stats = (
         BNStats("0", "fc1", contract.FORWARD, tuple(mean), (1.0,) * features,
                 (1.0,) * features, (0.0,) * features, 0.0, reads_model_input=True),
         BNStats("1", "fc1", contract.BACKWARD, (0.0,) * 3, (1.0,) * 3, (1.0,) * 3, (0.0,) * 3, 0.0),
     )  # fmt: skip
-    taps = (
-        contract.Tap("0", contract.tap_name("0"), contract.BN_INPUT),
-        contract.Tap("1", contract.tap_name("1"), contract.BN_OUTPUT),
-    )
-    layers = tuple(contract.LayerCalibration(t.layer, threshold / 1.5, threshold) for t in taps)
-    calibration = contract.ShiftCalibration(
-        half_life=half_life, margin=1.5, prior_margin=2.0, replay=1000, data="synthetic",
-        min_var_fraction=0.01, var_floor=0.01, layers=layers,
-        class_priors=(1.0 / classes,) * classes, prior_clean_max=0.15, prior_threshold=0.3,
-    )  # fmt: skip
+    taps = (contract.Tap("1", contract.tap_name("1"), contract.BN_OUTPUT, moments=1),)
+    x = np.random.default_rng(0).normal(mean, 1.0, (TAPPED_EXAMPLES, features))
+    specs = [
+        GroupSpec("input", contract.SOURCE_INPUT, 0, features, 2, residual=True),
+        GroupSpec("1", contract.SOURCE_TAPS, 0, 3, 2),
+        GroupSpec("probabilities", contract.SOURCE_PROBABILITIES, 0, classes, 1),
+    ]
+    priors = (1.0 / classes,) * classes
+    reference = fit_reference(specs, tapped_rows(mean, x), priors, "synthetic", arl=arl)
     labels = tuple(f"class_{i}" for i in range(classes))
     meta = ModelMetadata(
         model_version="20250101T000000Z", created="2025-01-01T00:00:00Z", dataset="synthetic",
         arch="mlp", input_shape=(features,), class_labels=labels, foldserve_version="0.1.0",
         bn_stats=stats, training_metrics={"split": DEFAULT_SPLIT}, taps=taps,
-        shift_calibration=calibration,
+        shift_reference=reference,
     )  # fmt: skip
     return contract.to_properties(meta)
 
 
-def write_tapped_model(path: Path, mean: list[float], **calibration: Any) -> Path:
-    """A model with taps, as export writes them: input [N, F] -> Gemm -> `h` [N, 3] -> Gemm ->
-    `logits` [N, 2] (classes equally likely); `tap.0` = (x, x²), `tap.1` = (h, h²), `taps` =
-    both end to end."""
+def write_tapped_model(path: Path, mean: list[float], **reference: Any) -> Path:
+    """A model with a tap, as export writes them: input [N, F] -> Gemm -> `h` [N, 3] -> Gemm ->
+    `logits` [N, 2] (classes equally likely); `tap.1` = h, `taps` = it again."""
     features = len(mean)
     weights1 = np.eye(features, 3, dtype=np.float32)
     bias1 = -np.asarray(mean[:3], dtype=np.float32)
-    weights2 = np.array([[1.0, -1.0], [0.5, 0.5], [-1.0, 1.0]], dtype=np.float32)
     node = helper.make_node
     nodes = [
         node("Gemm", ["input", "W1", "B1"], ["h"]),
         node("Gemm", ["h", "W2", "B2"], ["logits"]),  # no ReLU: its ties would skew the classes
         node("Softmax", ["logits"], ["probabilities"], axis=1),
+        node("Identity", ["h"], ["tap.1"]),
+        node("Identity", ["tap.1"], ["taps"]),
     ]
-    for tensor, tap in (("input", "tap.0"), ("h", "tap.1")):
-        nodes += [
-            node("Mul", [tensor, tensor], [f"{tensor}_sq"]),
-            node("Concat", [tensor, f"{tensor}_sq"], [tap], axis=1),
-        ]
-    nodes.append(node("Concat", ["tap.0", "tap.1"], ["taps"], axis=1))
     value = helper.make_tensor_value_info
     graph = helper.make_graph(
         nodes,
@@ -183,20 +195,19 @@ def write_tapped_model(path: Path, mean: list[float], **calibration: Any) -> Pat
         [
             value("logits", TensorProto.FLOAT, ["N", 2]),
             value("probabilities", TensorProto.FLOAT, ["N", 2]),
-            value("tap.0", TensorProto.FLOAT, ["N", 2 * features]),
-            value("tap.1", TensorProto.FLOAT, ["N", 6]),
-            value("taps", TensorProto.FLOAT, ["N", 2 * features + 6]),
+            value("tap.1", TensorProto.FLOAT, ["N", 3]),
+            value("taps", TensorProto.FLOAT, ["N", 3]),
         ],
         [
             numpy_helper.from_array(weights1, "W1"),
             numpy_helper.from_array(bias1, "B1"),
-            numpy_helper.from_array(weights2, "W2"),
+            numpy_helper.from_array(TAPPED_W2, "W2"),
             numpy_helper.from_array(np.zeros(2, np.float32), "B2"),
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    helper.set_model_props(model, tapped_metadata(mean, **calibration))
+    helper.set_model_props(model, tapped_metadata(mean, **reference))
     onnx.checker.check_model(model)
     onnx.save(model, path)
     return path

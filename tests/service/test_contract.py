@@ -47,7 +47,7 @@ def test_every_field_has_exactly_one_key() -> None:
 def test_round_trip() -> None:
     properties = contract.to_properties(METADATA)
     # A file without the shift monitor's optional keys: written as before it existed.
-    assert set(properties) == set(KEYS.values()) - {KEYS["taps"], KEYS["shift_calibration"]}
+    assert set(properties) == set(KEYS.values()) - {KEYS["taps"], KEYS["shift_reference"]}
     assert all(isinstance(value, str) for value in properties.values())
     assert contract.from_properties(properties) == METADATA
 
@@ -136,44 +136,43 @@ def test_read_fold_properties_without_a_fold() -> None:
     assert contract.read_fold_properties({KEYS["foldserve_version"]: "0.2.0"}) is None
 
 
-TAP = contract.Tap("3", contract.tap_name("3"), contract.BN_OUTPUT, spatial=True)
-CALIBRATION = contract.ShiftCalibration(
-    half_life=100.0, margin=1.5, prior_margin=2.0, replay=20000, data="digits validation split",
-    min_var_fraction=0.01, var_floor=0.01,
-    layers=(contract.LayerCalibration("3", 0.2, 0.3, excluded=(1,), sentinel_clean_max=1e-4,
-                                      sentinel_threshold=0.0104),),
-    class_priors=(0.25, 0.75), prior_clean_max=0.01, prior_threshold=0.02,
+TAP = contract.Tap("3", contract.tap_name("3"), contract.BN_OUTPUT, spatial=True, moments=1)
+GROUP = contract.SummaryGroup(
+    name="3", source=contract.SOURCE_TAPS, start=0, width=2, center=(0.5, -1.0), var=(1.0, 2.0),
+    summaries=("level", "pc1", "residual"), projections=((0.5, 0.35), (0.7, -0.7)),
+    residual=((0.1, 0.2),), knots=((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (0.1, 0.5, 0.9)),
+    shrinkage=0.05,
 )  # fmt: skip
-SHIFTED = dataclasses.replace(METADATA, taps=(TAP,), shift_calibration=CALIBRATION)
+REFERENCE = contract.ShiftReference(
+    arl=1e6, k=0.5, cap=6.0, grid=(-2.0, 2.0, 3), data="digits training split", examples=1000,
+    groups=(GROUP,), class_priors=(0.25, 0.75), tolerance=0.2, inflation=1.1,
+    class_tolerance=0.2, replay=1000, replay_data="digits validation split", replay_peak=0.5,
+)  # fmt: skip
+SHIFTED = dataclasses.replace(METADATA, taps=(TAP,), shift_reference=REFERENCE)
 
 
-def test_taps_and_calibration_round_trip_under_their_keys() -> None:
+def test_taps_and_reference_round_trip_under_their_keys() -> None:
     properties = contract.to_properties(SHIFTED)
     assert set(properties) == set(KEYS.values())
     assert contract.from_properties(properties) == SHIFTED
     assert json.loads(properties[KEYS["taps"]]) == [
-        {"layer": "3", "name": "tap.3", "side": "bn_output", "spatial": True}
+        {"layer": "3", "name": "tap.3", "side": "bn_output", "spatial": True, "moments": 1}
     ]
-    written = json.loads(properties[KEYS["shift_calibration"]])
-    assert written["layers"][0]["excluded"] == [1] and written["clip"] is None  # none: infinite
-    clipped = dataclasses.replace(
-        SHIFTED, shift_calibration=dataclasses.replace(CALIBRATION, clip=5.0)
-    )
-    assert contract.from_properties(contract.to_properties(clipped)) == clipped
+    written = json.loads(properties[KEYS["shift_reference"]])
+    assert written["groups"][0]["summaries"] == ["level", "pc1", "residual"]
+    text = json.dumps(REFERENCE.to_json())  # the file beside a model holds the same JSON
+    assert contract.parse_shift_reference(text, "shift-reference.json") == REFERENCE
+    assert contract.read_shift_reference(properties) == REFERENCE
 
 
-def test_margins_recompute_thresholds_and_sentinels_keep_a_floor() -> None:
-    wider = CALIBRATION.with_margins(3.0, 5.0)
-    assert wider.layers[0].threshold == pytest.approx(0.6)
-    assert wider.prior_threshold == pytest.approx(0.05)
-    # The sentinel's clean maximum (1e-4) is below four examples' worth, one scale away each.
-    floor = 4 * (1 - 0.5 ** (1 / 100))
-    assert wider.layers[0].sentinel_threshold == pytest.approx(3.0 * floor)
-    clipped = dataclasses.replace(CALIBRATION, clip=5.0).with_margins(None, None)
-    assert clipped.layers[0].sentinel_threshold == pytest.approx(1.5 * 5.0 * floor)
-    same = CALIBRATION.with_margins(None, None)
-    assert same.margin == 1.5 and same.layers[0].threshold == pytest.approx(0.3)
-    assert same.layers[0].sentinel_threshold == pytest.approx(1.5 * floor)
+def test_files_of_foldserve_0_1_still_load_without_their_monitor() -> None:
+    """Their taps were values and squares; their calibration key is no longer read."""
+    properties = contract.to_properties(dataclasses.replace(SHIFTED, shift_reference=None))
+    properties[KEYS["taps"]] = json.dumps([{"layer": "3", "name": "tap.3", "side": "bn_output"}])
+    properties["foldserve.shift_calibration"] = json.dumps({"half_life": 100})
+    metadata = contract.from_properties(properties)
+    assert metadata.taps[0].moments == 2 and metadata.shift_reference is None
+    assert contract.has_legacy_calibration(properties)
 
 
 @pytest.mark.parametrize(
@@ -209,23 +208,23 @@ def test_read_fold_properties_reads_the_0_1_spelling() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"half_life": 0}, "half_life must be > 0"),
-        ({"replay": 1.5}, "replay: expected a positive integer"),
-        ({"clip": 0}, "clip: expected a positive number or null"),
-        ({"resample_every": -1}, "resample_every: expected a positive integer"),
+        ({"arl": 1}, "arl: expected a finite number >= 2.0"),
+        ({"k": 0.1, "tolerance": 0.2}, "expected 0 <= tolerance < k < cap"),
+        ({"grid": [1, 0, 3]}, "grid: expected [first, last, count >= 2]"),
         ({"class_priors": [0.5, 0.6]}, "class_priors: must sum to 1"),
-        ({"layers": [{"layer": "3", "clean_max": -1, "threshold": 0}]}, "layers[0].clean_max"),
-        (
-            {"layers": [{"layer": "3", "clean_max": 1, "threshold": 1, "excluded": [-1]}]},
-            "excluded",
-        ),
+        ({"class_rarer": 2.0}, "expected class_rarer < 1 < class_more"),
+        ({"examples": 1.5}, "examples: expected an integer >= 0"),
+        ({"groups": [{**GROUP.to_json(), "source": "elsewhere"}]}, "groups[0].source"),
+        ({"groups": [{**GROUP.to_json(), "center": [0.0]}]}, "groups[0].center: 1 values"),
+        ({"groups": [{**GROUP.to_json(), "summaries": ["a"]}]}, "1 names for 3 summaries"),
+        ({"groups": [{**GROUP.to_json(), "knots": [[0, 1]] * 3}]}, "knots != grid count"),
     ],
 )
-def test_calibration_records_are_checked(change: dict, message: str) -> None:
+def test_reference_records_are_checked(change: dict, message: str) -> None:
     properties = contract.to_properties(SHIFTED)
-    value = {**json.loads(properties[KEYS["shift_calibration"]]), **change}
-    properties[KEYS["shift_calibration"]] = json.dumps(value)
-    with pytest.raises(ContractError, match=f"^foldserve.shift_calibration.*{re.escape(message)}"):
+    value = {**json.loads(properties[KEYS["shift_reference"]]), **change}
+    properties[KEYS["shift_reference"]] = json.dumps(value)
+    with pytest.raises(ContractError, match=f"^foldserve.shift_reference.*{re.escape(message)}"):
         contract.from_properties(properties)
 
 

@@ -66,7 +66,7 @@ def test_grpc_equals_offline_and_accuracy_matches_the_card(serve, model_dir: Pat
     assert summary["count"] == len(test)
     assert summary["accuracy"] == pytest.approx(card["test_accuracy"], abs=1e-12)
     # The clean test split, twice over by now: the trained model's monitor sees no shift.
-    tapped = model.training.shift_calibration is not None
+    tapped = model.training.shift_reference is not None
     assert summary["shift"]["enabled"] is tapped
     assert not tapped or (summary["shift"]["alarm"] is False and summary["shift"]["examples"] > 0)
     text = subprocess.run(

@@ -1,5 +1,5 @@
-"""The shift monitor of a model foldserve did not train: its input BN's statistics (recorded by
-`foldserve fold`), thresholds from the statistic's Gaussian null."""
+"""The shift monitor of a model foldserve did not train and nobody calibrated: its input BN's
+statistics (recorded by `foldserve fold`) stand in for a reference sample (a Gaussian one)."""
 
 from __future__ import annotations
 
@@ -29,22 +29,23 @@ def test_inputs_like_the_bn_statistics_score_low_and_shifted_ones_alarm(
     path = write_folded_classifier(tmp_path / "model.onnx", WEIGHTS, MEAN, VAR)
     served = serve(path, shift_check_every=8)
     rng = np.random.default_rng(7)
-    clean = rng.normal(MEAN, np.sqrt(VAR), size=(400, 5)).astype(np.float32)
+    clean = rng.normal(MEAN, np.sqrt(VAR), size=(1000, 5)).astype(np.float32)
     stream(served, clean)
-    score = served.sample("foldserve_shift_score", layer="bn_in")
-    threshold = served.sample("foldserve_shift_threshold", layer="bn_in")
-    assert 0 < score < threshold
+    assert 0 <= served.sample("foldserve_shift_score", summary="input/level") < 1
     assert served.sample("foldserve_shift_alarm") == 0
-    shifted = clean + 2.0 * np.sqrt(VAR).astype(np.float32)  # every feature two stds up
+    shifted = clean[:100] + 2.0 * np.sqrt(VAR).astype(np.float32)  # every feature two stds up
     stream(served, shifted)
-    assert served.sample("foldserve_shift_score", layer="bn_in") > threshold
+    assert served.sample("foldserve_shift_score", summary="input/level") > 1
     assert served.sample("foldserve_shift_alarm") == 1
     description = pb_grpc.PredictorStub(served.channel).DescribeModel(pb.DescribeModelRequest())
     shift = description.shift
-    assert shift.enabled and shift.alarm and list(shift.first_alarm) == ["bn_in"]
-    assert shift.replay_data.startswith("Gaussian null")
-    assert [layer.side for layer in shift.layers] == ["bn_input"]
-    np.testing.assert_allclose(shift.layers[0].reference_mean, MEAN)
+    assert shift.enabled and shift.alarm and list(shift.first_alarm) == ["input"]
+    assert 1000 < shift.first_alarm_example <= 1010
+    assert shift.reference_data.startswith("Gaussian sample of the input BatchNorm")
+    assert shift.tests and shift.arl == 1e6
+    assert [layer.side for layer in shift.layers] == ["model_input"]
+    np.testing.assert_allclose(shift.layers[0].reference_mean, MEAN, atol=0.1)
+    assert not shift.prior.threshold  # the class priors are unknown: no class tests
 
 
 def test_no_input_bn_no_monitor(tmp_path: Path, serve: ServeFactory) -> None:
@@ -52,7 +53,7 @@ def test_no_input_bn_no_monitor(tmp_path: Path, serve: ServeFactory) -> None:
     assert served.running.repository.model().latest.runner.monitor is None
     description = pb_grpc.PredictorStub(served.channel).DescribeModel(pb.DescribeModelRequest())
     assert not description.shift.enabled
-    assert "BN over the model input" in description.shift.reason
+    assert "foldserve calibrate" in description.shift.reason
 
 
 def test_the_monitor_can_be_off(tmp_path: Path, serve: ServeFactory) -> None:

@@ -167,7 +167,7 @@ def test_grpcurl_predicts(grpcurl: Path, served: Served) -> None:
 
 
 def test_grpcurl_over_mutual_tls_with_a_token(grpcurl: Path, serve, tiny_model, tmp_path) -> None:
-    """The README's grpcurl command against a server with TLS, client certificates and a token."""
+    """The deployment guide's grpcurl command, against TLS, client certificates and a token."""
     from tests.service.certs import issue, make_ca
 
     ca = make_ca(tmp_path, "ca")

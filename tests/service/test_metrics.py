@@ -100,6 +100,8 @@ def test_counts_match_the_calls_made(served: Served) -> None:
     assert requests("PredictStream", "INVALID_ARGUMENT") == 1
     assert requests("DescribeModel") == 1
     assert served.refused("foldserve_requests_total", method="ServerLive", code="OK") == 2
+    # A version has series only for the methods that name one (ModelInfer: at zero from load).
+    assert requests("ModelInfer") == 0 and requests("ServerLive") is None
     duration = "foldserve_request_duration_seconds_count"
     assert served.sample(duration, method="Predict") == 10
     assert served.sample(duration, method="PredictStream") == 4

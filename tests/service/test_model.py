@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +151,24 @@ def test_typed_fields(tmp_path: Path) -> None:
     )
     shapes = [(o.name, o.shown_shape) for o in model.outputs]
     assert shapes == [("logits", [-1, 2]), ("probabilities", [-1, 2])]
+
+
+def test_a_loaded_model_keeps_no_copy_of_its_file(tmp_path: Path) -> None:
+    # onnxruntime's Python session keeps the bytes it was built from unless told otherwise: each
+    # served version would then hold a second copy of its file for as long as it is served.
+    from tests.service.foreign_files import write_logits_model
+
+    weights = np.random.default_rng(0).normal(size=(1024, 2048)).astype(np.float32)
+    path = write_logits_model(tmp_path / "model.onnx", weights)
+    size = path.stat().st_size
+    gc.collect()
+    tracemalloc.start()
+    try:
+        model = load_model(path)
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    outputs = model.run({"features": np.ones((1, 1024), np.float32)}, ["scores"])
+    assert outputs["scores"].shape == (1, 2048)
+    assert held < size / 4, f"Python memory holds {held} bytes after loading a {size}-byte file"

@@ -113,6 +113,10 @@ def test_the_token_may_come_from_the_environment(serve: ServeFactory, tiny_model
     [
         ({"--tls-cert": "missing.crt", "--tls-key": "server.key"}, "--tls-cert 'missing.crt'"),
         ({"--tls-cert": "server.key", "--tls-key": "server.key"}, "holds no PEM CERTIFICATE"),
+        (
+            {"--tls-cert": "server.crt", "--tls-key": "client.key"},
+            "--tls-key 'client.key' does not match the certificate in --tls-cert 'server.crt'",
+        ),
         ({"--tls-cert": "server.crt"}, "--tls-cert and --tls-key go together"),
         ({"--tls-client-ca": "test-ca.crt"}, "needs --tls-cert and --tls-key"),
         ({"--auth-token-file": "empty"}, "--auth-token-file 'empty' is empty"),

@@ -1,11 +1,10 @@
-"""The examples of docs/guides/tensors.md, run as they are written: its script builds the string
-model, a repository serves it beside a classifier, and each curl example prints what the guide
-shows (up to the values a different model gives) and each Python example runs."""
+"""The examples of docs/guides/tensors.md (its `<!-- run -->` blocks, tests/runnable_docs.py),
+run as they are written: its script builds the string model, a repository serves it beside a
+classifier, and each curl example prints what the guide shows (up to the values a different
+model gives) and each Python example runs."""
 
 from __future__ import annotations
 
-import json
-import re
 import shutil
 import subprocess
 import sys
@@ -18,22 +17,21 @@ from prometheus_client import CollectorRegistry
 from foldserve.server.app import start_server
 from foldserve.server.config import ServeConfig
 from tests.integration.deploy_tools import skip_or_fail
+from tests.runnable_docs import Block, blocks, run
 from tests.service.rest_server import RestServer
 from tests.service.subprocess_server import REPO, env
-from tests.service.test_rest_curl import EXAMPLE, alike
 
 pytestmark = pytest.mark.integration
 
 GUIDE = REPO / "docs" / "guides" / "tensors.md"
-PYTHON = re.compile(r"```python\n(.*?)```", re.S)
 
 
-def curl_examples() -> list[tuple[str, str]]:
-    return [(m.group(1), m.group(2)) for m in EXAMPLE.finditer(GUIDE.read_text())]
+def curl_examples() -> list[Block]:
+    return [block for block in blocks(GUIDE) if block.shown is not None]
 
 
 def python_examples() -> list[str]:
-    return PYTHON.findall(GUIDE.read_text())
+    return [block.code for block in blocks(GUIDE) if block.language == "python"]
 
 
 def build_script() -> str:
@@ -69,21 +67,17 @@ def ported(text: str, server: RestServer) -> str:
 
 
 def test_the_guide_has_its_examples() -> None:
-    commands = "\n".join(command for command, _ in curl_examples())
+    assert len(curl_examples()) + len(python_examples()) == len(blocks(GUIDE))
+    commands = "\n".join(block.code for block in curl_examples())
     for needed in ("/models/words/infer", "binary_data_size", '"classification": 3'):
         assert needed in commands, needed
     assert len(python_examples()) == 4
 
 
-@pytest.mark.parametrize(("command", "shown"), curl_examples(), ids=lambda v: v.split("\n")[0][:40])
-def test_a_curl_example_runs_as_written(guide_server, tmp_path: Path, command, shown) -> None:
-    script = ported(command, guide_server).replace("curl -s ", "curl -s --max-time 10 ")
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        capture_output=True, text=True, cwd=tmp_path, timeout=30,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    alike(json.loads(shown), json.loads(done.stdout))
+@pytest.mark.parametrize("block", curl_examples(), ids=lambda block: block.name)
+def test_a_curl_example_runs_as_written(guide_server, tmp_path: Path, block: Block) -> None:
+    ports = {"http": guide_server.port, "grpc": guide_server.running.port}
+    run(block, tmp_path, ports, timeout=30)
 
 
 @pytest.mark.parametrize(

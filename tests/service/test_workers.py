@@ -264,15 +264,15 @@ def test_shift_series_are_published_by_every_worker(tmp_path: Path) -> None:
         text = urllib.request.urlopen(url, timeout=10).read().decode()
         assert server.terminate() == 0, server.stderr()
     shift = {
-        (sample.name, sample.labels.get("layer", "")): sample.value
+        (sample.name, sample.labels.get("summary", "")): sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
         if sample.name.startswith("foldserve_shift_")
     }
-    assert shift[("foldserve_shift_threshold", "1")] == 1.0
-    assert shift[("foldserve_shift_prior_threshold", "")] == 0.3
+    assert shift[("foldserve_shift_arl_examples", "")] == 1e6
     assert shift[("foldserve_shift_alarm", "")] == 0.0
-    assert ("foldserve_shift_score", "0") in shift
+    assert ("foldserve_shift_score", "input/level") in shift
+    assert ("foldserve_shift_alarm_example", "classes") in shift
 
 
 def test_the_supervisor_wakes_when_a_worker_dies() -> None:

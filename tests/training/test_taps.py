@@ -1,4 +1,4 @@
-"""Taps against the unfolded torch network, and the calibration export writes with them."""
+"""Taps against the unfolded torch network, and the shift reference export fits with them."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ from torch import nn
 
 from foldserve.contract import BN_INPUT, BN_OUTPUT, TAPS
 from foldserve.core.loading import load_model
-from foldserve.training.calibrate import HeldOut, ShiftConfig
+from foldserve.training.calibrate import ReferenceData, ShiftConfig
 from foldserve.training.export import ModelInfo, export_model
 from foldserve.training.models import build_cnn, build_mlp
 
@@ -56,12 +56,13 @@ def exported(request, tmp_path_factory):
     model = _randomize_bn(build())
     rng = np.random.default_rng(0)
     inputs = rng.normal(1.0, 2.0, (64, *shape)).astype(np.float32)
-    held_out = HeldOut(
-        rng.normal(1.0, 2.0, (40, *shape)).astype(np.float32), (0.5, 0.3, 0.2), "unit"
-    )
+    reference = ReferenceData(
+        rng.normal(1.0, 2.0, (200, *shape)).astype(np.float32), (0.5, 0.3, 0.2), "unit",
+        rng.normal(1.0, 2.0, (40, *shape)).astype(np.float32), "unit held out",
+    )  # fmt: skip
     info = ModelInfo(request.param, "unit", shape, ["a", "b", "c"], {}, "v1")
     out = tmp_path_factory.mktemp(request.param)
-    result = export_model(model, out, info, inputs, held_out, ShiftConfig(replay=500))
+    result = export_model(model, out, info, inputs, reference, ShiftConfig(replay=500))
     return request.param, model, result, inputs
 
 
@@ -69,10 +70,10 @@ def test_taps_equal_the_unfolded_networks_bn_tensors(exported):
     arch, model, result, inputs = exported
     served = load_model(result.model_path)
     taps = served.training.taps
-    assert [t.side for t in taps] == [BN_INPUT] + [BN_OUTPUT] * (len(taps) - 1)
-    assert [t.spatial for t in taps] == (
-        [True, True, True, False] if arch == "cnn" else [False] * 3
-    )
+    # The input BN is not tapped (the monitor reads the input itself); every other one is.
+    assert [t.side for t in taps] == [BN_OUTPUT] * len(taps)
+    assert [t.spatial for t in taps] == ([True, True, False] if arch == "cnn" else [False] * 2)
+    assert all(t.moments == 1 for t in taps)
     names = [t.name for t in taps]
     values = dict(
         zip(names, served.shift.tapped_session.run(names, {"input": inputs}), strict=True)
@@ -83,15 +84,9 @@ def test_taps_equal_the_unfolded_networks_bn_tensors(exported):
         tensor = bn_input if tap.side == BN_INPUT else bn_output
         axes = tuple(range(2, tensor.ndim))
         mean = tensor.mean(axis=axes) if axes else tensor
-        square = (tensor * tensor).mean(axis=axes) if axes else tensor * tensor
-        channels = mean.shape[1]
         got = values[tap.name]
-        assert got.shape == (len(inputs), 2 * channels)
-        np.testing.assert_allclose(got[:, :channels], mean, rtol=0, atol=ATOL, err_msg=tap.name)
-        # The square's error scales with the value; its root is in the tensor's own units.
-        np.testing.assert_allclose(
-            np.sqrt(got[:, channels:]), np.sqrt(square), rtol=0, atol=ATOL, err_msg=tap.name
-        )
+        assert got.shape == (len(inputs), mean.shape[1])
+        np.testing.assert_allclose(got, mean, rtol=0, atol=ATOL, err_msg=tap.name)
     every = served.run_classifier(inputs, taps=True)[TAPS]
     np.testing.assert_array_equal(every, np.concatenate([values[n] for n in names], axis=1))
     assert result.max_tap_error < 1e-3
@@ -110,14 +105,28 @@ def test_predictions_without_taps_run_a_graph_without_them(exported):
         np.testing.assert_allclose(plain, model(torch.from_numpy(inputs)).numpy(), atol=1e-4)
 
 
-def test_export_calibrates_every_layer_on_the_held_out_replay(exported):
+def test_the_tap_graph_adds_few_nodes(exported):
+    """onnxruntime pays per node on every monitored call: a vector tap is the layer's own output
+    (no node), a conv's one ReduceMean; one Concat lays them end to end."""
+    import onnx
+
+    arch, _, result, _ = exported
+    graph = onnx.load(str(result.model_path)).graph
+    kinds = [node.op_type for node in graph.node]
+    assert kinds.count("Concat") == 1
+    assert kinds.count("ReduceMean") == (2 if arch == "cnn" else 0)
+    assert "Mul" not in kinds
+
+
+def test_export_fits_the_reference_and_checks_it_by_replay(exported):
     _, _, result, _ = exported
-    calibration = result.shift_calibration
-    assert calibration.replay == 500 and calibration.data == "unit"
-    assert calibration.class_priors == (0.5, 0.3, 0.2)
-    assert [c.layer for c in calibration.layers] == [
-        t.layer for t in load_model(result.model_path).training.taps
-    ]
-    for layer in calibration.layers:
-        assert layer.clean_max > 0 and layer.threshold == pytest.approx(1.5 * layer.clean_max)
-    assert calibration.prior_threshold == pytest.approx(2.0 * calibration.prior_clean_max)
+    reference = result.shift_reference
+    assert reference.data == "unit" and reference.examples == 200
+    assert reference.replay == 500 and reference.replay_data == "unit held out"
+    assert reference.class_priors == (0.5, 0.3, 0.2)
+    taps = load_model(result.model_path).training.taps
+    names = [g.name for g in reference.groups]
+    assert names == ["input", *(t.layer for t in taps), "probabilities"]
+    assert reference.groups[0].summaries[-1] == "residual"
+    # The priors given are not this random network's predictions: the class tests may fire.
+    assert reference.arl == 1e6 and reference.replay_alarms >= 0 and reference.replay_peak > 0

@@ -1,9 +1,12 @@
-"""The covariate-shift monitor: what a served model's BN statistics say live traffic should look
-like, and whether it still does.
+"""The covariate-shift monitor: sequential tests of live traffic against a reference sample.
 
-- `stats`: the statistic (per tapped layer, sentinels, class prior) and its running state;
-- `monitor`: one model version's monitor, fed by every model run, scored every few examples;
-- `input_tap`: the monitor of a model foldserve did not train, from its input BN's statistics;
+- `reference`: fitting a reference (summary groups, their normal scores) from clean rows;
+- `summaries`, `normal_scores`: live rows → each summary's normal score, a batch at a time;
+- `bank`, `cusum`: the CUSUM tests, their thresholds from the stated ARL, the batched walk;
+- `monitor`, `state`, `shared`, `snapshot`: one model version's monitor and its state, in one
+  process or shared by the server's processes; what it says at one moment;
+- `source`, `load`, `input_tap`: where a model's rows and reference come from;
+- `replay`: clean replays through the tests (measured false-alarm rates);
 - `prune`: the graph without its tap outputs, for runs without the monitor;
-- `metrics`: its Prometheus series, read at scrape time (published on a timer by each worker).
+- `metrics`, `describe`: its Prometheus series and DescribeModel's `shift` field.
 """

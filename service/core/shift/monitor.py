@@ -1,205 +1,190 @@
-"""The covariate-shift monitor of one served model version: every tapped BN layer, live.
+"""The covariate-shift monitor of one served model version: sequential tests on every example.
 
-Each model run with the monitor on also fetches the graph's `taps` output (every tap end to end,
-`foldserve.contract.shift`); `observe` keeps one example's row and class aside (one row copy under a
-lock) and folds what it kept into the running state in one batched multiply-add at the next
-check or snapshot (the same sums as one update per example, to rounding). Every `check_every`
-examples the scores are computed against the calibrated thresholds: the per-layer statistic, the
-sentinels and the class-prior signal (`foldserve.core.shift.stats`). The alarm is on while any
-score is above its threshold; the first alarm is remembered with the example count and what
-fired. Metrics and `DescribeModel` read a `snapshot`, computed fresh.
+Each model run hands the monitor one row per example (`ShiftSource.parts`: the input, the
+graph's taps, the class probabilities, laid end to end) and the predicted classes. `observe`
+keeps them aside (one row copy under a lock) and every `check_every` examples, or at a snapshot,
+folds them in: the summaries' normal scores (`summaries`), each test's increment (`bank`), and
+the CUSUMs walked over the batch (`cusum.walk`) under the state's lock. The walk gives every
+test's value after every example, so an alarm is placed at the exact example that crossed,
+however late the batch is folded. The state is the process's own, or shared by every process
+of the server (`shared`): then every process's examples feed the same tests.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from foldserve.contract import BNStats, ShiftCalibration, Tap
+from foldserve.contract import ShiftReference
+from foldserve.core.shift import snapshot as shots
+from foldserve.core.shift.bank import TestBank
+from foldserve.core.shift.cusum import walk
 from foldserve.core.shift.settings import SHIFT_CHECK_EVERY, SHIFT_PENDING_ROWS, ShiftSettings
-from foldserve.core.shift.stats import ShiftStatistic, references
+from foldserve.core.shift.shared import SharedState, state_name
+from foldserve.core.shift.snapshot import ShiftSnapshot
+from foldserve.core.shift.state import (
+    H_EXAMPLES,
+    H_FIRST,
+    H_FIRST_CHANGE,
+    H_FOLDS,
+    H_WRITING,
+    LocalState,
+    StateView,
+)
+from foldserve.core.shift.summaries import Summaries
 
-PRIOR = "prior"  # what `first_alarm` names when the class mix fired
-
-
-@dataclass(frozen=True)
-class ShiftSnapshot:
-    """The monitor's state at one moment.
-
-    `names`, `scores`, `thresholds` and `peaks` (highest score seen at a check) run in parallel:
-    each tapped layer, then each `<layer>/sentinel`. `first_alarm_request` is the example count
-    at the check that first found a score above its threshold (0: never), `first_alarm` what was
-    above it then.
-    """
-
-    names: tuple[str, ...]
-    scores: tuple[float, ...]
-    thresholds: tuple[float, ...]
-    peaks: tuple[float, ...]
-    prior_score: float
-    prior_threshold: float
-    prior_peak: float
-    requests: int
-    alarm: bool
-    first_alarm_request: int
-    first_alarm: tuple[str, ...]
-    calibration: ShiftCalibration
-
-
-def build_statistic(
-    bn_stats: Sequence[BNStats],
-    taps: Sequence[Tap],
-    calibration: ShiftCalibration,
-    classes: int,
-) -> ShiftStatistic:
-    """The statistic that taps, a calibration and the BN statistics they refer to describe.
-
-    Raises:
-        ValueError: taps, calibration and BN statistics that do not fit together.
-    """
-    layers = [tap.layer for tap in taps]
-    if [c.layer for c in calibration.layers] != layers:
-        raise ValueError(
-            f"calibrated layers {[c.layer for c in calibration.layers]} != taps {layers}"
-        )
-    units = {s.layer: s.num_features for s in bn_stats}
-    for c in calibration.layers:
-        if c.layer not in units:
-            raise ValueError(f"tap of layer {c.layer!r}, which has no BN statistics")
-        if any(i >= units[c.layer] for i in c.excluded):
-            raise ValueError(f"layer {c.layer!r}: excluded unit beyond its {units[c.layer]} units")
-    if len(calibration.class_priors) != classes:
-        raise ValueError(f"{len(calibration.class_priors)} class priors for {classes} classes")
-    excluded = {c.layer: c.excluded for c in calibration.layers}
-    refs = references(bn_stats, taps, calibration.min_var_fraction, excluded)
-    return ShiftStatistic(
-        refs,
-        calibration.half_life,
-        calibration.var_floor,
-        calibration.class_priors,
-        calibration.clip,
-    )
-
-
-def thresholds(calibration: ShiftCalibration) -> np.ndarray:
-    """Thresholds in score order: layers, sentinels, then the prior."""
-    sentinels = [c.sentinel_threshold for c in calibration.layers if c.excluded]
-    return np.array(
-        [*(c.threshold for c in calibration.layers), *sentinels, calibration.prior_threshold]
-    )
+__all__ = ["ShiftMonitor", "ShiftSnapshot"]
 
 
 class ShiftMonitor:
-    """Thread-safe running shift scores of one model version (build it with `of`)."""
+    """Thread-safe (and, with shared state, process-safe) sequential shift tests of one model
+    version. Build it with `foldserve.core.runner.monitor_for`, or directly:
+
+    Args:
+        reference: what the tests run against.
+        summaries: the reference's summaries over the rows the model's source gives.
+        class_labels: the model's, in class-index order.
+        settings: the server's (`check_every`, `arl`, `state_dir`).
+        identity: what identifies the model version (the model file's hash), naming a shared
+            state.
+        tap_sides: per group name, which side of a BN it shows (for DescribeModel).
+    """
 
     def __init__(
         self,
-        statistic: ShiftStatistic,
-        calibration: ShiftCalibration,
-        check_every: int = SHIFT_CHECK_EVERY,
+        reference: ShiftReference,
+        summaries: Summaries,
+        class_labels: Sequence[str],
+        settings: ShiftSettings | None = None,
+        identity: str = "",
+        tap_sides: dict[str, str] | None = None,
     ) -> None:
-        self.calibration = calibration
-        self.statistic = statistic
-        self._stat = statistic
-        self._thresholds = thresholds(calibration)
-        self._check_every = max(1, check_every)
-        self._running = statistic.new_state()
-        self._peaks = np.zeros(len(self._thresholds))
-        self._requests = 0
-        self._next_check = self._check_every
-        self._first_request = 0
-        self._first: tuple[str, ...] = ()
-        self._lock = threading.Lock()
-        # Examples observed one at a time and not yet folded in (rows allocated on first use).
+        settings = settings or ShiftSettings()
+        self.reference = reference
+        self.summaries = summaries
+        self.bank = TestBank(reference, summaries.names, class_labels, settings.arl)
+        self.statistic = shots.References.of(reference)  # what DescribeModel shows per group
+        self.tap_sides = dict(tap_sides or {})
+        tests = len(self.bank.names)
+        if settings.state_dir:
+            name = state_name(identity, repr(reference), repr(self.bank.names), str(self.bank.arl))
+            self.state: LocalState | SharedState = SharedState(settings.state_dir, name, tests)
+        else:
+            self.state = LocalState(tests)
+        self._pid = os.getpid()
+        self._check_every = max(1, settings.check_every or SHIFT_CHECK_EVERY)
         self._capacity = min(self._check_every, SHIFT_PENDING_ROWS)
-        self._rows: np.ndarray | None = None
-        self._labels = np.zeros(self._capacity, np.int64)
+        self._kept: list[tuple[np.ndarray, ...]] = []  # each run's rows (or parts), not yet folded
+        self._kept_labels: list[np.ndarray] = []
         self._pending = 0
+        self._lock = threading.Lock()  # the rows kept aside, and the order batches fold in
 
-    @classmethod
-    def of(
-        cls,
-        bn_stats: Sequence[BNStats],
-        taps: Sequence[Tap],
-        calibration: ShiftCalibration,
-        classes: int,
-        settings: ShiftSettings,
-    ) -> ShiftMonitor:
-        """The monitor of a model's taps against its calibration, with the server's margins.
+    @property
+    def shared(self) -> bool:
+        """True when every process of the server feeds this monitor's state."""
+        return self.state.shared
 
-        Raises:
-            ValueError: taps, calibration and BN statistics that do not fit together.
+    def observe(self, rows: np.ndarray | Sequence[np.ndarray], labels: np.ndarray) -> None:
+        """Take one model run in: one row per example (`[N, width]`, or its sources' parts laid
+        end to end, `ShiftSource.parts`) and each example's class (`[N]`).
+
+        The arrays are kept, not copied, until the next fold: the caller must not write to them
+        afterwards (a model run's outputs and a request's input are fresh for each call).
         """
-        calibration = calibration.with_margins(settings.margin, settings.prior_margin)
-        statistic = build_statistic(bn_stats, taps, calibration, classes)
-        return cls(statistic, calibration, settings.check_every)
-
-    def observe(self, taps: np.ndarray, labels: np.ndarray) -> None:
-        """Fold one model run in: its `taps` output (`[N, width]`) and predicted classes (`[N]`)."""
         count = labels.shape[0]
         if count == 0:
             return
+        parts = (rows,) if isinstance(rows, np.ndarray) else tuple(rows)
         with self._lock:
-            if count == 1:
-                self._keep(taps[0], labels[0])
-            else:
-                self._fold()
-                self._running.add(taps, labels)
-            self._requests += count
-            if self._requests >= self._next_check:
-                self._fold()
-                self._check(self._stat.scores(self._running))
-                self._next_check = self._requests + self._check_every
-            elif self._pending == self._capacity:
-                self._fold()
+            self._kept.append(parts)
+            self._kept_labels.append(labels)
+            self._pending += count
+            if self._pending >= self._capacity:
+                self._fold_pending()
 
-    def _keep(self, row: np.ndarray, label: int) -> None:
-        rows = self._rows
-        if rows is None or rows.shape[1] != row.shape[0]:
-            self._fold()
-            rows = self._rows = np.empty((self._capacity, row.shape[0]), row.dtype)
-        rows[self._pending] = row
-        self._labels[self._pending] = label
-        self._pending += 1
+    def flush(self) -> None:
+        """Fold in what this process kept aside (a snapshot does; so does the publisher)."""
+        with self._lock:
+            self._fold_pending()
 
-    def _fold(self) -> None:
-        """Fold the kept examples into the running state, oldest first."""
-        if self._pending:
-            pending, self._pending = self._pending, 0
-            self._running.add(self._rows[:pending], self._labels[:pending])  # type: ignore[index]
+    def _fold_pending(self) -> None:
+        if not self._pending:
+            return
+        kept, labels = self._kept, self._kept_labels
+        self._kept, self._kept_labels, self._pending = [], [], 0
+        split = [self.summaries.parts(k[0] if len(k) == 1 else k) for k in kept]
+        parts = tuple(np.concatenate(column) for column in zip(*split, strict=True))
+        self._fold(parts, np.concatenate(labels))
 
-    def _check(self, scores: np.ndarray) -> np.ndarray:
-        np.maximum(self._peaks, scores, out=self._peaks)
-        above = scores > self._thresholds
-        if not self._first_request and above.any():
-            self._first_request = self._requests
-            names = (*self._stat.names, PRIOR)
-            self._first = tuple(n for n, hit in zip(names, above, strict=True) if hit)
-        return above
+    def _fold(self, rows: tuple[np.ndarray, ...], labels: np.ndarray) -> None:
+        increments = self.bank.increments(self.summaries(rows), labels)
+        with self.state.locked() as view:
+            view.header[H_WRITING] = 1.0
+            _advance(view, increments, self.bank)
+            view.count(self._pid, len(labels))
+            view.header[H_WRITING] = 0.0
 
     def snapshot(self) -> ShiftSnapshot:
-        """The scores now (computed fresh), thresholds, peaks and alarm state."""
+        """Every test now, and the first alarm (after folding in what this process kept)."""
         with self._lock:
-            self._fold()
-            scores = self._stat.scores(self._running)
-            above = self._check(scores) if self._requests else scores > self._thresholds
-            peaks, requests = self._peaks.copy(), self._requests
-            first_request, first = self._first_request, self._first
-        limits = self._thresholds
-        return ShiftSnapshot(
-            names=self._stat.names,
-            scores=tuple(float(s) for s in scores[:-1]),
-            thresholds=tuple(float(t) for t in limits[:-1]),
-            peaks=tuple(float(p) for p in peaks[:-1]),
-            prior_score=float(scores[-1]),
-            prior_threshold=float(limits[-1]),
-            prior_peak=float(peaks[-1]),
-            requests=requests,
-            alarm=bool(above.any()),
-            first_alarm_request=first_request,
-            first_alarm=first,
-            calibration=self.calibration,
-        )
+            self._fold_pending()
+            with self.state.locked() as view:
+                copy = StateView.of(view.values.copy(), len(self.bank.names))
+        return shots.of(self, copy)
+
+    def close(self) -> None:
+        """Release the state (a shared one stays for the other processes)."""
+        self.flush()
+        self.state.close()
+
+
+def _advance(view: StateView, increments: np.ndarray, bank: TestBank) -> None:
+    """Walk every test over a batch (`increments` `[T, B]`) and update its bookkeeping."""
+    before = view.header[H_EXAMPLES]
+    batch = increments.shape[1]
+    values = walk(view.statistic, increments, bank.caps)
+    counts = before + 1.0 + np.arange(batch)  # the example count after each example
+    last_zero = _last(values <= 0.0)  # where each test last stood at 0
+    view.zero_at[:] = np.where(last_zero >= 0, counts[last_zero], view.zero_at)
+    above = values > bank.thresholds[:, None]
+    if above.any() or view.alarm_at.any():
+        if not view.header[H_FIRST] and above.any():
+            _first_alarm(view, values, above, counts)
+        # The current alarm began after the last example that was not above its threshold.
+        last_below = _last(~above)
+        began = np.where(last_below >= 0, counts[np.minimum(last_below + 1, batch - 1)], 0.0)
+        continuing = (last_below < 0) & (view.alarm_at > 0)
+        began = np.where(continuing | (last_below < 0), view.alarm_at, began)
+        began[(began == 0) & above[:, -1]] = before + 1.0
+        view.alarm_at[:] = np.where(above[:, -1], began, 0.0)
+    highest = values.max(axis=1)
+    highest /= bank.thresholds
+    np.maximum(view.peak, highest, out=view.peak)
+    view.statistic[:] = values[:, -1]
+    view.header[H_EXAMPLES] = before + batch
+    view.header[H_FOLDS] += 1
+
+
+def _last(mask: np.ndarray) -> np.ndarray:
+    """Per row of `mask` ([T, B]), the index of its last True (−1: none)."""
+    width = mask.shape[1]
+    last = width - 1 - mask[:, ::-1].argmax(axis=1)
+    return np.where(mask.any(axis=1), last, -1)
+
+
+def _first_alarm(
+    view: StateView, values: np.ndarray, above: np.ndarray, counts: np.ndarray
+) -> None:
+    """Record the monitor's first alarm: the example, the tests above then, and for each the
+    change it estimates (the example after it last stood at 0)."""
+    column = int(np.flatnonzero(above.any(axis=0))[0])
+    fired = np.flatnonzero(above[:, column])
+    view.header[H_FIRST] = counts[column]
+    zeros = _last(values[fired, : column + 1] <= 0.0)
+    last = np.where(zeros >= 0, counts[np.maximum(zeros, 0)], view.zero_at[fired])
+    view.first[fired] = 1.0
+    view.first_change[fired] = last + 1.0
+    view.header[H_FIRST_CHANGE] = float((last + 1.0).min())

@@ -9,9 +9,9 @@ the pixel range 0..16. Every slice keeps the labelling function; only the inputs
 Models: the project's MLP without BN (pixels scaled to [0, 1]), with BN (input BN and hidden
 BNs, running statistics, i.e. what the folded, served model computes), and the BN model with its
 statistics re-estimated on the test slice itself (no labels used), which only a server that sees
-many examples of the new traffic could do. The served model's input shift score
-(`core.shift_stats.ShiftStatistic`, fed the input BN's statistics from the fold) is reported
-for each slice, after a stream of traffic drawn from it.
+many examples of the new traffic could do. An input shift score (foldserve 0.1's per-pixel
+statistic, `shift_score`, fed the input BN's statistics from the fold) is reported for each
+slice, after a stream of traffic drawn from it.
 """
 
 from __future__ import annotations
@@ -23,14 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from foldserve.contract import BN_INPUT, BNStats, Tap, tap_name
-from foldserve.core.shift.settings import (
-    SHIFT_CLIP,
-    SHIFT_HALF_LIFE,
-    SHIFT_MIN_VAR_FRACTION,
-    SHIFT_VAR_FLOOR,
-)
-from foldserve.core.shift.stats import ShiftStatistic, references
+from foldserve.contract import BNStats
 from foldserve.training.data import Dataset
 from foldserve.training.defaults import BATCH_SIZE, DROPOUT
 from foldserve.training.fold import fold_batchnorm
@@ -46,6 +39,7 @@ from foldserve.training.lab.experiments.common import (
     seeded,
 )
 from foldserve.training.lab.experiments.nets import production_mlp
+from foldserve.training.lab.experiments.shift_score import HALF_LIFE, input_shift_score
 from foldserve.training.precise_bn import recompute_bn_statistics
 from foldserve.training.train import evaluate
 
@@ -53,7 +47,7 @@ MODELS = ("no BN", "BN (running statistics = folded)", "BN, statistics re-estima
 GREY = 4.0  # the grey background's offset, in pixel units (0..16)
 NEAR_CONSTANT_VARIANCE = 0.01  # a pixel whose training variance is below this barely varies
 # Traffic replayed into the monitor: ten half-lives, so the score reflects the slice alone.
-MONITOR_EXAMPLES = int(10 * SHIFT_HALF_LIFE)
+MONITOR_EXAMPLES = int(10 * HALF_LIFE)
 
 
 def _ink(dataset: Dataset) -> np.ndarray:
@@ -99,19 +93,12 @@ def input_bn_stats(model: nn.Module, num_features: int) -> BNStats:
 
 
 def shift_score(input_bn: BNStats, dataset: Dataset, seed: int) -> float:
-    """The shift monitor's score of the model input (the server's per-layer statistic on the
-    input BN's tap, winsorized as served) after a stream of traffic drawn from `dataset`."""
-    tap = Tap(input_bn.layer, tap_name(input_bn.layer), BN_INPUT, spatial=False)
-    refs = references([input_bn], [tap], SHIFT_MIN_VAR_FRACTION)
-    statistic = ShiftStatistic(refs, SHIFT_HALF_LIFE, SHIFT_VAR_FLOOR, [1.0], SHIFT_CLIP)
-    state = statistic.new_state()
+    """The input shift score (`shift_score`) after a stream of traffic drawn from `dataset`:
+    shuffled passes over it, at least `MONITOR_EXAMPLES` examples."""
     rng = np.random.default_rng(seed)
-    seen = 0
-    while seen < MONITOR_EXAMPLES:
-        rows = dataset.features[rng.permutation(len(dataset))].astype(np.float64)
-        state.add(np.concatenate([rows, rows**2], axis=1), np.zeros(len(rows), np.int64))
-        seen += len(rows)
-    return float(statistic.scores(state)[0])
+    passes = -(-MONITOR_EXAMPLES // len(dataset))
+    order = np.concatenate([rng.permutation(len(dataset)) for _ in range(passes)])
+    return input_shift_score(input_bn, dataset.features[order])
 
 
 def _adapted_accuracy(model: nn.Module, dataset: Dataset) -> float:

@@ -90,11 +90,12 @@ to 0..16. Three models: the project's MLP without BN (pixels / 16), with BN (inp
 BNs) using its running statistics, which is exactly what the folded, served model computes, and
 the same BN model with its statistics re-estimated on the test slice itself (no labels; a
 server could do this only after seeing much of the new traffic, and it is not what foldserve
-serves). The input shift score is the shift monitor's statistic on the model input
-(`foldserve.core.shift.stats.ShiftStatistic`, fed the input BN's statistics from the fold) after
-{MONITOR_EXAMPLES:,} examples of traffic drawn from the slice; a served model alarms above the
-threshold calibrated for it at export (README, "Covariate shift"), so read each slice against
-the as-trained row.
+serves). The input shift score is foldserve 0.1's shift statistic on the model input
+(`shift_score`: per pixel, standardised mean shift plus half the |log| of the variance ratio,
+fed the input BN's statistics from the fold) after {MONITOR_EXAMPLES:,} examples of traffic
+drawn from the slice: 0 for traffic like the training data, 1 for every pixel a standard
+deviation away. Read each slice against the as-trained row; the server's monitor now tests
+such shifts sequentially (docs: "How the shift monitor decides").
 
 {by_slice}
 Why the grey background breaks the BN model: in the light-ink training slice

@@ -100,7 +100,7 @@ class DescribeModelResponse(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., input_name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., input_dtype: _Optional[str] = ..., class_labels: _Optional[_Iterable[str]] = ..., output_names: _Optional[_Iterable[str]] = ..., training_metrics: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., fold_report: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dataset: _Optional[str] = ..., arch: _Optional[str] = ..., created: _Optional[str] = ..., foldserve_version: _Optional[str] = ..., sha256: _Optional[str] = ..., opset: _Optional[int] = ..., shift: _Optional[_Union[ShiftMonitor, _Mapping]] = ...) -> None: ...
 
 class ShiftMonitor(_message.Message):
-    __slots__ = ("enabled", "reason", "half_life", "margin", "prior_margin", "replay", "replay_data", "examples", "alarm", "first_alarm_example", "first_alarm", "layers", "prior")
+    __slots__ = ("enabled", "reason", "half_life", "margin", "prior_margin", "replay", "replay_data", "examples", "alarm", "first_alarm_example", "first_alarm", "layers", "prior", "arl", "test_arl", "first_alarm_tests", "first_alarm_change", "tests", "reference_data", "reference_origin", "shared")
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     HALF_LIFE_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +114,14 @@ class ShiftMonitor(_message.Message):
     FIRST_ALARM_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     PRIOR_FIELD_NUMBER: _ClassVar[int]
+    ARL_FIELD_NUMBER: _ClassVar[int]
+    TEST_ARL_FIELD_NUMBER: _ClassVar[int]
+    FIRST_ALARM_TESTS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_ALARM_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    TESTS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_DATA_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    SHARED_FIELD_NUMBER: _ClassVar[int]
     enabled: bool
     reason: str
     half_life: float
@@ -127,10 +135,36 @@ class ShiftMonitor(_message.Message):
     first_alarm: _containers.RepeatedScalarFieldContainer[str]
     layers: _containers.RepeatedCompositeFieldContainer[ShiftLayer]
     prior: ShiftPrior
-    def __init__(self, enabled: _Optional[bool] = ..., reason: _Optional[str] = ..., half_life: _Optional[float] = ..., margin: _Optional[float] = ..., prior_margin: _Optional[float] = ..., replay: _Optional[int] = ..., replay_data: _Optional[str] = ..., examples: _Optional[int] = ..., alarm: _Optional[bool] = ..., first_alarm_example: _Optional[int] = ..., first_alarm: _Optional[_Iterable[str]] = ..., layers: _Optional[_Iterable[_Union[ShiftLayer, _Mapping]]] = ..., prior: _Optional[_Union[ShiftPrior, _Mapping]] = ...) -> None: ...
+    arl: float
+    test_arl: float
+    first_alarm_tests: _containers.RepeatedScalarFieldContainer[str]
+    first_alarm_change: int
+    tests: _containers.RepeatedCompositeFieldContainer[ShiftTest]
+    reference_data: str
+    reference_origin: str
+    shared: bool
+    def __init__(self, enabled: _Optional[bool] = ..., reason: _Optional[str] = ..., half_life: _Optional[float] = ..., margin: _Optional[float] = ..., prior_margin: _Optional[float] = ..., replay: _Optional[int] = ..., replay_data: _Optional[str] = ..., examples: _Optional[int] = ..., alarm: _Optional[bool] = ..., first_alarm_example: _Optional[int] = ..., first_alarm: _Optional[_Iterable[str]] = ..., layers: _Optional[_Iterable[_Union[ShiftLayer, _Mapping]]] = ..., prior: _Optional[_Union[ShiftPrior, _Mapping]] = ..., arl: _Optional[float] = ..., test_arl: _Optional[float] = ..., first_alarm_tests: _Optional[_Iterable[str]] = ..., first_alarm_change: _Optional[int] = ..., tests: _Optional[_Iterable[_Union[ShiftTest, _Mapping]]] = ..., reference_data: _Optional[str] = ..., reference_origin: _Optional[str] = ..., shared: _Optional[bool] = ...) -> None: ...
+
+class ShiftTest(_message.Message):
+    __slots__ = ("name", "statistic", "threshold", "alarm", "alarm_example", "change_example", "peak")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    ALARM_FIELD_NUMBER: _ClassVar[int]
+    ALARM_EXAMPLE_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_EXAMPLE_FIELD_NUMBER: _ClassVar[int]
+    PEAK_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    statistic: float
+    threshold: float
+    alarm: bool
+    alarm_example: int
+    change_example: int
+    peak: float
+    def __init__(self, name: _Optional[str] = ..., statistic: _Optional[float] = ..., threshold: _Optional[float] = ..., alarm: _Optional[bool] = ..., alarm_example: _Optional[int] = ..., change_example: _Optional[int] = ..., peak: _Optional[float] = ...) -> None: ...
 
 class ShiftLayer(_message.Message):
-    __slots__ = ("layer", "score", "threshold", "clean_max", "peak", "side", "reference_mean", "reference_var", "excluded_units")
+    __slots__ = ("layer", "score", "threshold", "clean_max", "peak", "side", "reference_mean", "reference_var", "excluded_units", "summaries")
     LAYER_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +174,7 @@ class ShiftLayer(_message.Message):
     REFERENCE_MEAN_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_VAR_FIELD_NUMBER: _ClassVar[int]
     EXCLUDED_UNITS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARIES_FIELD_NUMBER: _ClassVar[int]
     layer: str
     score: float
     threshold: float
@@ -149,7 +184,8 @@ class ShiftLayer(_message.Message):
     reference_mean: _containers.RepeatedScalarFieldContainer[float]
     reference_var: _containers.RepeatedScalarFieldContainer[float]
     excluded_units: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, layer: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., clean_max: _Optional[float] = ..., peak: _Optional[float] = ..., side: _Optional[str] = ..., reference_mean: _Optional[_Iterable[float]] = ..., reference_var: _Optional[_Iterable[float]] = ..., excluded_units: _Optional[_Iterable[int]] = ...) -> None: ...
+    summaries: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, layer: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., clean_max: _Optional[float] = ..., peak: _Optional[float] = ..., side: _Optional[str] = ..., reference_mean: _Optional[_Iterable[float]] = ..., reference_var: _Optional[_Iterable[float]] = ..., excluded_units: _Optional[_Iterable[int]] = ..., summaries: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ShiftPrior(_message.Message):
     __slots__ = ("score", "threshold", "clean_max", "peak", "class_priors")
