@@ -47,9 +47,9 @@ def register_chaos(subparsers: argparse._SubParsersAction) -> None:
         "(directly and behind HAProxy with deploy/balancer/haproxy.cfg's retry settings), idle "
         "connections, slow senders, HTTP/2 rapid reset, PING/SETTINGS floods and their HTTP/1.1 "
         "twins, 1,000 version reloads and 100 model load/unload cycles, a repository's files "
-        "broken under the server, shared memory misused. Prints one row per fault: calls, errors by status, what the client saw, "
-        "recovery, resident memory before and after, the bound and PASS/FAIL. Exit 1: a row "
-        "missed its bound.",
+        "broken under the server, shared memory misused. Prints one row per fault: calls, "
+        "errors by status, what the client saw, recovery, resident memory before and after, the "
+        "bound and PASS/FAIL. Exit 1: a row missed its bound.",
     )
     add_arguments(chaos)
     chaos.set_defaults(func=_chaos)
