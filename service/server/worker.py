@@ -4,7 +4,10 @@ supervisor (`foldserve.server.workers`) in a spawned process."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
+import time
 from multiprocessing.queues import Queue
 
 from prometheus_client import CollectorRegistry, disable_created_metrics
@@ -18,6 +21,8 @@ from foldserve.server.logs import setup_logging
 from foldserve.server.model_control import WorkerControl
 from foldserve.server.workers import MULTIPROC_ENV
 
+ORPHAN_CHECK_SECONDS = 0.5
+
 
 def run_worker(config: ServeConfig, events: Queue, inbox: Queue) -> None:
     """Serve on `config.port` (shared with the other workers) until SIGTERM/SIGINT.
@@ -27,6 +32,7 @@ def run_worker(config: ServeConfig, events: Queue, inbox: Queue) -> None:
     out, `inbox` in: `foldserve.server.model_control`).
     """
     setup_logging(config.log_level, config.log_format)
+    _stop_when_orphaned(os.getppid())
     disable_created_metrics()
     # Before any metric exists: series of unloaded versions must not stay in the files.
     MetricFiles(os.environ[MULTIPROC_ENV]).install()
@@ -45,3 +51,20 @@ def run_worker(config: ServeConfig, events: Queue, inbox: Queue) -> None:
     events.put(("ready", os.getpid(), ""))
     serve_until_signalled(running, config)
     sys.exit(0)
+
+
+def _stop_when_orphaned(supervisor: int) -> None:
+    """Drain and exit (as on SIGTERM) once the supervisor is gone.
+
+    A supervisor killed outright (SIGKILL, the OOM killer, a test's teardown) cannot stop its
+    workers: they would go on serving the shared port, holding memory and the metric files,
+    with nobody to restart or stop them. The kernel gives an orphan a new parent, which is how
+    one notices.
+    """
+
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(ORPHAN_CHECK_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()

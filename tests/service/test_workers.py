@@ -158,6 +158,28 @@ def test_a_dead_worker_is_restarted(tmp_path: Path, tiny_model_path: Path) -> No
     assert f"(pid {victim}) died" in server.stderr()
 
 
+def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, tiny_model_path: Path) -> None:
+    """A supervisor killed outright leaves no worker serving the port on its own."""
+    with server_process(tiny_model_path, tmp_path, WORKERS) as server:
+        workers = worker_pids(server)
+        assert len(workers) == 2, server.stderr()
+        server.process.kill()
+        server.process.wait(10)
+        deadline = time.monotonic() + 30
+        while alive := {pid for pid in workers if _running(pid)}:
+            assert time.monotonic() < deadline, f"workers {alive} outlived their supervisor"
+            time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (an orphan's zombie is reaped by init)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
 def test_sighup_reloads_every_worker(tmp_path: Path) -> None:
     from tests.service.test_repository import add_version
 
