@@ -9,6 +9,7 @@ import platform
 import resource
 import tempfile
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
@@ -88,7 +89,12 @@ async def _run(args: argparse.Namespace, workdir: Path) -> list[Row]:
     rows: list[Row] = []
     for name in args.rows:
         started = time.monotonic()
-        got = await RUNNERS[name](args, workdir)
+        try:
+            got = await RUNNERS[name](args, workdir)
+        except Exception as exc:  # the harness failed, not a bound: the other rows still run
+            traceback.print_exc()
+            saw = f"the row's harness raised {type(exc).__name__}: {exc}"
+            got = [Row(f"{name} rows", "run to the end", False, saw=saw[:300])]
         for row in got:
             print(table([row]).splitlines()[-1], flush=True)
         print(f"  ({name}: {time.monotonic() - started:.1f} s)", flush=True)

@@ -65,6 +65,7 @@ def test_chaos_short_measures_every_row(tiny_model_path: Path) -> None:
         cwd=REPO, env=env(), capture_output=True, text=True, timeout=CHAOS_TIMEOUT_SECONDS,
     )  # fmt: skip
     assert done.returncode in (0, 1), done.stderr[-3000:]
+    assert "| fault |" in done.stdout and "harness raised" not in done.stdout, done.stderr[-3000:]
     rows = _rows(done.stdout)
     assert len(rows) == ROWS, done.stdout
     for fault, cells in rows.items():

@@ -163,15 +163,16 @@ def _run_stack(engine: DockerEngine, compose_bin: str, project: Path, timer: Tim
         )  # fmt: skip
         timer.mark("server_healthy")
         _check_images(engine, server_id)
-        try:
-            _check_predictions_and_prometheus(ports)
-        except AssertionError:
-            print(compose("logs", "--tail", "60", "server", check=False).stdout)
-            raise
+        _check_predictions_and_prometheus(ports)
         timer.mark("predict_and_prometheus")
         again = compose("run", "--rm", "--no-deps", "trainer", timeout=120)
         assert "nothing to do" in again.stdout + again.stderr, "trainer retrained over a model"
         timer.mark("trainer_again")
+    except BaseException:
+        # What each container said (a server that never turned healthy fails `up` itself).
+        print(compose("ps", check=False).stdout)
+        print(compose("logs", "--tail", "60", check=False).stdout)
+        raise
     finally:
         compose("down", "-v", "--timeout", "20", timeout=180, check=False)
         timer.mark("compose_down")
