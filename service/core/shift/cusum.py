@@ -20,6 +20,7 @@ one update per example).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -70,8 +71,12 @@ def lattice_arl(p: float, up: int, down: int, threshold: int) -> float:
     return float(lengths[0])
 
 
+@functools.lru_cache(maxsize=4096)
 def lattice_threshold(p: float, up: int, down: int, arl: float) -> int:
     """The least integer threshold whose exact ARL is at least `arl`.
+
+    Cached: a model's versions and reloads ask for the same thresholds (each takes a few
+    dense solves).
 
     Raises:
         ValueError: the walk does not drift down (no threshold holds), or the threshold would
