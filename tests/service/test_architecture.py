@@ -24,6 +24,7 @@ FLOORS = {
     "version": 0,
     "runtime": 0,
     "datasets": 1,
+    "samples": 2,  # a sample of inputs read from files (calibrate, adapt): beside the core
     "core": 2,
     "api": 3,
     "server": 4,
