@@ -30,6 +30,7 @@ FLOORS = {
     "server": 4,
     "client": 5,
     "cli": 6,
+    "adapt_cli": 6,  # `foldserve adapt`: a command of the serving install, like the root one
 }
 OUTSIDE = ("training", "bench")
 TRANSPORTS = {"grpc", "grpc_health", "grpc_reflection", "starlette", "uvicorn", "h11", "httptools"}
