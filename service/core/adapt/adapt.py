@@ -108,9 +108,8 @@ def adapt_model(
     stats, corrections = re_estimate(graph, layers, model.bn_stats, name, inputs)
     adapted = graph.to_bytes()
     seconds = {"estimate": time.perf_counter() - started}
-    ratio = check_adapted(source, adapted, corrections, name, inputs, logits)
-    (source_logits,) = run_graph(source, name, inputs, [logits])
-    (adapted_logits,) = run_graph(adapted, name, inputs, [logits])
+    ratio, adapted_logits = check_adapted(source, adapted, corrections, name, inputs, logits)
+    (source_logits,) = run_graph(model.session, name, inputs, [logits])
     compared = signals(source_logits, adapted_logits)
     seconds["check"] = time.perf_counter() - started - seconds["estimate"]
     fitted = None

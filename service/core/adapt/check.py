@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from foldserve.core.adapt.estimate import Corrections, run_graph
+from foldserve.core.adapt.estimate import Corrections, run_graph, session
 from foldserve.core.adapt.onnx_file import DTYPES, OnnxFile
 
 TOLERANCE = 1e-4  # |re-folded − explicit| ≤ TOLERANCE × (output scale + |explicit|)
@@ -84,37 +84,31 @@ def _affine(
     return result
 
 
-def verify(
-    adapted: bytes, reference: bytes, input_name: str, inputs: np.ndarray, outputs: Sequence[str]
-) -> float:
-    """The largest |adapted − reference| over `outputs` on `inputs`, as a fraction of the
-    tolerance (`TOLERANCE` × (output scale + |reference|)); above 1 raises.
+def compare(got: np.ndarray, want: np.ndarray, name: str) -> float:
+    """The largest |got − want| as a fraction of the tolerance (`TOLERANCE` × (output scale +
+    |want|)); above 1 raises.
 
     Raises:
         AdaptError: the re-folded graph differs from the explicit one.
     """
-    got = run_graph(adapted, input_name, inputs, outputs)
-    want = run_graph(reference, input_name, inputs, outputs)
-    worst = 0.0
-    for name, a, b in zip(outputs, got, want, strict=True):
-        b64 = b.astype(np.float64)
-        bound = TOLERANCE * (np.abs(b64).max() + np.abs(b64))
-        ratio = float((np.abs(a.astype(np.float64) - b64) / np.maximum(bound, 1e-30)).max())
-        if ratio > 1:
-            raise AdaptError(
-                f"the re-folded graph differs from the source with explicit corrections on "
-                f"output {name!r}: max |difference| {np.abs(a - b64).max():.3g}"
-            )
-        worst = max(worst, ratio)
-    return worst
+    b64 = want.astype(np.float64)
+    difference = np.abs(got.astype(np.float64) - b64)
+    bound = TOLERANCE * (np.abs(b64).max() + np.abs(b64))
+    ratio = float((difference / np.maximum(bound, 1e-30)).max())
+    if ratio > 1:
+        raise AdaptError(
+            f"the re-folded graph differs from the source with explicit corrections on output "
+            f"{name!r}: max |difference| {difference.max():.3g}"
+        )
+    return ratio
 
 
 def check_adapted(
     source: bytes, adapted: bytes, corrections: Sequence[Corrections], input_name: str,
     inputs: np.ndarray, logits: str,
-) -> float:  # fmt: skip
-    """Every check of the adapted graph; the re-fold's largest difference from the explicit
-    corrections, as a fraction of the tolerance.
+) -> tuple[float, np.ndarray]:  # fmt: skip
+    """Every check of the adapted graph: the re-fold's largest difference from the explicit
+    corrections, as a fraction of the tolerance, and the adapted logits on `inputs`.
 
     Raises:
         AdaptError: a check failed; the message says which.
@@ -125,14 +119,15 @@ def check_adapted(
     if any(n.op_type == "BatchNormalization" for n in after.nodes):
         raise AdaptError("the adapted graph holds BatchNormalization nodes")
     _onnx_check(adapted)
-    reference = explicit(before, corrections).to_bytes()
-    ratio = verify(adapted, reference, input_name, inputs, [logits])
-    (batch,) = run_graph(adapted, input_name, inputs[:BATCH_PROBES], [logits])
+    runner = session(adapted)
+    (got,) = run_graph(runner, input_name, inputs, [logits])
+    (want,) = run_graph(explicit(before, corrections).to_bytes(), input_name, inputs, [logits])
+    ratio = compare(got, want, logits)
     for i in range(min(BATCH_PROBES, len(inputs))):
-        (alone,) = run_graph(adapted, input_name, inputs[i : i + 1], [logits])
-        if not np.allclose(alone[0], batch[i], rtol=1e-4, atol=1e-4 * np.abs(batch).max()):
+        (alone,) = run_graph(runner, input_name, inputs[i : i + 1], [logits])
+        if not np.allclose(alone[0], got[i], rtol=1e-4, atol=1e-4 * np.abs(got).max()):
             raise AdaptError(f"example {i}'s logits depend on its batch")
-    return ratio
+    return ratio, got
 
 
 def _onnx_check(data: bytes) -> None:

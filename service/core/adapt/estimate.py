@@ -48,18 +48,23 @@ class Corrections:
     ranks: dict[str, int] = field(default_factory=dict)
 
 
-def run_graph(
-    data: bytes, input_name: str, inputs: np.ndarray, outputs: Sequence[str]
-) -> list[np.ndarray]:
-    """`outputs` of the graph `data` on `inputs`, in chunks (one thread: off the request path,
-    it must not take the cores the calls run on)."""
+def session(data: bytes) -> ort.InferenceSession:
+    """A session of the graph `data` on one thread: off the request path, it must not take the
+    cores the calls run on."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.log_severity_level = 3
-    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def run_graph(
+    graph: bytes | ort.InferenceSession, input_name: str, inputs: np.ndarray, outputs: Sequence[str]
+) -> list[np.ndarray]:
+    """`outputs` of a graph (its bytes, or a `session` of it) on `inputs`, in chunks."""
+    runner = session(graph) if isinstance(graph, bytes) else graph
     parts = [
-        session.run(list(outputs), {input_name: inputs[start : start + CHUNK]})
+        runner.run(list(outputs), {input_name: inputs[start : start + CHUNK]})
         for start in range(0, len(inputs), CHUNK)
     ]
     return [np.concatenate([part[i] for part in parts]) for i in range(len(outputs))]
