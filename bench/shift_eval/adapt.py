@@ -94,31 +94,62 @@ HEADER = (
 )
 
 
-def print_rows(title: str, rows: list[AdaptRow], out, models: bool = False) -> None:
-    """A table of rows (`models`: with each row's model, for the worst-of table)."""
+def print_rows(title: str, rows: list[AdaptRow], out) -> None:
     print(title, file=out)
-    print(HEADER + ("  model" if models else ""), file=out)
+    print(HEADER, file=out)
     for r in rows:
         print(
             f"{r.stream:<22} {r.serving:>7.3f} {r.adapted:>7.3f} {r.adapted - r.serving:>+7.3f} "
             f"{r.agreement:>6.3f} {r.entropy_serving:>7.3f} {r.entropy_adapted:>7.3f} "
-            f"{r.seconds:>7.2f}" + (f"  {r.model}" if models else ""),
+            f"{r.seconds:>7.2f}",
             file=out,
         )
 
 
-def worst(per_model: list[list[AdaptRow]]) -> list[AdaptRow]:
-    """Per stream, the row of the model (seed) whose adapted accuracy falls furthest below its
-    own serving accuracy on clean traffic (the clean row: the one with the lowest adapted)."""
-    clean = [next(r for r in rows if r.stream == "clean") for rows in per_model]
-    worst_rows = []
+@dataclass(frozen=True)
+class Worst:
+    """One stream over several models (seeds): the worst of each measure."""
+
+    stream: str
+    below_clean: float  # adapted − that model's clean serving accuracy, the lowest
+    below_serving: float  # adapted − serving on the stream, the lowest
+    serving: float  # the lowest serving accuracy
+    agreement: float  # the lowest
+    entropy_adapted: float  # the highest
+    seconds: float  # the longest adaptation
+    model: str  # the model of `below_clean`
+
+
+def worst(per_model: list[list[AdaptRow]]) -> list[Worst]:
+    """Per stream, the worst over the models (seeds) of each measure."""
+    clean = [next(r for r in rows if r.stream == "clean").serving for rows in per_model]
+    table = []
     for streams in zip(*per_model, strict=True):
-        if streams[0].stream == "clean":
-            gaps = [-r.adapted for r in streams]
-        else:
-            gaps = [c.serving - r.adapted for c, r in zip(clean, streams, strict=True)]
-        worst_rows.append(streams[int(np.argmax(gaps))])
-    return worst_rows
+        gaps = [r.adapted - c for r, c in zip(streams, clean, strict=True)]
+        table.append(
+            Worst(
+                streams[0].stream, min(gaps), min(r.adapted - r.serving for r in streams),
+                min(r.serving for r in streams), min(r.agreement for r in streams),
+                max(r.entropy_adapted for r in streams), max(r.seconds for r in streams),
+                streams[int(np.argmin(gaps))].model,
+            )
+        )  # fmt: skip
+    return table
+
+
+def print_worst(rows: list[Worst], out) -> None:
+    print("the worst model (seed) per stream and measure", file=out)
+    print(
+        f"{'stream':<22} {'vs clean':>8} {'vs serving':>10} {'serving':>7} {'agree':>6} "
+        f"{'H adapt':>7} {'adapt s':>7}  model (vs clean)",
+        file=out,
+    )
+    for r in rows:
+        print(
+            f"{r.stream:<22} {r.below_clean:>+8.3f} {r.below_serving:>+10.3f} {r.serving:>7.3f} "
+            f"{r.agreement:>6.3f} {r.entropy_adapted:>7.3f} {r.seconds:>7.2f}  {r.model}",
+            file=out,
+        )
 
 
 def run_adapt_eval(args: argparse.Namespace, out=sys.stdout) -> int:
@@ -138,7 +169,5 @@ def run_adapt_eval(args: argparse.Namespace, out=sys.stdout) -> int:
         print_rows(f"{path}: adapted on {args.adapt_examples} examples per stream", rows, out)
         print(file=out)
     if len(paths) > 1:
-        print_rows(
-            f"worst of {len(paths)} models per stream (adapted vs clean)", worst(per_model), out
-        )
+        print_worst(worst(per_model), out)
     return 0

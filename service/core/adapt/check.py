@@ -21,7 +21,11 @@ import numpy as np
 from foldserve.core.adapt.estimate import Corrections, run_graph, session
 from foldserve.core.adapt.onnx_file import DTYPES, OnnxFile
 
-TOLERANCE = 1e-4  # |re-folded − explicit| ≤ TOLERANCE × (output scale + |explicit|)
+# |re-folded − explicit| ≤ TOLERANCE × (output scale + |explicit|). Both graphs are float32:
+# where a BN's training variance was ~0 (a pixel always blank) its scale is γ/√ε and large terms
+# cancel, so the two differ by up to ~1e-4 of the logits' scale (digits, inverted); a wrong
+# re-fold differs by the order of the logits themselves.
+TOLERANCE = 1e-3
 BATCH_PROBES = 8  # examples run one at a time against the batch (batch invariance)
 
 
