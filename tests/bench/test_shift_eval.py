@@ -90,4 +90,5 @@ def test_adapt_eval_scores_the_serving_and_the_adapted_model(trained_mlp_dir):
     assert list(by_name) == ["clean", "grey +4", "invert"]
     grey = by_name["grey +4"]
     assert grey["adapted"] > by_name["clean"]["adapted"] - 0.05 and grey["serving"] < 0.5
-    assert by_name["invert"]["entropy_adapted"] > 10 * by_name["clean"]["entropy_adapted"]
+    # Inversion is not undone: the adapted model is unsure of it (the label-free signal).
+    assert by_name["invert"]["entropy_adapted"] > 5 * by_name["clean"]["entropy_adapted"]
