@@ -168,3 +168,20 @@ def test_a_trained_model_adapted_on_clean_digits_predicts_the_same(trained_mlp_d
     path = trained_mlp_dir / "model.onnx"
     same = _logits(path, rest).argmax(1) == _logits(adapted.data, rest).argmax(1)
     assert same.mean() >= 0.99
+
+
+def test_a_keras_style_graph_folded_by_foldserve_fold_adapts(tmp_path) -> None:
+    """tf2onnx's Dense layers, MatMul → Add(bias) → BN, and an input BN before the first MatMul:
+    the fold's record finds each layer by its node name, a bias in the Add."""
+    from foldserve.training.onnx_fold.fold import fold_file
+    from tests.training.onnx_graphs import tf2onnx_dense
+
+    onnx.save(tf2onnx_dense(), tmp_path / "dense.onnx")
+    fold_file(tmp_path / "dense.onnx", tmp_path / "model.onnx")
+    model = load_model(tmp_path / "model.onnx", monitor=False)
+    inputs = np.random.default_rng(0).normal(1.0, 2.0, (400, 20)).astype(np.float32)
+    adapted = adapt_model(model, inputs, "random", reference=False)
+    assert len(adapted.record.layers) == len(model.bn_stats) == 3
+    first = adapted.bn_stats[0]  # the input BN: the sample's own moments
+    np.testing.assert_allclose(first.mean, inputs.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(first.var, inputs.var(0, ddof=1), rtol=1e-4)
