@@ -92,3 +92,18 @@ def test_adapt_eval_scores_the_serving_and_the_adapted_model(trained_mlp_dir):
     assert grey["adapted"] > by_name["clean"]["adapted"] - 0.05 and grey["serving"] < 0.5
     # Inversion is not undone: the adapted model is unsure of it (the label-free signal).
     assert by_name["invert"]["entropy_adapted"] > 5 * by_name["clean"]["entropy_adapted"]
+
+
+def test_the_worst_of_several_models_takes_each_measure_on_its_own():
+    from foldserve.bench.shift_eval.adapt import AdaptRow, worst
+
+    def rows(model, clean, grey, seconds):
+        return [
+            AdaptRow(model, "clean", clean, clean, 0.1, 1.0, 0.02, 0.02),
+            AdaptRow(model, "grey +4", 0.1, grey, seconds, 0.1, 0.0, 0.03),
+        ]
+
+    table = worst([rows("a", 0.99, 0.98, 0.5), rows("b", 0.95, 0.96, 0.2)])
+    grey = table[1]
+    assert grey.model == "a" and grey.below_clean == pytest.approx(-0.01)
+    assert grey.below_serving == pytest.approx(0.86) and grey.seconds == 0.5
