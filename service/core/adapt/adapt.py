@@ -109,7 +109,7 @@ def adapt_model(
     adapted = graph.to_bytes()
     seconds = {"estimate": time.perf_counter() - started}
     ratio, adapted_logits = check_adapted(source, adapted, corrections, name, inputs, logits)
-    (source_logits,) = run_graph(model.session, name, inputs, [logits])
+    (source_logits,) = run_graph(source, name, inputs, [logits])  # a session of its own: one thread
     compared = signals(source_logits, adapted_logits)
     seconds["check"] = time.perf_counter() - started - seconds["estimate"]
     fitted = None
