@@ -8,6 +8,7 @@ command never imports this package; each imports its implementation only when it
 from __future__ import annotations
 
 import argparse
+import sys
 
 from foldserve.bench.baselines.runtimes import DESCRIPTIONS, RUNTIMES
 from foldserve.bench.suite.plan import (
@@ -191,8 +192,16 @@ BENCH_DESCRIPTION = (
 
 
 def _shift_eval(args: argparse.Namespace) -> int:
+    if args.adapt:
+        from foldserve.bench.shift_eval.adapt import run_adapt_eval
+
+        return run_adapt_eval(args)
+    if len(args.model) != 1:
+        print("foldserve shift-eval: one --model, unless --adapt", file=sys.stderr)
+        return 2
     from foldserve.bench.shift_eval.run import run_shift_eval
 
+    args.model = args.model[0]
     return run_shift_eval(args)
 
 
@@ -207,7 +216,21 @@ def _add_shift_eval(subparsers: argparse._SubParsersAction) -> None:
         "then replay the clean test split through the monitor alone and print its false "
         "alarms against the stated ARL.",
     )
-    evaluation.add_argument("--model", required=True, help="model.onnx (a digits model)")
+    evaluation.add_argument(
+        "--model", required=True, nargs="+",
+        help="model.onnx (a digits model); with --adapt, several (seeds): a table each, then "
+        "the worst per stream",
+    )  # fmt: skip
+    evaluation.add_argument(
+        "--adapt", action="store_true",
+        help="instead of serving: per stream, the accuracy of the model and of the model "
+        "adapted (foldserve adapt) on the stream's first --adapt-examples (from the training "
+        "and validation images, unlabeled), both scored on the shifted test split; with the "
+        "adaptation's time and its label-free signals (agreement, mean entropy)",
+    )  # fmt: skip
+    evaluation.add_argument(
+        "--adapt-examples", type=int, default=500, help="with --adapt: examples adapted on"
+    )
     evaluation.add_argument("--requests", type=int, default=1000, help="per shifted stream")
     evaluation.add_argument("--clean-requests", type=int, default=5000, help="for the clean stream")
     evaluation.add_argument("--streams", nargs="*", help="only these streams (by name)")

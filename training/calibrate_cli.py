@@ -4,7 +4,7 @@
     foldserve calibrate --model M.onnx --data tensors/ --out M-monitored.onnx
 
 Torch-free (onnxruntime, numpy; onnx only to write a model file). The sample's examples run
-through the model; the reference is fitted on most of them (`training.calibrate`): the model
+through the model; the reference is fitted on most of them (`core.shift.calibrate`): the model
 input, the class probabilities and, for a file that has them, its taps; the rest are replayed
 through the tests to check the stated ARL. Class priors come from the sample's labels when it
 has some that name the model's classes, else from the model's own predictions on the sample.
@@ -79,13 +79,13 @@ def _run(args: argparse.Namespace) -> int:
 def calibrate_model(args: argparse.Namespace) -> str:
     """Fit and write the reference; what was written, as text for the user."""
     from foldserve.core.loading import load_model
-    from foldserve.training.calibrate import (
+    from foldserve.core.shift.calibrate import (
         ReferenceData,
         calibrate,
         class_priors,
         reference_lines,
     )
-    from foldserve.training.calibrate_data import read_sample
+    from foldserve.samples import read_sample
 
     model = load_model(args.model, monitor=False)
     classifier = model.classifier
@@ -94,8 +94,8 @@ def calibrate_model(args: argparse.Namespace) -> str:
     inputs, labels = read_sample(args.data, classifier.example_shape, args.label_column)
     if not 0 < args.held_out < 1:
         raise ValueError(f"--held-out must be between 0 and 1, got {args.held_out}")
+    from foldserve.core.shift.calibrate import run_sources
     from foldserve.runtime import ort
-    from foldserve.training.calibrate import run_sources
 
     taps = model.training.taps if model.training is not None else ()
     session = ort.InferenceSession(str(args.model), providers=["CPUExecutionProvider"])

@@ -51,7 +51,7 @@ def print_export(export) -> None:
     if export.shift_reference is None:
         print("shift monitor: no reference (the checkpoint holds no reference sample)")
     else:
-        from foldserve.training.calibrate import reference_lines
+        from foldserve.core.shift.calibrate import reference_lines
 
         print("\n".join(reference_lines(export.shift_reference)))
     print(f"model card: {export.card_path}")

@@ -30,7 +30,7 @@ def add_shift_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def shift_config(args: argparse.Namespace):
-    from foldserve.training.calibrate import ShiftConfig
+    from foldserve.core.shift.calibrate import ShiftConfig
 
     if args.shift_arl <= 1 or args.shift_components < 0 or args.shift_replay < 0:
         sys.exit(

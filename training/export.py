@@ -34,8 +34,8 @@ from foldserve.contract import (
 )
 from foldserve.contract.layout import MODEL_FILE
 from foldserve.core.graph import Classifier, TensorSpec
+from foldserve.core.shift.calibrate import ReferenceData, ShiftConfig, calibrate
 from foldserve.runtime import ort
-from foldserve.training.calibrate import ReferenceData, ShiftConfig, calibrate
 from foldserve.training.defaults import CARD_FILE
 from foldserve.training.fold import FoldResult, fold_batchnorm
 from foldserve.training.taps import WithProbabilities, reference_taps, tapped_module

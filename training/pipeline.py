@@ -12,8 +12,8 @@ import torch
 
 from foldserve.contract.data import DIGITS, LABEL_COLUMN, SPLIT_SEED, TEST_FRACTION, VAL_FRACTION
 from foldserve.contract.layout import MODEL_DIR
+from foldserve.core.shift.calibrate import ReferenceData, ShiftConfig, class_priors
 from foldserve.training import distributed
-from foldserve.training.calibrate import ReferenceData, ShiftConfig, class_priors
 from foldserve.training.data import Dataset, load_dataset, make_loader, split_dataset
 from foldserve.training.defaults import (
     ARCH,

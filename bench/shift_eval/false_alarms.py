@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from foldserve.core.loading import load_model
+from foldserve.core.shift.calibrate import run_sources
 from foldserve.core.shift.replay import replay
 from foldserve.core.shift.shared import SUFFIX
 from foldserve.core.shift.state import FIELDS, HEADER, SLOTS, StateView
 from foldserve.runtime import ort
-from foldserve.training.calibrate import run_sources
 
 SHORTER_ARLS = (1e3, 1e4, 1e5)  # stated ARLs short enough that a replay counts their alarms
 

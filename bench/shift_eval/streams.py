@@ -6,6 +6,7 @@ stream of requests visits its pool in shuffled passes (seeded).
 
 - `clean`: the test split the model never saw (the split recorded in the model's metadata).
 - `intensity x0.5` / `x1.5`: pixel scale halved, or raised by half (a sensor's gain).
+- `grey +4`: a grey background, every pixel raised by 4 (a sensor's offset).
 - `noise s=1|2|4`: additive Gaussian noise of that standard deviation (weak, strong, gross).
 - `translate 1px`: every image moved one pixel right (a zero column enters on the left).
 - `hflip`: mirrored left to right.
@@ -79,6 +80,7 @@ def digits_streams(x: np.ndarray, y: np.ndarray, seed: int = 0) -> list[Stream]:
     shifted: list[tuple[str, Callable[[], np.ndarray], np.ndarray]] = [
         ("intensity x0.5", lambda: _clip(x * 0.5), y),
         ("intensity x1.5", lambda: _clip(x * 1.5), y),
+        ("grey +4", lambda: _clip(x + 4.0), y),
         *(
             (
                 f"noise s={sigma:g} ({level})",

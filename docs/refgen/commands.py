@@ -13,7 +13,7 @@ from foldserve.server.config import SETTINGS, settings_markdown
 from refgen.compose import compose_section
 
 # Commands in the order a reader meets them: serve and call, then train and fold, then tools.
-ORDER = ("serve", "predict", "health", "train", "export", "fold", "calibrate", "lab")
+ORDER = ("serve", "predict", "health", "train", "export", "fold", "calibrate", "adapt", "lab")
 ORDER += ("bench", "fuzz", "shift-eval", "chaos", "repository-scale")
 
 

@@ -13,6 +13,8 @@ table), as typed records:
 - `Tap`, `ShiftReference` (`SummaryGroup`): the shift monitor's graph outputs and the reference
   its sequential tests run against (`foldserve.contract.shift` documents both); the reference may
   also sit beside the model file (`SHIFT_REFERENCE_FILE`, read with `parse_shift_reference`);
+- `Adaptation`: where an adapted file came from (`foldserve adapt`; `contract.adaptation`:
+  `adapted_properties` writes an adapted file's metadata, `read_adaptation` reads its record);
 - `ModelConfig`: the optional `config.json` next to a model file (`foldserve.contract.config`:
   its keys), read with `parse_config`.
 
@@ -21,6 +23,7 @@ Graph names are part of the contract too: the input `input` and the outputs `log
 `tap.<layer>` (`tap_name`), each `[batch, 2 · channels]`, and `taps`, all of them end to end.
 """
 
+from foldserve.contract.adaptation import adapted_properties, read_adaptation
 from foldserve.contract.config import CONFIG_FILE, ModelConfig, parse_config
 from foldserve.contract.fields import ContractError
 from foldserve.contract.metadata import (
@@ -46,6 +49,7 @@ from foldserve.contract.records import (
     BACKWARD,
     DIRECTIONS,
     FORWARD,
+    Adaptation,
     BNStats,
     FoldedLayer,
     FoldReport,
@@ -93,6 +97,7 @@ __all__ = [
     "SOURCE_TAPS",
     "TAPS",
     "TAP_PREFIX",
+    "Adaptation",
     "BNStats",
     "ContractError",
     "FoldReport",
@@ -103,12 +108,14 @@ __all__ = [
     "ShiftReference",
     "SummaryGroup",
     "Tap",
+    "adapted_properties",
     "fold_properties",
     "from_properties",
     "has_legacy_calibration",
     "has_metadata",
     "parse_config",
     "parse_shift_reference",
+    "read_adaptation",
     "read_fold_properties",
     "read_shift_reference",
     "shift_reference_properties",

@@ -20,6 +20,7 @@ Every value is a string (JSON where the field is not text):
 | `foldserve.training_metrics` | `training_metrics` | JSON object: accuracies, epochs, data split |
 | `foldserve.taps` | `taps` | optional; JSON list of `Tap` objects (`contract.shift`) |
 | `foldserve.shift_reference` | `shift_reference` | optional; JSON `ShiftReference` |
+| `foldserve.adaptation` | `adaptation` | optional; JSON `Adaptation` (`contract.adaptation`) |
 
 A file foldserve did not train may carry only `bn_stats`, `fold_report` and `version` of these
 (`fold_properties` writes them, `read_fold_properties` reads them): `foldserve fold` records
@@ -38,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from foldserve.contract.fields import ContractError
-from foldserve.contract.records import BNStats, FoldReport
+from foldserve.contract.records import Adaptation, BNStats, FoldReport
 from foldserve.contract.reference import ShiftReference
 from foldserve.contract.shift import Tap
 
@@ -67,11 +68,12 @@ KEYS = {
     "training_metrics": "foldserve.training_metrics",
     "taps": "foldserve.taps",
     "shift_reference": "foldserve.shift_reference",
+    "adaptation": "foldserve.adaptation",
 }
 # Keys of earlier formats that a reader recognises only to say what became of them.
 LEGACY_KEYS = {"shift_calibration": "foldserve.shift_calibration"}  # foldserve 0.1's monitor
 # Keys that files written before the shift monitor lack: written only when set, optional to read.
-OPTIONAL_FIELDS = frozenset({"taps", "shift_reference"})
+OPTIONAL_FIELDS = frozenset({"taps", "shift_reference", "adaptation"})
 FORMAT_KEY = KEYS["format"]
 TEXT_FIELDS = frozenset(
     {"format", "foldserve_version", "model_version", "created", "dataset", "arch", "input_name"}
@@ -99,6 +101,7 @@ class ModelMetadata:
     format: str = FORMAT_VERSION
     taps: tuple[Tap, ...] = ()
     shift_reference: ShiftReference | None = None
+    adaptation: Adaptation | None = None
 
     @property
     def input_bn(self) -> BNStats | None:
@@ -121,6 +124,8 @@ def to_properties(metadata: ModelMetadata) -> dict[str, str]:
         values["taps"] = json.dumps([tap.to_json() for tap in metadata.taps])
     if metadata.shift_reference is not None:
         values["shift_reference"] = json.dumps(metadata.shift_reference.to_json())
+    if metadata.adaptation is not None:
+        values["adaptation"] = json.dumps(metadata.adaptation.to_json())
     return {key: str(values[name]) for name, key in KEYS.items() if name in values}
 
 
@@ -240,6 +245,9 @@ def _shift_fields(properties: Mapping[str, str]) -> dict[str, Any]:
     reference = read_shift_reference(properties)
     if reference is not None:
         found["shift_reference"] = reference
+    if KEYS["adaptation"] in properties:
+        value = _decode(properties, "adaptation", dict)
+        found["adaptation"] = Adaptation.from_json(value, KEYS["adaptation"])
     return found
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from foldserve.contract import fields
+from foldserve.contract.fields import ContractError
 
 BACKWARD = "backward"  # the BN followed its producer and folded into it
 FORWARD = "forward"  # the BN preceded its consumer and folded into it
@@ -145,3 +146,65 @@ class FoldReport:
             for w, item in fields.items(report, "left", where)
         ]
         return cls(tuple(folded), tuple(left))
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """Where an adapted model came from and how it differs from it on its sample.
+
+    Attributes:
+        source_sha256: the SHA-256 of the model file it was adapted from.
+        source_version: that file's model version ("" when it records none).
+        examples: how many unlabeled examples the statistics were re-estimated on.
+        data: what they were (a file name, "reservoir of model M version V", ...).
+        created: when (ISO-8601 UTC).
+        layers: the BN layers re-estimated, in the order they were (input side first).
+        agreement: the fraction of the sample on which the adapted and the source model
+            predict the same class.
+        entropy_source, entropy_adapted: the mean entropy (nats) of each model's predicted
+            class distribution on the sample.
+    """
+
+    source_sha256: str
+    source_version: str
+    examples: int
+    data: str
+    created: str
+    layers: tuple[str, ...]
+    agreement: float
+    entropy_source: float
+    entropy_adapted: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source_sha256": self.source_sha256,
+            "source_version": self.source_version,
+            "examples": self.examples,
+            "data": self.data,
+            "created": self.created,
+            "layers": list(self.layers),
+            "agreement": self.agreement,
+            "entropy_source": self.entropy_source,
+            "entropy_adapted": self.entropy_adapted,
+        }
+
+    @classmethod
+    def from_json(cls, value: Any, where: str) -> Adaptation:
+        entry = fields.json_object(value, where)
+        examples = fields.get(entry, "examples", where)
+        if type(examples) is not int or examples < 1:
+            raise ContractError(f"{where}.examples: expected a positive integer, got {examples!r}")
+        layers = fields.get(entry, "layers", where)
+        if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
+            raise ContractError(f"{where}.layers: expected a list of layer names")
+        return cls(
+            source_sha256=fields.text(entry, "source_sha256", where),
+            source_version=fields.text(entry, "source_version", where),
+            examples=examples,
+            data=fields.text(entry, "data", where),
+            created=fields.text(entry, "created", where),
+            layers=tuple(layers),
+            agreement=fields.number(entry, "agreement", where, minimum=0.0),
+            entropy_source=fields.number(entry, "entropy_source", where, minimum=0.0),
+            entropy_adapted=fields.number(entry, "entropy_adapted", where, minimum=0.0),
+        )

@@ -24,6 +24,7 @@ def test_streams_are_the_documented_shifts_of_the_test_split():
     np.testing.assert_array_equal(streams["invert"].features, MAX_PIXEL - x)
     np.testing.assert_array_equal(streams["intensity x0.5"].features, x * 0.5)
     assert streams["intensity x1.5"].features.max() <= MAX_PIXEL
+    np.testing.assert_array_equal(streams["grey +4"].features, np.minimum(x + 4, MAX_PIXEL))
     moved = streams["translate 1px"].features.reshape(-1, 8, 8)
     assert (moved[:, :, 0] == 0).all() and (moved[:, :, 1:] == x.reshape(-1, 8, 8)[:, :, :-1]).all()
     assert set(streams["classes 0-4"].labels) == {0, 1, 2, 3, 4}
@@ -76,3 +77,33 @@ def test_with_two_workers_the_monitor_needs_as_many_requests(trained_mlp_dir: Pa
             assert row["alarm_at"] <= 1.2 * one[row["name"]]["alarm_at"] + 1
         else:
             assert one[row["name"]]["alarm_at"] == 0
+
+
+def test_adapt_eval_scores_the_serving_and_the_adapted_model(trained_mlp_dir):
+    model = str(trained_mlp_dir / "model.onnx")
+    command = [*foldserve_command(), "shift-eval", "--adapt", "--model", model]
+    command += ["--streams", "grey +4", "invert", "--format", "json"]
+    done = subprocess.run(command, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    (rows,) = json.loads(done.stdout).values()
+    by_name = {r["stream"]: r for r in rows}
+    assert list(by_name) == ["clean", "grey +4", "invert"]
+    grey = by_name["grey +4"]
+    assert grey["adapted"] > by_name["clean"]["adapted"] - 0.05 and grey["serving"] < 0.5
+    # Inversion is not undone: the adapted model is unsure of it (the label-free signal).
+    assert by_name["invert"]["entropy_adapted"] > 5 * by_name["clean"]["entropy_adapted"]
+
+
+def test_the_worst_of_several_models_takes_each_measure_on_its_own():
+    from foldserve.bench.shift_eval.adapt import AdaptRow, worst
+
+    def rows(model, clean, grey, seconds):
+        return [
+            AdaptRow(model, "clean", clean, clean, 0.1, 1.0, 0.02, 0.02),
+            AdaptRow(model, "grey +4", 0.1, grey, seconds, 0.1, 0.0, 0.03),
+        ]
+
+    table = worst([rows("a", 0.99, 0.98, 0.5), rows("b", 0.95, 0.96, 0.2)])
+    grey = table[1]
+    assert grey.model == "a" and grey.below_clean == pytest.approx(-0.01)
+    assert grey.below_serving == pytest.approx(0.86) and grey.seconds == 0.5

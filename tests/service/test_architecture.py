@@ -24,11 +24,13 @@ FLOORS = {
     "version": 0,
     "runtime": 0,
     "datasets": 1,
+    "samples": 2,  # a sample of inputs read from files (calibrate, adapt): beside the core
     "core": 2,
     "api": 3,
     "server": 4,
     "client": 5,
     "cli": 6,
+    "adapt_cli": 6,  # `foldserve adapt`: a command of the serving install, like the root one
 }
 OUTSIDE = ("training", "bench")
 TRANSPORTS = {"grpc", "grpc_health", "grpc_reflection", "starlette", "uvicorn", "h11", "httptools"}

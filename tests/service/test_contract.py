@@ -46,8 +46,9 @@ def test_every_field_has_exactly_one_key() -> None:
 
 def test_round_trip() -> None:
     properties = contract.to_properties(METADATA)
-    # A file without the shift monitor's optional keys: written as before it existed.
-    assert set(properties) == set(KEYS.values()) - {KEYS["taps"], KEYS["shift_reference"]}
+    # A file without the optional keys (shift monitor, adaptation): written as before they existed.
+    optional = {KEYS["taps"], KEYS["shift_reference"], KEYS["adaptation"]}
+    assert set(properties) == set(KEYS.values()) - optional
     assert all(isinstance(value, str) for value in properties.values())
     assert contract.from_properties(properties) == METADATA
 
@@ -153,7 +154,7 @@ SHIFTED = dataclasses.replace(METADATA, taps=(TAP,), shift_reference=REFERENCE)
 
 def test_taps_and_reference_round_trip_under_their_keys() -> None:
     properties = contract.to_properties(SHIFTED)
-    assert set(properties) == set(KEYS.values())
+    assert set(properties) == set(KEYS.values()) - {KEYS["adaptation"]}
     assert contract.from_properties(properties) == SHIFTED
     assert json.loads(properties[KEYS["taps"]]) == [
         {"layer": "3", "name": "tap.3", "side": "bn_output", "spatial": True, "moments": 1}
@@ -233,3 +234,31 @@ def test_tap_records_are_checked() -> None:
     properties[KEYS["taps"]] = json.dumps([{"layer": "3", "name": "tap.3", "side": "inside"}])
     with pytest.raises(ContractError, match=r"foldserve.taps\[0\].side: 'inside' is not one of"):
         contract.from_properties(properties)
+
+
+ADAPTATION = contract.Adaptation(
+    source_sha256="ab" * 32, source_version="v1", examples=500, data="stream.npz",
+    created="2026-01-02T00:00:00Z", layers=("3",), agreement=0.97, entropy_source=0.4,
+    entropy_adapted=0.1,
+)  # fmt: skip
+
+
+def test_an_adaptation_round_trips_and_marks_the_file() -> None:
+    properties = contract.to_properties(METADATA)
+    adapted = contract.adapted_properties(properties, [STATS], None, ADAPTATION, "0.3.0", "v2")
+    assert contract.read_adaptation(adapted) == ADAPTATION
+    read = contract.from_properties(adapted)
+    assert read.adaptation == ADAPTATION and read.model_version == "v2"
+    assert contract.read_adaptation(properties) is None
+
+
+def test_adapting_a_file_without_a_fold_is_refused_with_the_keys_named() -> None:
+    with pytest.raises(ContractError, match=KEYS["bn_stats"]):
+        contract.adapted_properties({}, [STATS], None, ADAPTATION, "0.3.0", "v2")
+
+
+@pytest.mark.parametrize("examples", [0, -1, 1.5, "500"])
+def test_an_adaptation_with_a_bad_example_count_is_refused(examples) -> None:
+    value = {**ADAPTATION.to_json(), "examples": examples}
+    with pytest.raises(ContractError, match="examples"):
+        contract.Adaptation.from_json(value, KEYS["adaptation"])

@@ -20,8 +20,8 @@ from foldserve.core.loading import load_model
 from foldserve.core.runner import monitor_for
 from foldserve.core.shift.settings import ShiftSettings
 from foldserve.datasets import load_dataset, split_dataset
+from foldserve.samples import read_sample
 from foldserve.training.calibrate_cli import calibrate_model, stratified_split
-from foldserve.training.calibrate_data import read_sample
 from tests.service.conftest import _softmax_regression
 from tests.service.model_files import DEFAULT_SPLIT, linear_model
 from tests.service.subprocess_server import REPO, env

@@ -7,7 +7,7 @@ from torch import nn
 
 from foldserve.contract import BN_INPUT, BN_OUTPUT, TAPS
 from foldserve.core.loading import load_model
-from foldserve.training.calibrate import ReferenceData, ShiftConfig
+from foldserve.core.shift.calibrate import ReferenceData, ShiftConfig
 from foldserve.training.export import ModelInfo, export_model
 from foldserve.training.models import build_cnn, build_mlp
 

@@ -1,7 +1,7 @@
 """Fitting the shift monitor's reference from a sample of clean rows (numpy only).
 
 Export fits it from the training and validation splits run through the exported graph
-(`foldserve.training.calibrate`), `foldserve calibrate` from a sample of a foreign model's inputs;
+(`foldserve.core.shift.calibrate`), `foldserve calibrate` from a sample of a foreign model's inputs;
 both call `fit_reference`, so the server tests any model the same way.
 
 Each group's summaries:

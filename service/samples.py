@@ -1,4 +1,5 @@
-"""The sample `foldserve calibrate` reads: a CSV, an NPZ, a directory of tensors, or digits.
+"""The sample `foldserve calibrate` and `foldserve adapt` read: a CSV, an NPZ, a directory of
+tensors, or digits (torch-free: both halves use it).
 
 Every form gives the examples, shaped as the model's input, and their labels when it has any
 (strings; the caller matches them with the model's class labels).
