@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-_FIELD = descriptor_pb2.FieldDescriptorProto
+from foldserve.core.proto_schema import FIELD as _FIELD
+from foldserve.core.proto_schema import message_classes
+
 _PACKAGE = "foldserve_onnx_adapt"
 _REPEATED, _OPTIONAL = _FIELD.LABEL_REPEATED, _FIELD.LABEL_OPTIONAL
 _TEXT, _BYTES, _MESSAGE = _FIELD.TYPE_STRING, _FIELD.TYPE_BYTES, _FIELD.TYPE_MESSAGE
@@ -67,28 +68,8 @@ DTYPES = {1: np.dtype("<f4"), 11: np.dtype("<f8")}
 ELEM_TYPES = {dtype: code for code, dtype in DTYPES.items()}
 
 
-def _build_pool() -> descriptor_pool.DescriptorPool:
-    file = descriptor_pb2.FileDescriptorProto(
-        name=f"{_PACKAGE}.proto", package=_PACKAGE, syntax="proto2"
-    )
-    for name, fields in _SCHEMA.items():
-        message = file.message_type.add(name=name)
-        for field_name, number, label, kind, type_name in fields:
-            field = message.field.add(name=field_name, number=number, label=label, type=kind)
-            if type_name:
-                field.type_name = f".{_PACKAGE}.{type_name}"
-    # A private pool: these names must never clash with a real `onnx` import in the same process.
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    return pool
-
-
-def _message(pool: descriptor_pool.DescriptorPool, name: str) -> type:
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
-
-
-_POOL = _build_pool()
-_Model, _Node = _message(_POOL, "Model"), _message(_POOL, "Node")
+_CLASSES = message_classes(_PACKAGE, _SCHEMA)
+_Model, _Node = _CLASSES["Model"], _CLASSES["Node"]
 
 
 class GraphFileError(ValueError):

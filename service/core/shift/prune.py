@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from foldserve.core.proto_schema import FIELD as _FIELD
+from foldserve.core.proto_schema import message_classes
 
-_FIELD = descriptor_pb2.FieldDescriptorProto
 _PACKAGE = "foldserve_onnx_graph"
 
 
@@ -31,23 +31,7 @@ _SCHEMA = {
 }
 
 
-def _build_model_graph() -> type:
-    file = descriptor_pb2.FileDescriptorProto(
-        name=f"{_PACKAGE}.proto", package=_PACKAGE, syntax="proto2"
-    )
-    for name, fields in _SCHEMA.items():
-        message = file.message_type.add(name=name)
-        for field_name, number, label, kind, type_name in fields:
-            field = message.field.add(name=field_name, number=number, label=label, type=kind)
-            if type_name:
-                field.type_name = f".{_PACKAGE}.{type_name}"
-    # A private pool: these names must never clash with a real `onnx` import in the same process.
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.Model"))
-
-
-_Model = _build_model_graph()
+_Model = message_classes(_PACKAGE, _SCHEMA)["Model"]
 
 
 def without_outputs(model_bytes: bytes, drop: Callable[[str], bool]) -> bytes:
