@@ -113,15 +113,16 @@ def main(argv: list[str] | None = None) -> int:
                         if name.startswith("echo")
                         else sizes[(name, workload.name)]
                     )
+                    target = server.target_for(workload)
                     if load.duration or load.calls:
-                        warm_up(
-                            generator,
-                            server,
-                            workload,
-                            size,
-                            Load(duration=0.25, connections=load.connections, streams=load.streams),
+                        warm = Load(
+                            duration=0.25, connections=load.connections, streams=load.streams
                         )
-                    got = measure(generator, server, workload, size, load).figures
+                        warm_up(generator, target, workload, size, warm)
+                    measured = measure(generator, server, target, workload, size, load)
+                    if measured.error:
+                        print(f"{label} {name}: {measured.error}", file=sys.stderr)
+                    got = measured.figures
                     rate = got.get("examples_per_s") or 0.0
                     cpu = got.get("server_cpu_us_per_example") or 0.0
                     figures.setdefault((label, name, "rate"), []).append(rate)
@@ -132,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _span(values: list[float]) -> str:
+    if not values:
+        return "–"
     return f"{statistics.median(values):,.2f} ({min(values):,.2f}–{max(values):,.2f})"
 
 

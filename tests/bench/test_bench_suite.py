@@ -174,3 +174,23 @@ def test_the_report_plots_and_latency_curves_are_written(short_run) -> None:
     pytest.importorskip("matplotlib")
     for name in ("latency_cdf.png", "throughput_in_flight.png", "throughput_workers.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_serve_ab_compares_variants_with_the_echo_floor(tiny_model_path: Path) -> None:
+    """`bench/serve_ab.py` runs and prints each variant's figures over the echo floor's."""
+    if shutil.which("h2load") is None:
+        skip_or_fail("h2load (nghttp2-client) is not installed")
+    command = [
+        sys.executable, "bench/serve_ab.py", "--model", str(tiny_model_path),
+        "--variant", "plain=--shift-monitor off", "--in-flight", "1", "--rounds", "1",
+        "--duration", "0.2", "--sequential", "200",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, cwd=REPO, env=env(), capture_output=True, text=True, timeout=BENCH_TIMEOUT_SECONDS
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    for label in ("sequential", "1 in flight"):
+        plain = [line for line in lines if line.startswith(label) and " plain " in line]
+        assert len(plain) == 1 and "/echo: rate " in plain[0], done.stdout
+        assert "rate –" not in plain[0] and "p50 –" not in plain[0], done.stdout
