@@ -139,17 +139,18 @@ class Load:
                 self.milestones["draining"] = time.monotonic()
 
 
-async def _push_versions(repo: Path, model: Path, every: float, until: float) -> int:
+async def _push_versions(repo: Path, model: Path, every: float, calls: asyncio.Future) -> int:
     pushed, version = 0, 2
-    while time.monotonic() + every < until:
-        await asyncio.sleep(every)
+    while True:
+        await asyncio.wait([calls], timeout=every)
+        if calls.done():
+            return pushed
         staging = repo / f".{version}"
         staging.mkdir()
         shutil.copy(model, staging / "model.onnx")
         staging.rename(repo / str(version))
         shutil.rmtree(repo / str(version - 1))
         pushed, version = pushed + 1, version + 1
-    return pushed
 
 
 def _repository(model: Path, workdir: Path) -> Path:
@@ -176,9 +177,13 @@ async def _soak(args: argparse.Namespace, workdir: Path) -> int:
             f"127.0.0.1:{port}", args.calls, args.in_flight, time.monotonic() + args.max_seconds
         )
         run = load.run_http if args.protocol == "http" else load.run
-        tasks = [run(_request(shape), lambda: rss.setdefault("warm", rss_mb(process.pid)))]
-        if args.reload_every:
-            tasks.append(_push_versions(source, args.model, args.reload_every, load.deadline))
+        calls = asyncio.ensure_future(
+            run(_request(shape), lambda: rss.setdefault("warm", rss_mb(process.pid)))
+        )
+        tasks = [calls]
+        if args.reload_every:  # pushes versions for as long as the calls go on
+            pushing = _push_versions(source, args.model, args.reload_every, calls)
+            tasks.append(asyncio.ensure_future(pushing))
         if args.sigterm_after:
             tasks.append(_sigterm(process, args.sigterm_after, load))
         started = time.monotonic()
