@@ -55,7 +55,8 @@ def test_exported_file_has_no_batchnorm_and_documented_metadata(tmp_path):
     assert [n.op_type for n in proto.graph.node].count("BatchNormalization") == 0
     assert result.bn_nodes == 0
     metadata = {p.key: p.value for p in proto.metadata_props}
-    assert set(metadata) == set(KEYS.values()) - {KEYS["shift_reference"]}  # no reference data
+    # No reference data, and an export is not an adaptation.
+    assert set(metadata) == set(KEYS.values()) - {KEYS["shift_reference"], KEYS["adaptation"]}
     assert metadata[KEYS["model_version"]] == "v1"
     assert json.loads(metadata[KEYS["input_shape"]]) == [6]
     assert json.loads(metadata[KEYS["class_labels"]]) == ["a", "b", "c"]
