@@ -22,6 +22,7 @@ from tests.service.subprocess_server import REPO, env
 
 pytestmark = pytest.mark.integration
 CHAOS_TIMEOUT_SECONDS = 120
+IN_FLIGHT = 64  # foldserve chaos's default calls in flight
 ROWS = 20  # kill 2, balancer 2, peers 8, reloads 2, repository 2 + 1 skipped as root, shm 3
 
 
@@ -78,6 +79,12 @@ def test_chaos_short_measures_every_row(tiny_model_path: Path) -> None:
             if "HAProxy" not in fault:
                 # Only calls on the killed worker's connections fail (how many depends on timing).
                 assert "0 on the other worker's" in saw, cells
+            elif "grpc" in fault:
+                # HAProxy replays what the dead worker never answered; now and then (1 short run
+                # in 4 here) the calls on its HTTP/2 connections fail UNAVAILABLE all the same.
+                # The row says FAIL then; what must hold is that nothing else fails.
+                assert re.fullmatch(r"0|UNAVAILABLE (\d+)", errors), cells
+                assert errors == "0" or int(errors.split()[1]) <= IN_FLIGHT, cells
             else:
                 assert errors == "0", cells
         elif "--workers 2" in fault:
