@@ -18,27 +18,14 @@ from foldserve.contract.metadata import (
     KEYS,
     fold_properties,
     has_metadata,
+    read_adaptation,
     read_fold_properties,
     shift_reference_properties,
 )
 from foldserve.contract.records import Adaptation, BNStats
 from foldserve.contract.reference import ShiftReference
 
-
-def read_adaptation(properties: Mapping[str, str]) -> Adaptation | None:
-    """The adaptation a file records, None for a file that was not adapted.
-
-    Raises:
-        ContractError: a value of the wrong form; the message names the key.
-    """
-    key = KEYS["adaptation"]
-    if key not in properties:
-        return None
-    try:
-        value = json.loads(properties[key])
-    except json.JSONDecodeError as exc:
-        raise ContractError(f"metadata {key} is not valid JSON ({exc})") from None
-    return Adaptation.from_json(value, key)
+__all__ = ["adapted_properties", "read_adaptation"]
 
 
 def adapted_properties(

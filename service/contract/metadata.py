@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from foldserve.contract.fields import ContractError
+from foldserve.contract.metadata_values import class_labels, decode, legacy_fold_report, shape
 from foldserve.contract.records import Adaptation, BNStats, FoldReport
 from foldserve.contract.reference import ShiftReference
 from foldserve.contract.shift import Tap
@@ -204,9 +205,9 @@ def from_properties(properties: Mapping[str, str]) -> ModelMetadata:
         raise ContractError(f"metadata key(s) missing: {', '.join(missing)}")
     metadata = ModelMetadata(
         **{name: properties[KEYS[name]] for name in TEXT_FIELDS},
-        input_shape=_shape(_decode(properties, "input_shape", list)),
+        input_shape=shape(_decode(properties, "input_shape", list), KEYS["input_shape"]),
         output_names=tuple(str(n) for n in _decode(properties, "output_names", list)),
-        class_labels=_class_labels(_decode(properties, "class_labels", list)),
+        class_labels=class_labels(_decode(properties, "class_labels", list), KEYS["class_labels"]),
         bn_stats=_bn_stats(properties),
         fold_report=_fold_report(properties),
         training_metrics=_decode(properties, "training_metrics", dict),
@@ -232,7 +233,7 @@ def _bn_stats(properties: Mapping[str, str]) -> tuple[BNStats, ...]:
 
 def _fold_report(properties: Mapping[str, str]) -> FoldReport:
     raw = _decode(properties, "fold_report", dict)
-    return FoldReport.from_json(_legacy_fold_report(raw), KEYS["fold_report"])
+    return FoldReport.from_json(legacy_fold_report(raw), KEYS["fold_report"])
 
 
 def _shift_fields(properties: Mapping[str, str]) -> dict[str, Any]:
@@ -245,10 +246,21 @@ def _shift_fields(properties: Mapping[str, str]) -> dict[str, Any]:
     reference = read_shift_reference(properties)
     if reference is not None:
         found["shift_reference"] = reference
-    if KEYS["adaptation"] in properties:
-        value = _decode(properties, "adaptation", dict)
-        found["adaptation"] = Adaptation.from_json(value, KEYS["adaptation"])
+    adaptation = read_adaptation(properties)
+    if adaptation is not None:
+        found["adaptation"] = adaptation
     return found
+
+
+def read_adaptation(properties: Mapping[str, str]) -> Adaptation | None:
+    """The adaptation a file records (`contract.adaptation`), None for a file not adapted.
+
+    Raises:
+        ContractError: a value of the wrong form; the message names the key.
+    """
+    if KEYS["adaptation"] not in properties:
+        return None
+    return Adaptation.from_json(_decode(properties, "adaptation", dict), KEYS["adaptation"])
 
 
 def read_shift_reference(properties: Mapping[str, str]) -> ShiftReference | None:
@@ -283,41 +295,4 @@ def parse_shift_reference(text: str, where: str) -> ShiftReference:
 
 
 def _decode(properties: Mapping[str, str], name: str, kind: type) -> Any:
-    key = KEYS[name]
-    try:
-        value = json.loads(properties[key])
-    except json.JSONDecodeError as exc:
-        raise ContractError(f"metadata {key} is not valid JSON ({exc})") from None
-    if not isinstance(value, kind):
-        raise ContractError(
-            f"metadata {key} must be a JSON {kind.__name__}, got {type(value).__name__}"
-        )
-    return value
-
-
-def _shape(values: list[Any]) -> tuple[int, ...]:
-    if not values or not all(type(d) is int and d > 0 for d in values):
-        raise ContractError(
-            f"{KEYS['input_shape']} must be a list of positive integers, got {values}"
-        )
-    return tuple(values)
-
-
-def _class_labels(values: list[Any]) -> tuple[str, ...]:
-    if not values:
-        raise ContractError(f"{KEYS['class_labels']} is empty")
-    return tuple(str(label) for label in values)
-
-
-def _legacy_fold_report(report: dict[str, Any]) -> dict[str, Any]:
-    """foldserve 0.1.0 spelled the report's `layer`/`folded_into` as `bn`/`into`."""
-    renamed = {"bn": "layer", "into": "folded_into"}
-    return {
-        part: [
-            {renamed.get(k, k): v for k, v in item.items()} if isinstance(item, dict) else item
-            for item in items
-        ]
-        if isinstance(items, list)
-        else items
-        for part, items in report.items()
-    }
+    return decode(properties, KEYS[name], kind)
