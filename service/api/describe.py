@@ -7,6 +7,7 @@ from google.protobuf import struct_pb2
 
 from foldserve._proto.foldserve.v1 import predictor_pb2 as pb
 from foldserve.api.describe_shift import shift_monitor
+from foldserve.contract import Adaptation
 from foldserve.core.model import Model
 from foldserve.core.shift.monitor import ShiftMonitor
 
@@ -17,11 +18,14 @@ def _struct(value: object) -> struct_pb2.Struct:
     return result
 
 
-def describe(model: Model, monitor: ShiftMonitor | None = None) -> pb.DescribeModelResponse:
+def describe(
+    model: Model, monitor: ShiftMonitor | None = None, candidate: Model | None = None
+) -> pb.DescribeModelResponse:
     """`DescribeModel`'s answer for a model: the input `Predict` fills (a model that is not
     classifier-shaped: its first input, -1 for a dynamic dimension), every output, the class
     labels, the fold report (empty without a fold), what training recorded (empty for a model
-    foldserve did not train), and the shift monitor's live state."""
+    foldserve did not train), the shift monitor's live state, the file's adaptation and the
+    model's candidate version (`candidate`)."""
     classifier = model.classifier
     if classifier is not None:
         tensor, shape = classifier.input, list(classifier.example_shape)
@@ -46,4 +50,18 @@ def describe(model: Model, monitor: ShiftMonitor | None = None) -> pb.DescribeMo
         sha256=model.sha256,
         opset=model.opset,
         shift=shift_monitor(model, monitor),
+        adaptation=_adaptation(model.adaptation),
+        candidate=_candidate(candidate),
     )
+
+
+def _adaptation(record: Adaptation | None) -> pb.Adaptation | None:
+    if record is None:
+        return None
+    return pb.Adaptation(**record.to_json())
+
+
+def _candidate(candidate: Model | None) -> pb.Candidate | None:
+    if candidate is None:
+        return None
+    return pb.Candidate(version=candidate.version, adaptation=_adaptation(candidate.adaptation))

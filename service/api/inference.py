@@ -36,14 +36,17 @@ def _stream_error(
 
 
 def _refuse_parameters(parameters, accepted: frozenset[str] = frozenset()) -> None:
-    """Model control takes no parameters here (Triton's `config` and file overrides are not
-    implemented): refused, never ignored. `accepted`: those that change nothing here."""
+    """An unload takes no parameters here: refused, never ignored. `accepted`: those that change
+    nothing here."""
     names = sorted(set(parameters) - accepted)
     if names:
-        raise invalid(
-            f"parameters: {names} not implemented by foldserve; load a model as the repository "
-            "holds it"
-        )
+        raise invalid(f"parameters: {names} not implemented by foldserve for an unload")
+
+
+def _value(parameter: pb.ModelRepositoryParameter) -> object:
+    """A model control parameter's value, whichever of its types it has."""
+    chosen = parameter.WhichOneof("parameter_choice")
+    return None if chosen is None else getattr(parameter, chosen)
 
 
 # Triton's unload also unloads the ensembles a model is part of; foldserve serves none, so the
@@ -109,10 +112,11 @@ class InferenceAdapter:
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, call: Call
     ) -> pb.RepositoryModelLoadResponse:
-        _refuse_parameters(request.parameters)
-        # Loading reads and checks the files: off the serving loop, which keeps answering.
+        parameters = {name: _value(p) for name, p in request.parameters.items()}
+        # Loading reads and checks the files (or adapts): off the serving loop, which keeps
+        # answering.
         load = self._plane.load_model
-        await asyncio.to_thread(load, call, request.repository_name, request.model_name)
+        await asyncio.to_thread(load, call, request.repository_name, request.model_name, parameters)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(

@@ -109,7 +109,7 @@ class PredictorAdapter:
     def DescribeModel(
         self, request: pb.DescribeModelRequest, call: Call
     ) -> pb.DescribeModelResponse:
-        model, monitor = self._plane.describe(
+        model, monitor, candidate = self._plane.describe(
             call, request.model_name, request.model_version, MODEL_FIELDS
         )
-        return describe(model, monitor)
+        return describe(model, monitor, candidate)

@@ -122,9 +122,10 @@ class RestAdapter(SharedMemoryOperations):
                       for e in entries])  # fmt: skip
 
     async def RepositoryModelLoad(self, request: Request, call: Call) -> Reply:
-        _no_parameters(request)
-        # Loading reads and checks the files: off the serving loop, which keeps answering.
-        await asyncio.to_thread(self._plane.load_model, call, "", request.name)
+        parameters = _parameters(request)
+        # Loading reads and checks the files (or adapts): off the serving loop, which keeps
+        # answering.
+        await asyncio.to_thread(self._plane.load_model, call, "", request.name, parameters)
         return Reply(b"")
 
     async def RepositoryModelUnload(self, request: Request, call: Call) -> Reply:
@@ -133,12 +134,17 @@ class RestAdapter(SharedMemoryOperations):
         return Reply(b"")
 
 
-def _no_parameters(request: Request, accepted: frozenset[str] = frozenset()) -> None:
-    """Model control takes no parameters here (Triton's `config` and file overrides are not
-    implemented): refused, never ignored. `accepted`: those that change nothing here."""
+def _parameters(request: Request) -> dict:
+    """A model control request's `parameters` (the body may be empty)."""
     body = _plain_body(request)
     asked = expect(load_json(body, "body") if body.strip() else {}, dict, "an object", "body")
-    given = expect(asked.get("parameters", {}), dict, "an object", "parameters")
+    return expect(asked.get("parameters", {}), dict, "an object", "parameters")
+
+
+def _no_parameters(request: Request, accepted: frozenset[str] = frozenset()) -> None:
+    """An unload takes no parameters here: refused, never ignored. `accepted`: those that
+    change nothing here."""
+    given = _parameters(request)
     if set(given) - accepted:
         raise invalid(f"parameters: {sorted(set(given) - accepted)} not implemented by foldserve")
 

@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from foldserve._proto.inference.model_config_pb2 import ModelConfig
 from foldserve.core import parameters, reports, validate
 from foldserve.core.call import Call
 from foldserve.core.call_cycle import CallCycle, CallPolicy
+from foldserve.core.candidate import candidate_action
 from foldserve.core.classification import classified_outputs, classify_outputs
 from foldserve.core.errors import RequestError, Status, invalid
 from foldserve.core.gate import Gate
@@ -43,6 +45,9 @@ from foldserve.core.shift.monitor import ShiftMonitor
 from foldserve.core.stats import VersionStats
 from foldserve.core.types import Classification, IndexEntry, InferRequest, InferResponse
 from foldserve.core.versions import LoadedVersion
+
+if TYPE_CHECKING:
+    from foldserve.core.adapt.serving import CandidateBuilder
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +71,9 @@ class DataPlane(CallCycle):
         policy: size limit, token, access log.
         server: what `server_metadata` answers.
         shared_memory: the system shared memory regions (`--shared-memory`; default: off).
-        control: how a model is loaded or unloaded, (action "load"|"unload", name); default:
-            on `repository` (several server processes do it on every one of them).
+        control: how a model control command is applied, (action, name, detail): "load",
+            "unload", or a candidate version's (`core.candidate`); default: on `repository`
+            (several server processes do it on every one of them).
     """
 
     def __init__(
@@ -77,11 +83,12 @@ class DataPlane(CallCycle):
         policy: CallPolicy,
         server: ServerInfo,
         shared_memory: SystemSharedMemory | None = None,
-        control: Callable[[str, str], None] | None = None,
+        control: Callable[[str, str, tuple[str, ...]], None] | None = None,
     ) -> None:
         super().__init__(repository, gate, policy)
         self._server = server
-        self._control = control or self._control_here
+        self.control = control or self.repository.apply
+        self.candidates: CandidateBuilder | None = None  # with --adapt-reservoir
         # Triton's system shared memory regions of this process (off unless given one on).
         self.shared_memory = shared_memory or SystemSharedMemory(enabled=False)
 
@@ -118,10 +125,12 @@ class DataPlane(CallCycle):
 
     def describe(
         self, call: Call, name: str, version: str, fields: tuple[str, str]
-    ) -> tuple[Model, ShiftMonitor | None]:
-        """The model a request names, and its shift monitor (None when it runs none)."""
+    ) -> tuple[Model, ShiftMonitor | None, Model | None]:
+        """The model a request names, its shift monitor (None when it runs none) and its model's
+        candidate version (None: none)."""
         served = self._resolve(call, name, version, fields)
-        return served.model, served.runner.monitor
+        candidate = self.repository.model(name or None).candidate.loaded
+        return served.model, served.runner.monitor, candidate and candidate.model
 
     def infer(self, call: Call, request: InferRequest) -> InferResponse:
         """Run one inference request.
@@ -187,15 +196,34 @@ class DataPlane(CallCycle):
         self._check_repository(repository)
         return self.repository.index(ready_only)
 
-    def load_model(self, call: Call, repository: str, name: str) -> None:
-        """Load a model of the repository, or load it again (model control, `explicit` mode).
-        Slow (it reads and checks the files): run it off the serving loop.
+    def load_model(
+        self, call: Call, repository: str, name: str, parameters: Mapping[str, object] = {}
+    ) -> None:
+        """Load a model of the repository, or load it again (model control, `explicit` mode);
+        with parameter `candidate`, build (`adapt`), `promote` or `discard` the model's
+        candidate version instead (any mode). Slow (it reads and checks the files, or adapts
+        a model): run it off the serving loop.
 
         Raises:
-            RequestError: see `Repository.load`; NOT_FOUND for a repository other than "".
+            RequestError: see `Repository.load` and `core.candidate`; NOT_FOUND for a repository
+                other than ""; INVALID_ARGUMENT for another parameter or value.
         """
         self._check_repository(repository)
-        self._control("load", name)
+        action = candidate_action(parameters)
+        if action is None:
+            self.repository.check_control("load")
+            self.control("load", name, ())
+        elif action == "adapt":
+            if self.candidates is None:
+                self.repository.model(name)
+                raise RequestError(
+                    Status.FAILED_PRECONDITION,
+                    "parameters.candidate: this server keeps no inputs (--adapt-reservoir 0)",
+                )
+            self.candidates.build(name)
+        else:
+            self.repository.model(name).candidate.require()
+            self.control(action, name, ())
 
     def unload_model(self, call: Call, repository: str, name: str) -> None:
         """Unload a model (model control); its calls in flight finish.
@@ -204,10 +232,8 @@ class DataPlane(CallCycle):
             RequestError: see `Repository.unload`; NOT_FOUND for a repository other than "".
         """
         self._check_repository(repository)
-        self._control("unload", name)
-
-    def _control_here(self, action: str, name: str) -> None:
-        (self.repository.load if action == "load" else self.repository.unload)(name)
+        self.repository.check_control("unload")
+        self.control("unload", name, ())
 
     # --- system shared memory (Triton's extension; `core.shared_memory`) ---------------------
 

@@ -129,6 +129,7 @@ def _checked_model(
         fold_report=report,
         foldserve_version=written_by,
         training=metadata,
+        adaptation=_adaptation(properties, where),
         **shift_fields(file, properties, metadata, bn_stats, classifier, full, monitor),
     )
     if metadata is not None:
@@ -149,6 +150,13 @@ def _metadata(properties: dict[str, str], where: str) -> ModelMetadata | None:
         return None
     try:
         return contract.from_properties(properties)
+    except ContractError as exc:
+        raise ModelError(f"{where}: {exc}") from None
+
+
+def _adaptation(properties: dict[str, str], where: str) -> contract.Adaptation | None:
+    try:
+        return contract.read_adaptation(properties)
     except ContractError as exc:
         raise ModelError(f"{where}: {exc}") from None
 

@@ -26,6 +26,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from foldserve.core.adapt.metrics import AdaptFamilies
 from foldserve.core.method_metrics import MethodMetrics
 from foldserve.core.shift.metrics import ShiftCollector, Watched
 from foldserve.core.shift.settings import SHIFT_PUBLISH_SECONDS
@@ -68,6 +69,7 @@ class Metrics:
         self._register_model_families()
         self._register_repository_families()
         self._register_shift_families()
+        self.adapt = AdaptFamilies(registry)
         if process:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from foldserve.contract import TAPS, BNStats, FoldReport, ModelMetadata
+from foldserve.contract import TAPS, Adaptation, BNStats, FoldReport, ModelMetadata
 from foldserve.core.errors import ModelError, RequestError, failed_precondition
 from foldserve.core.graph import Classifier, TensorSpec
 from foldserve.core.shift.source import ShiftSource
@@ -48,6 +48,7 @@ class Model:
         shift: what the shift monitor watches; None when it cannot run (`shift_off` says why).
         interface: what a Triton config.pbtxt makes of the tensors (batch, dims, reshape);
             None without one.
+        adaptation: where an adapted file came from (`foldserve adapt`); None otherwise.
     """
 
     name: str
@@ -68,6 +69,7 @@ class Model:
     shift: ShiftSource | None = None
     shift_off: str = ""
     interface: Interface | None = None
+    adaptation: Adaptation | None = None
 
     @cached_property
     def input_names(self) -> tuple[str, ...]:

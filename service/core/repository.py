@@ -22,10 +22,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from foldserve.core.candidate import control_candidate
 from foldserve.core.errors import ModelError, RequestError, Status, invalid, not_found
 from foldserve.core.heap import release_freed_memory
 from foldserve.core.metrics import Metrics
-from foldserve.core.repository_settings import READY, UNAVAILABLE, RepositorySettings
+from foldserve.core.repository_index import entries
+from foldserve.core.repository_settings import RepositorySettings
 from foldserve.core.types import IndexEntry
 from foldserve.core.versions import LoadedVersion, ModelVersions
 
@@ -111,6 +113,11 @@ class Repository:
             )
         raise not_found(f"{field}: unknown model {name!r}; the models served are {self.names}")
 
+    @property
+    def failed(self) -> dict[str, str]:
+        """The models that failed to load, with the reason."""
+        return dict(self._failed)
+
     def __iter__(self) -> Iterator[ModelVersions]:
         return iter(list(self._models.values()))
 
@@ -125,8 +132,9 @@ class Repository:
         """
         if self._single is not None:
             path, name = self._single
+            settings = self.settings
             versions = ModelVersions(
-                path, name, self.metrics, self.settings.keep, self.settings.shift
+                path, name, self.metrics, settings.keep, settings.shift, settings.reservoir
             )
             versions.start()
             self._models = {name: versions}
@@ -158,6 +166,7 @@ class Repository:
             self.metrics,
             self.settings.keep,
             self.settings.shift,  # type: ignore[operator]
+            self.settings.reservoir,
         )
         try:
             versions.start()
@@ -180,7 +189,7 @@ class Repository:
                 NOT_FOUND for a name the directory does not have; INVALID_ARGUMENT when it
                 fails to load (the reason).
         """
-        self._check_control("load")
+        self.check_control("load")
         if name not in self.discover():
             raise not_found(
                 f"model_name: no model {name!r} in the repository; it has {self.discover()}"
@@ -197,7 +206,7 @@ class Repository:
             RequestError: FAILED_PRECONDITION outside the `explicit` mode; NOT_FOUND for a model
                 that is not loaded.
         """
-        self._check_control("unload")
+        self.check_control("unload")
         with self._lock:
             versions = self._models.get(name)
             if versions is None:
@@ -209,7 +218,18 @@ class Repository:
         release_freed_memory()
         log.info("unloaded model %s", name, extra={"model": name})
 
-    def _check_control(self, action: str) -> None:
+    def apply(self, action: str, name: str, detail: tuple[str, ...] = ()) -> None:
+        """Apply a model control command in this process: `load`, `unload`, or one of a
+        model's candidate version (`core.candidate.CANDIDATE_ACTIONS`)."""
+        if action == "load":
+            self.load(name)
+        elif action == "unload":
+            self.unload(name)
+        else:
+            control_candidate(self.model(name), action, detail)
+
+    def check_control(self, action: str) -> None:
+        """Raises RequestError FAILED_PRECONDITION when models cannot be loaded or unloaded."""
         if self._single is not None or self.settings.mode != "explicit":
             raise RequestError(
                 Status.FAILED_PRECONDITION,
@@ -245,34 +265,5 @@ class Repository:
     # --- the index ----------------------------------------------------------------------------
 
     def index(self, ready_only: bool) -> list[IndexEntry]:
-        """Every model and version with its state: loaded versions READY, refused versions and
-        models that failed to load UNAVAILABLE with the reason (`ready_only`: READY only);
-        with a directory, models not loaded (explicit mode) are listed with no version."""
-        entries: list[IndexEntry] = []
-        for versions in self:
-            refused = {r.version: r.reason for r in versions.refused}
-            for loaded in versions.versions:
-                entries.append(IndexEntry(versions.name, loaded.version, READY, _still(
-                    refused.pop(loaded.version, ""), versions.config_problem
-                )))  # fmt: skip
-            if not ready_only:
-                entries += [
-                    IndexEntry(versions.name, version, UNAVAILABLE, reason)
-                    for version, reason in refused.items()
-                ]
-        if ready_only:
-            return entries
-        entries += [IndexEntry(n, "", UNAVAILABLE, r) for n, r in sorted(self._failed.items())]
-        loaded = set(self._models) | set(self._failed)
-        entries += [IndexEntry(n, "", "", "") for n in self.discover() if n not in loaded]
-        return entries
-
-
-def _still(refused: str, config: str) -> str:
-    """Why a version READY serves as it was loaded: its new file or the model's config.pbtxt is
-    refused ("": neither)."""
-    if refused:
-        return f"serving the copy loaded before; its file changed and is refused: {refused}"
-    if config:
-        return f"serving as loaded before; the changed config.pbtxt is refused: {config}"
-    return ""
+        """Every model and version with its state (`repository_index.entries`)."""
+        return entries(self, ready_only)

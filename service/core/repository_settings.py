@@ -23,6 +23,7 @@ class RepositorySettings:
         default: the model that answers requests naming none (None: the only model, if one).
         instances: how many server processes load each model (`--workers`): ModelConfig's
             instance count.
+        reservoir: how many recent inputs each adaptable model keeps (0: none).
     """
 
     keep: int = 2
@@ -31,3 +32,4 @@ class RepositorySettings:
     load: tuple[str, ...] = ()
     default: str | None = None
     instances: int = 1
+    reservoir: int = 0

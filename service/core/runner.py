@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from foldserve.contract import SOURCE_PROBABILITIES
+from foldserve.core.adapt.reservoir import Reservoir
 from foldserve.core.binding import BoundRuns
 from foldserve.core.errors import RequestError, Status, invalid
 from foldserve.core.metrics import VersionMetrics
@@ -34,6 +35,7 @@ class ModelRunner:
         model: the loaded, checked model.
         metrics: the series of this version.
         shift: the shift monitor's settings; it runs when on and the model has a `shift` source.
+        reservoir: where the model's recent inputs are kept for adaptation (None: nowhere).
     """
 
     def __init__(
@@ -41,8 +43,10 @@ class ModelRunner:
         model: Model,
         metrics: VersionMetrics,
         shift: ShiftSettings | None = None,
+        reservoir: Reservoir | None = None,
     ) -> None:
         self.model = model
+        self.reservoir = reservoir
         self.metrics = metrics
         self.monitor = monitor_for(model, shift or ShiftSettings())
         if self.monitor is not None:
@@ -89,6 +93,8 @@ class ModelRunner:
             if monitor is not None:
                 model_input = feeds[self._single.input.name] if self._single else None
                 monitor.observe(self.model.shift.parts(model_input, outputs), labels)  # type: ignore[union-attr,arg-type]
+        if self.reservoir is not None:
+            self.reservoir.add(feeds[self._single.input.name])  # type: ignore[union-attr]
         result = {name: outputs[name] for name in names}
         for name in self._strings.intersection(result):  # `str` elements -> UTF-8 bytes
             result[name] = from_onnx(result[name])

@@ -22,41 +22,22 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from foldserve.contract.layout import MODEL_FILE
+from foldserve.core.adapt.reservoir import Reservoir, reservoir_for
+from foldserve.core.candidate import CandidateContext, CandidateSlot
 from foldserve.core.errors import not_found
+from foldserve.core.loaded import LoadedVersion, Refusal
 from foldserve.core.loading import load_model
 from foldserve.core.metrics import Metrics
 from foldserve.core.model import Model, ModelError
-from foldserve.core.repository_scan import Candidate, Fingerprint, scan
+from foldserve.core.repository_scan import Candidate, scan
 from foldserve.core.runner import ModelRunner
 from foldserve.core.shift.settings import ShiftSettings
-from foldserve.core.stats import InferStats
 from foldserve.core.triton_config import ConfigWatch, TritonConfig, layout, version_policy
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LoadedVersion:
-    """A loaded, checked version, ready to run, and its inference statistics."""
-
-    version: str
-    model: Model
-    runner: ModelRunner
-    fingerprint: Fingerprint
-    stats: InferStats = field(default_factory=InferStats, compare=False)
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """A version that could not be loaded, and why."""
-
-    version: str
-    reason: str
-    fingerprint: Fingerprint
 
 
 class ModelVersions:
@@ -68,6 +49,7 @@ class ModelVersions:
         metrics: the server's metric families (its own series are made from them).
         keep: how many of the newest valid versions stay loaded (and addressable).
         shift: the shift monitor's settings, for every version.
+        reservoir: how many recent inputs to keep for adaptation (0: none, `--adapt-reservoir`).
     """
 
     def __init__(
@@ -77,9 +59,13 @@ class ModelVersions:
         metrics: Metrics,
         keep: int = 1,
         shift: ShiftSettings | None = None,
+        reservoir: int = 0,
     ) -> None:
         self.source = Path(source)
         self._shift = shift or ShiftSettings()
+        self._reservoir_size = reservoir
+        self.reservoir: Reservoir | None = None  # made when an adaptable version loads
+        self.candidate = CandidateSlot(CandidateContext(name, self.source, metrics, self._shift))
         self.name = name
         self._metrics = metrics
         self._series = metrics.for_model(name)
@@ -95,8 +81,9 @@ class ModelVersions:
 
     @property
     def versions(self) -> tuple[LoadedVersion, ...]:
-        """The loaded versions, newest first."""
-        return self._versions
+        """The loaded versions, newest first, then the candidate version, if any."""
+        candidate = self.candidate.loaded
+        return self._versions if candidate is None else (*self._versions, candidate)
 
     @property
     def latest(self) -> LoadedVersion:
@@ -144,7 +131,7 @@ class ModelVersions:
             RequestError: NOT_FOUND naming `version_field` (for a model with no loaded version
                 left: its versions are being unloaded).
         """
-        versions = self._versions
+        versions = self.versions
         if not versions:
             raise not_found(f"{version_field}: model {self.name!r} has no loaded version")
         served = versions[0] if not version else _find(versions, version)
@@ -163,6 +150,7 @@ class ModelVersions:
             current = {v.version: v for v in self._versions}
             self._versions = ()
             self._swap((), current)
+            self.candidate.drop()
             self._refused.clear()
             self._series.remove()
 
@@ -185,6 +173,7 @@ class ModelVersions:
             self._forget_refusals({c.key for c in candidates})
             if wanted:
                 self._swap(tuple(wanted), current)
+                self.candidate.after_refresh(self._versions)
             elif current:
                 log.warning("model repository %s: no valid version; keeping", self.source)
             self._series.versions_loaded.set(len(self._versions))
@@ -251,8 +240,19 @@ class ModelVersions:
             model.path,
             extra={"model": self.name, "model_version": model.version, "path": model.path},
         )
-        runner = ModelRunner(model, metrics, self._shift)
+        runner = ModelRunner(model, metrics, self._shift, self.reservoir_for(model))
         return LoadedVersion(model.version, model, runner, candidate.fingerprint)
+
+    def add_candidate(self, version: str, path: Path) -> None:
+        """Serve the adapted file at `path` as this model's candidate `version` (`candidate`)."""
+        with self._refresh_lock:
+            self.candidate.add(version, path, self.config, self.reservoir_for)
+
+    def reservoir_for(self, model: Model) -> Reservoir | None:
+        """The reservoir `model`'s inputs go to (None: the setting is off, or it cannot be
+        adapted): the model's, made again for another example shape."""
+        self.reservoir, kept = reservoir_for(self.reservoir, self._reservoir_size, model)
+        return kept
 
     def _swap(self, wanted: tuple[LoadedVersion, ...], current: dict[str, LoadedVersion]) -> None:
         self._versions = wanted

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from threadpoolctl import threadpool_limits
 from foldserve.api import inference, predictor
 from foldserve.api.calls import method_names, service_handler
 from foldserve.core.access import AccessLog
+from foldserve.core.adapt.serving import CandidateBuilder, candidate_folder
 from foldserve.core.call_cycle import CallPolicy
 from foldserve.core.dataplane import DataPlane, ServerInfo
 from foldserve.core.gate import Gate
@@ -36,6 +36,7 @@ from foldserve.server.credentials import Credentials
 from foldserve.server.event_loop import LoopThread
 from foldserve.server.http_server import HttpServer, start_http, stop_http
 from foldserve.server.metrics_http import serve_metrics
+from foldserve.server.model_control import WorkerControl
 from foldserve.server.ports import ServeError, address
 from foldserve.server.reload import Reloader
 from foldserve.server.security import SecurityError
@@ -119,6 +120,8 @@ class RunningServer:
             return
         self.reloader.stop()
         self.credentials.stop()
+        if self.plane.candidates is not None:
+            self.plane.candidates.stop()
         # Readiness goes first, liveness (LIVENESS_SERVICE) stays SERVING until the process exits;
         # during `delay` calls are still served, so what a balancer sends before it notices is
         # answered, not refused.
@@ -173,6 +176,7 @@ def open_repository(config: ServeConfig, registry: CollectorRegistry) -> Reposit
         config.load_model,
         config.default_model,
         config.instances or config.worker_count,
+        config.adapt_reservoir,
     )
     if config.model:
         source = {"model": (Path(config.model), config.model_name)}
@@ -226,13 +230,13 @@ def start_server(
     *,
     serve_metrics_http: bool = True,
     share_port: bool = False,
-    control: Callable[[str, str], None] | None = None,
+    control: WorkerControl | None = None,
 ) -> RunningServer:
     """Load the model repository, then start the gRPC and HTTP servers on a serving event loop of
     their own (and the /metrics endpoint).
 
     `share_port`: a worker of `--workers N`, binding the port the supervisor reserved;
-    `control`: how it loads and unloads models (`DataPlane`'s; workers: on every worker).
+    `control`: a worker's model control (on every worker), attached before it serves a call.
 
     Raises:
         ModelError: nothing in `config.model` can be served.
@@ -244,11 +248,18 @@ def start_server(
     threadpool_limits(1, user_api="blas")
     credentials, policy = _security(config, registry)
     repository = open_repository(config, registry)
+    if control is not None:
+        control.attach(repository)  # with a new worker's candidates applied
     gate = Gate(config.max_concurrent_rpcs)
     shared_memory = SystemSharedMemory(config.shared_memory)
     extensions = (*EXTENSIONS, SHARED_MEMORY) if config.shared_memory else EXTENSIONS
     info = ServerInfo(SERVER_NAME, VERSION, extensions)
     plane = DataPlane(repository, gate, policy, info, shared_memory, control)
+    if config.adapt_reservoir:
+        plane.candidates = CandidateBuilder(
+            repository, plane.control, candidate_folder(), config.adapt_on_alarm
+        )
+        plane.candidates.start()
     loop = LoopThread(config.event_loop)
     try:
         server, health_servicer, port = loop.call(

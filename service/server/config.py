@@ -178,6 +178,20 @@ class ServeConfig:
         "the stated average run length between false alarms of each model's shift monitor, in "
         "examples (default: the one its reference records, 1e6 for foldserve's exports)",
     )
+    adapt_reservoir: int = setting(
+        0,
+        kind.non_negative_int,
+        "N",
+        "keep each adaptable model's last N inputs in memory (N x one example as float32) to "
+        "build a candidate version adapted to them (docs/guides/adapt.md); 0: no input is kept",
+    )
+    adapt_on_alarm: bool = setting(
+        True,
+        kind.on_off,
+        "on|off",
+        "with --adapt-reservoir, build a candidate version when the default version's shift "
+        "monitor alarms (once N inputs have arrived after the alarm); off: only on request",
+    )
     grace_seconds: float = setting(
         10.0,
         kind.non_negative_float,

@@ -1,5 +1,5 @@
-"""Model control (RepositoryModelLoad/Unload, `explicit` mode) across the workers of
-`--workers N`.
+"""Model control (RepositoryModelLoad/Unload: loads and unloads in `explicit` mode, and any
+model's candidate version, `core.candidate`) across the workers of `--workers N`.
 
 A client's load or unload reaches one worker, the one its connection landed on; every worker
 must do it, or the model would be served by some connections and unknown on others. So a
@@ -7,7 +7,8 @@ worker does not act on its own: it sends the command to the supervisor (`WorkerC
 keeps the list of models to load (a worker started later loads those) and passes the command to
 every live worker in the same order (`ControlRelay`); each applies it and answers. The client's
 call returns once every worker has answered, with the first worker's error, if any (its own
-first: a model that fails to load fails the same way everywhere).
+first: a model that fails to load fails the same way everywhere). A candidate version is kept
+in the same way: a worker started later serves it too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from foldserve.core.errors import RequestError, Status
 from foldserve.core.repository import Repository
 
 log = logging.getLogger(__name__)
+_REPLAYS = itertools.count()
 CONTROL_SECONDS = 120.0  # how long a command may take on every worker (a load reads files)
 TICK_SECONDS = 0.5  # how often the relay looks for workers that died before they answered
 Answer = tuple[str, str] | None  # (status name, message) of a worker's error; None: done
@@ -43,16 +45,23 @@ class WorkerControl:
         self._repository: Repository | None = None
 
     def attach(self, repository: Repository) -> None:
-        """Apply the supervisor's commands to `repository` from now on."""
+        """Apply the supervisor's commands to `repository`: those already waiting (a new
+        worker's candidates) before returning, the others as they come."""
         self._repository = repository
+        while True:
+            try:
+                self._handle(*self._inbox.get_nowait())
+            except Empty:
+                break
         threading.Thread(target=self._run, name="model-control", daemon=True).start()
 
-    def __call__(self, action: str, name: str) -> None:
-        """Load or unload `name` on every worker; raises the first worker's error."""
+    def __call__(self, action: str, name: str, detail: tuple[str, ...] = ()) -> None:
+        """Apply a command to model `name` on every worker (`Repository.apply`); raises the
+        first worker's error."""
         command = f"{self._pid}-{next(self._ids)}"
         done, answers = threading.Event(), []
         self._waiting[command] = (done, answers)
-        self._events.put(("control", self._pid, (command, action, name)))
+        self._events.put(("control", self._pid, (command, action, name, detail)))
         try:
             if not done.wait(CONTROL_SECONDS):
                 raise RequestError(
@@ -68,10 +77,9 @@ class WorkerControl:
                 prefix = "" if pid == self._pid else f"worker {pid}: "
                 raise RequestError(Status[status], prefix + message)
 
-    def _apply(self, action: str, name: str) -> Answer:
-        repository = self._repository
+    def _apply(self, action: str, name: str, detail: tuple[str, ...]) -> Answer:
         try:
-            (repository.load if action == "load" else repository.unload)(name)  # type: ignore[union-attr]
+            self._repository.apply(action, name, detail)  # type: ignore[union-attr]
         except RequestError as error:
             return error.status.name, error.message
         except Exception as exc:  # a bug must not leave the supervisor waiting
@@ -81,16 +89,19 @@ class WorkerControl:
 
     def _run(self) -> None:
         while True:
-            kind, detail = self._inbox.get()
-            if kind == "apply":
-                command, action, name = detail
-                self._events.put(("applied", self._pid, (command, self._apply(action, name))))
-            elif kind == "done":
-                command, answers = detail
-                waiting = self._waiting.get(command)
-                if waiting is not None:
-                    waiting[1].extend(answers)
-                    waiting[0].set()
+            self._handle(*self._inbox.get())
+
+    def _handle(self, kind: str, detail) -> None:
+        if kind == "apply":
+            command, action, name, arguments = detail
+            answer = self._apply(action, name, arguments)
+            self._events.put(("applied", self._pid, (command, answer)))
+        elif kind == "done":
+            command, answers = detail
+            waiting = self._waiting.get(command)
+            if waiting is not None:
+                waiting[1].extend(answers)
+                waiting[0].set()
 
 
 @dataclass
@@ -110,12 +121,15 @@ class ControlRelay:
         inboxes: the live workers' queues, by pid (called under `lock`).
         loaded: the models to load (`--load-model`), kept up to date for new workers.
         lock: held while commands are passed on and while workers are started.
+
+    `candidates` holds each model's candidate command, which a new worker applies (`replay`).
     """
 
     def __init__(self, events, inboxes: Callable[[], dict], loaded: list[str], lock) -> None:
         self._events = events
         self._inboxes = inboxes
         self.loaded = loaded
+        self.candidates: dict[str, tuple[str, ...]] = {}
         self.lock = lock
         self._pending: dict[str, _Pending] = {}
         self._thread = threading.Thread(target=self._run, name="control-relay", daemon=True)
@@ -136,18 +150,31 @@ class ControlRelay:
                 command, answer = detail
                 self._answered(command, pid, answer)
 
-    def _relay(self, origin: int, command: str, action: str, name: str) -> None:
+    def _relay(self, origin: int, command: str, action: str, name: str, detail) -> None:
         with self.lock:
-            if action == "load" and name not in self.loaded:
-                self.loaded.append(name)
-            elif action == "unload" and name in self.loaded:
-                self.loaded.remove(name)
+            self._remember(action, name, detail)
             inboxes = self._inboxes()
             self._pending[command] = _Pending(
                 origin, set(inboxes), deadline=time.monotonic() + CONTROL_SECONDS
             )
             for inbox in inboxes.values():
-                inbox.put(("apply", (command, action, name)))
+                inbox.put(("apply", (command, action, name, detail)))
+
+    def _remember(self, action: str, name: str, detail: tuple[str, ...]) -> None:
+        """What a worker started later must do: load the models, serve the candidates."""
+        if action == "load" and name not in self.loaded:
+            self.loaded.append(name)
+        elif action == "unload" and name in self.loaded:
+            self.loaded.remove(name)
+        if action == "candidate":
+            self.candidates[name] = detail
+        elif action != "load":  # unload, promote, discard: no candidate any more
+            self.candidates.pop(name, None)
+
+    def replay(self, inbox) -> None:
+        """Give a new worker the candidates (called under `lock`; nobody waits for its answer)."""
+        for name, detail in self.candidates.items():
+            inbox.put(("apply", (f"replay-{next(_REPLAYS)}", "candidate", name, detail)))
 
     def _answered(self, command: str, pid: int, answer: Answer) -> None:
         pending = self._pending.get(command)

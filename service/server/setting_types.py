@@ -95,6 +95,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = integer(text)
+    if value < 0:
+        raise ValueError(f"{value} is not a whole number of 0 or more")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     try:
         value = float(text)

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from foldserve.core.adapt.serving import shared_candidate_folder
 from foldserve.core.metrics import INFO_METRIC
 from foldserve.core.shift.shared import shared_state_dir
 from foldserve.server.config import ServeConfig
@@ -42,6 +43,7 @@ def serve_workers(config: ServeConfig) -> int:
             reserved_port(config.host, config.http_port) as http_port,
             shared_metrics_dir() as folder,
             shared_state_dir(),
+            shared_candidate_folder(),
         ):
             ports = (port, http_port)
             supervisor = Supervisor(worker_config(config, ports), config.worker_count)

@@ -28,17 +28,15 @@ def run_worker(config: ServeConfig, events: Queue, inbox: Queue) -> None:
     """Serve on `config.port` (shared with the other workers) until SIGTERM/SIGINT.
 
     Tells the supervisor ("ready", pid, "") once serving, or ("error", pid, reason) and exits 2.
-    In `explicit` mode, model control goes through the supervisor to every worker (`events`
-    out, `inbox` in: `foldserve.server.model_control`).
+    Model control goes through the supervisor to every worker (`events` out, `inbox` in:
+    `foldserve.server.model_control`).
     """
     setup_logging(config.log_level, config.log_format)
     _stop_when_orphaned(os.getppid())
     disable_created_metrics()
     # Before any metric exists: series of unloaded versions must not stay in the files.
     MetricFiles(os.environ[MULTIPROC_ENV]).install()
-    control = None
-    if config.model_repository and config.model_control_mode == "explicit":
-        control = WorkerControl(events, inbox)
+    control = WorkerControl(events, inbox)
     try:
         running = start_server(
             config, CollectorRegistry(), serve_metrics_http=False, share_port=True, control=control
@@ -46,8 +44,6 @@ def run_worker(config: ServeConfig, events: Queue, inbox: Queue) -> None:
     except (ModelError, ServeError) as exc:
         events.put(("error", os.getpid(), str(exc)))
         sys.exit(2)
-    if control is not None:
-        control.attach(running.repository)
     events.put(("ready", os.getpid(), ""))
     serve_until_signalled(running, config)
     sys.exit(0)

@@ -119,6 +119,7 @@ class Supervisor:
         with self.relay.lock:  # no command passes between reading `loaded` and the new inbox
             config = replace(self._config, load_model=tuple(self.relay.loaded))
             self._inboxes[index] = inbox = self._context.Queue()
+            self.relay.replay(inbox)
             process = self._context.Process(
                 target=run_worker,
                 args=(config, self._events, inbox),

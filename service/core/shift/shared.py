@@ -30,8 +30,6 @@ import fcntl
 import hashlib
 import mmap
 import os
-import shutil
-import tempfile
 import threading
 import weakref
 from collections.abc import Iterator
@@ -39,6 +37,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from foldserve.core.folders import shared_folder
 from foldserve.core.shift.settings import SHIFT_STATE_DIR_ENV
 from foldserve.core.shift.state import StateView, state_size
 
@@ -124,15 +123,6 @@ def shared_state_dir() -> Iterator[str]:
         with shared_metrics_dir() as folder, shared_state_dir():
             supervisor = Supervisor(...)
     """
-    given = os.environ.get(SHIFT_STATE_DIR_ENV)
-    if given:  # named by whoever started the server (a tool that reads the state): theirs
-        yield given
-        return
     parent = MEMORY_FS if os.path.isdir(MEMORY_FS) and os.access(MEMORY_FS, os.W_OK) else None
-    folder = tempfile.mkdtemp(prefix="foldserve-shift-", dir=parent)
-    os.environ[SHIFT_STATE_DIR_ENV] = folder
-    try:
+    with shared_folder(SHIFT_STATE_DIR_ENV, "foldserve-shift-", parent) as folder:
         yield folder
-    finally:
-        os.environ.pop(SHIFT_STATE_DIR_ENV, None)
-        shutil.rmtree(folder, ignore_errors=True)

@@ -64,7 +64,7 @@ class DescribeModelRequest(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class DescribeModelResponse(_message.Message):
-    __slots__ = ("name", "version", "input_name", "input_shape", "input_dtype", "class_labels", "output_names", "training_metrics", "fold_report", "dataset", "arch", "created", "foldserve_version", "sha256", "opset", "shift")
+    __slots__ = ("name", "version", "input_name", "input_shape", "input_dtype", "class_labels", "output_names", "training_metrics", "fold_report", "dataset", "arch", "created", "foldserve_version", "sha256", "opset", "shift", "adaptation", "candidate")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     INPUT_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,8 @@ class DescribeModelResponse(_message.Message):
     SHA256_FIELD_NUMBER: _ClassVar[int]
     OPSET_FIELD_NUMBER: _ClassVar[int]
     SHIFT_FIELD_NUMBER: _ClassVar[int]
+    ADAPTATION_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     input_name: str
@@ -97,7 +99,39 @@ class DescribeModelResponse(_message.Message):
     sha256: str
     opset: int
     shift: ShiftMonitor
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., input_name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., input_dtype: _Optional[str] = ..., class_labels: _Optional[_Iterable[str]] = ..., output_names: _Optional[_Iterable[str]] = ..., training_metrics: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., fold_report: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dataset: _Optional[str] = ..., arch: _Optional[str] = ..., created: _Optional[str] = ..., foldserve_version: _Optional[str] = ..., sha256: _Optional[str] = ..., opset: _Optional[int] = ..., shift: _Optional[_Union[ShiftMonitor, _Mapping]] = ...) -> None: ...
+    adaptation: Adaptation
+    candidate: Candidate
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., input_name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., input_dtype: _Optional[str] = ..., class_labels: _Optional[_Iterable[str]] = ..., output_names: _Optional[_Iterable[str]] = ..., training_metrics: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., fold_report: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dataset: _Optional[str] = ..., arch: _Optional[str] = ..., created: _Optional[str] = ..., foldserve_version: _Optional[str] = ..., sha256: _Optional[str] = ..., opset: _Optional[int] = ..., shift: _Optional[_Union[ShiftMonitor, _Mapping]] = ..., adaptation: _Optional[_Union[Adaptation, _Mapping]] = ..., candidate: _Optional[_Union[Candidate, _Mapping]] = ...) -> None: ...
+
+class Adaptation(_message.Message):
+    __slots__ = ("source_sha256", "source_version", "examples", "data", "created", "layers", "agreement", "entropy_source", "entropy_adapted")
+    SOURCE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    ENTROPY_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ENTROPY_ADAPTED_FIELD_NUMBER: _ClassVar[int]
+    source_sha256: str
+    source_version: str
+    examples: int
+    data: str
+    created: str
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    agreement: float
+    entropy_source: float
+    entropy_adapted: float
+    def __init__(self, source_sha256: _Optional[str] = ..., source_version: _Optional[str] = ..., examples: _Optional[int] = ..., data: _Optional[str] = ..., created: _Optional[str] = ..., layers: _Optional[_Iterable[str]] = ..., agreement: _Optional[float] = ..., entropy_source: _Optional[float] = ..., entropy_adapted: _Optional[float] = ...) -> None: ...
+
+class Candidate(_message.Message):
+    __slots__ = ("version", "adaptation")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ADAPTATION_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    adaptation: Adaptation
+    def __init__(self, version: _Optional[str] = ..., adaptation: _Optional[_Union[Adaptation, _Mapping]] = ...) -> None: ...
 
 class ShiftMonitor(_message.Message):
     __slots__ = ("enabled", "reason", "half_life", "margin", "prior_margin", "replay", "replay_data", "examples", "alarm", "first_alarm_example", "first_alarm", "layers", "prior", "arl", "test_arl", "first_alarm_tests", "first_alarm_change", "tests", "reference_data", "reference_origin", "shared")
