@@ -25,6 +25,7 @@ from foldserve.core.call_cycle import CallPolicy
 from foldserve.core.dataplane import DataPlane, ServerInfo
 from foldserve.core.gate import Gate
 from foldserve.core.metrics import Metrics
+from foldserve.core.priority import Background
 from foldserve.core.repository import Repository
 from foldserve.core.repository_settings import RepositorySettings
 from foldserve.core.shared_memory import EXTENSION as SHARED_MEMORY
@@ -254,7 +255,9 @@ def start_server(
     shared_memory = SystemSharedMemory(config.shared_memory)
     extensions = (*EXTENSIONS, SHARED_MEMORY) if config.shared_memory else EXTENSIONS
     info = ServerInfo(SERVER_NAME, VERSION, extensions)
-    plane = DataPlane(repository, gate, policy, info, shared_memory, control)
+    # Model control loads models: on a thread of lower priority than the serving loop.
+    apply = control or Background().wrap(repository.apply)
+    plane = DataPlane(repository, gate, policy, info, shared_memory, apply)
     if config.adapt_reservoir:
         plane.candidates = CandidateBuilder(
             repository, plane.control, candidate_folder(), config.adapt_on_alarm

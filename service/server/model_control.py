@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from queue import Empty
 
 from foldserve.core.errors import RequestError, Status
+from foldserve.core.priority import lower_this_thread
 from foldserve.core.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class WorkerControl:
         return None
 
     def _run(self) -> None:
+        lower_this_thread()  # it loads models: the serving loop comes first
         while True:
             self._handle(*self._inbox.get())
 
@@ -138,6 +140,7 @@ class ControlRelay:
         self._thread.start()
 
     def _run(self) -> None:
+        lower_this_thread()  # it loads models: the serving loop comes first
         while True:
             try:
                 kind, pid, detail = self._events.get(timeout=TICK_SECONDS)

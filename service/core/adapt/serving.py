@@ -2,7 +2,8 @@
 model's reservoir of recent inputs, on an operator's request or on a shift alarm.
 
 A build runs off the request path (a model control call's thread, or the watcher's): it adapts
-the model's default version on a copy of the reservoir (`adapt_model`), writes the file to the
+the model's default version on a copy of the reservoir (`adapt_model`, in a child process at the
+lowest CPU priority: `child`), writes the file to the
 server's candidate folder, laid out as a repository (`<folder>/<model>/<version>/model.onnx`),
 and hands it to model control, which serves it as the model's candidate in every worker. One
 build at a time per model across the workers (a lock file in the folder).
@@ -28,8 +29,9 @@ from pathlib import Path
 from foldserve.contract import CONFIG_FILE, KEYS
 from foldserve.contract.config import NAME, VERSION
 from foldserve.contract.layout import MODEL_FILE
-from foldserve.core.adapt.adapt import MIN_EXAMPLES, adapt_model
+from foldserve.core.adapt.adapt import MIN_EXAMPLES
 from foldserve.core.adapt.check import AdaptError
+from foldserve.core.adapt.child import AdaptProcess
 from foldserve.core.adapt.onnx_file import OnnxFile
 from foldserve.core.candidate import next_version
 from foldserve.core.errors import RequestError, Status
@@ -67,6 +69,7 @@ class CandidateBuilder:
         self._on_alarm = on_alarm
         self._answered: set[tuple[str, str, int]] = set()  # (model, sha256, alarm's example)
         self._stop = threading.Event()
+        self._process = AdaptProcess()
 
     def build(self, name: str, trigger: str = "request", wait: bool = True) -> str | None:
         """Build a candidate of model `name` from its reservoir and serve it; its version.
@@ -95,14 +98,18 @@ class CandidateBuilder:
         started = time.perf_counter()
         data = f"{len(sample)} recent inputs of version {serving.version} (server reservoir)"
         try:
-            adapted = adapt_model(serving.model, sample, data)
-        except AdaptError as exc:
+            adapted, record = self._process.adapt(
+                serving.model.path, versions.name, serving.version, sample, data
+            )
+            if record.source_sha256 != serving.model.sha256:
+                raise AdaptError(f"{serving.model.path}: the file changed since it was loaded")
+        except (AdaptError, RequestError) as exc:
             adapt.builds.labels(versions.name, trigger, "failed").inc()
-            raise _refused(str(exc)) from None
+            raise exc if isinstance(exc, RequestError) else _refused(str(exc)) from None
         taken = [c.version for c in scan(versions.source, *layout(versions.config)) if c.version]
         loaded = [v.version for v in versions.versions]
-        version = next_version([*taken, *loaded], _recorded_version(adapted.data, serving))
-        path = self._write(versions.name, version, adapted.data, serving.model.path)
+        version = next_version([*taken, *loaded], _recorded_version(adapted, serving))
+        path = self._write(versions.name, version, adapted, serving.model.path)
         self._control("candidate", versions.name, (version, str(path)))
         adapt.builds.labels(versions.name, trigger, "built").inc()
         adapt.build_duration.labels(versions.name).observe(time.perf_counter() - started)
@@ -110,8 +117,7 @@ class CandidateBuilder:
             "model %s: candidate version %s adapted from version %s on %d inputs (%s); "
             "agreement %.3f, entropy %.3f -> %.3f nats",
             versions.name, version, serving.version, len(sample), trigger,
-            adapted.record.agreement, adapted.record.entropy_source,
-            adapted.record.entropy_adapted,
+            record.agreement, record.entropy_source, record.entropy_adapted,
         )  # fmt: skip
         return version
 
@@ -148,11 +154,14 @@ class CandidateBuilder:
     # --- on shift alarms ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Watch the reservoirs (their metrics) and, with `on_alarm`, the alarms."""
+        """Start the adaptation process; watch the reservoirs (their metrics) and, with
+        `on_alarm`, the alarms."""
+        self._process.start()
         threading.Thread(target=self._watch, name="adapt-watch", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._process.stop()
 
     def _watch(self) -> None:
         while not self._stop.wait(WATCH_SECONDS):
