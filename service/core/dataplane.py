@@ -30,7 +30,7 @@ from foldserve._proto.inference.model_config_pb2 import ModelConfig
 from foldserve.core import parameters, reports, validate
 from foldserve.core.call import Call
 from foldserve.core.call_cycle import CallCycle, CallPolicy
-from foldserve.core.candidate import candidate_action
+from foldserve.core.candidate_control import candidate_action
 from foldserve.core.classification import classified_outputs, classify_outputs
 from foldserve.core.errors import RequestError, Status, invalid
 from foldserve.core.gate import Gate
@@ -205,8 +205,8 @@ class DataPlane(CallCycle):
         a model): run it off the serving loop.
 
         Raises:
-            RequestError: see `Repository.load` and `core.candidate`; NOT_FOUND for a repository
-                other than ""; INVALID_ARGUMENT for another parameter or value.
+            RequestError: see `Repository.load` and `core.candidate_control`; NOT_FOUND for a
+                repository other than ""; INVALID_ARGUMENT for another parameter or value.
         """
         self._check_repository(repository)
         action = candidate_action(parameters)

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from foldserve.core.candidate import control_candidate
+from foldserve.core.candidate_control import control_candidate
 from foldserve.core.errors import ModelError, RequestError, Status, invalid, not_found
 from foldserve.core.heap import release_freed_memory
 from foldserve.core.metrics import Metrics
@@ -112,11 +112,6 @@ class Repository:
                 Status.NOT_FOUND, f"{field}: model {name!r} failed to load: {self._failed[name]}"
             )
         raise not_found(f"{field}: unknown model {name!r}; the models served are {self.names}")
-
-    @property
-    def failed(self) -> dict[str, str]:
-        """The models that failed to load, with the reason."""
-        return dict(self._failed)
 
     def __iter__(self) -> Iterator[ModelVersions]:
         return iter(list(self._models.values()))
@@ -220,7 +215,7 @@ class Repository:
 
     def apply(self, action: str, name: str, detail: tuple[str, ...] = ()) -> None:
         """Apply a model control command in this process: `load`, `unload`, or one of a
-        model's candidate version (`core.candidate.CANDIDATE_ACTIONS`)."""
+        model's candidate version (`core.candidate_control.CANDIDATE_ACTIONS`)."""
         if action == "load":
             self.load(name)
         elif action == "unload":
@@ -266,4 +261,4 @@ class Repository:
 
     def index(self, ready_only: bool) -> list[IndexEntry]:
         """Every model and version with its state (`repository_index.entries`)."""
-        return entries(self, ready_only)
+        return entries(self, self._failed, self.discover(), ready_only)

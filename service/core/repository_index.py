@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from foldserve.core.loaded import LoadedVersion
@@ -9,16 +10,21 @@ from foldserve.core.repository_settings import READY, UNAVAILABLE
 from foldserve.core.types import IndexEntry
 
 if TYPE_CHECKING:
-    from foldserve.core.repository import Repository
     from foldserve.core.versions import ModelVersions
 
 
-def entries(repository: Repository, ready_only: bool) -> list[IndexEntry]:
+def entries(
+    models: Iterable[ModelVersions],
+    failed: dict[str, str],
+    present: list[str],
+    ready_only: bool,
+) -> list[IndexEntry]:
     """Every model and version with its state: loaded versions READY, refused versions and
-    models that failed to load UNAVAILABLE with the reason (`ready_only`: READY only);
-    with a directory, models not loaded (explicit mode) are listed with no version."""
+    models that failed to load (`failed`, with the reason) UNAVAILABLE (`ready_only`: READY
+    only); the models of a directory (`present`) not loaded (explicit mode) with no version."""
+    models = list(models)
     found: list[IndexEntry] = []
-    for versions in repository:
+    for versions in models:
         refused = {r.version: r.reason for r in versions.refused}
         for loaded in versions.versions:
             found.append(IndexEntry(versions.name, loaded.version, READY, _still(
@@ -31,9 +37,9 @@ def entries(repository: Repository, ready_only: bool) -> list[IndexEntry]:
             ]
     if ready_only:
         return found
-    found += [IndexEntry(n, "", UNAVAILABLE, r) for n, r in sorted(repository.failed.items())]
-    loaded = set(repository.names) | set(repository.failed)
-    found += [IndexEntry(n, "", "", "") for n in repository.discover() if n not in loaded]
+    found += [IndexEntry(n, "", UNAVAILABLE, r) for n, r in sorted(failed.items())]
+    loaded = {m.name for m in models} | set(failed)
+    found += [IndexEntry(n, "", "", "") for n in present if n not in loaded]
     return found
 
 
