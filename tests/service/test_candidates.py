@@ -173,6 +173,13 @@ def test_a_shift_alarm_builds_one_candidate_from_inputs_after_it(start, digits) 
     time.sleep(1.5)  # the watcher looks every 0.5 s: it must not build again for this alarm
     (built,) = metric(server, "foldserve_adapt_builds_total")
     assert built.endswith('{model="digits",outcome="built",trigger="alarm"} 1.0')
+    # 400 inputs went in; the reservoir holds its 100, in its fixed block.
+    assert metric(server, "foldserve_adapt_reservoir_examples") == [
+        'foldserve_adapt_reservoir_examples{model="digits"} 100.0'
+    ]
+    assert metric(server, "foldserve_adapt_reservoir_bytes") == [
+        f'foldserve_adapt_reservoir_bytes{{model="digits"}} {100 * 64 * 4:.1f}'
+    ]
 
 
 def test_candidate_requests_are_refused_with_the_reason(start) -> None:
