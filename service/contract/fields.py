@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 
 class ContractError(ValueError):
     """Metadata that breaks the contract; the message names the key and what was expected."""
@@ -72,6 +74,10 @@ def numbers(
         raise ContractError(f"{where}.{name}: expected a non-empty list of numbers")
     if length is not None and len(values) != length:
         raise ContractError(f"{where}.{name}: {len(values)} values, expected {length}")
+    if set(map(type, values)) <= {int, float}:  # a long list at once (a shift reference's)
+        array = np.asarray(values, np.float64)
+        if np.isfinite(array).all() and (minimum is None or (array >= minimum).all()):
+            return tuple(array.tolist())
     for index, value in enumerate(values):
         if not _is_number(value) or (minimum is not None and value < minimum):
             bound = "" if minimum is None else f" >= {minimum}"

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 BACKGROUND_NICE = 10  # about a tenth of a core's share against a thread at 0, never starved
+SWITCH_SECONDS = 0.0005
 
 
 def lower_this_thread(niceness: int = BACKGROUND_NICE) -> None:
@@ -32,8 +34,20 @@ class Background:
 
     def run(self, work: Callable[..., Any], *args: Any) -> Any:
         """`work(*args)` on the background thread; its result, or its exception."""
-        return self._executor.submit(work, *args).result()
+        return self._executor.submit(switching_often, work, *args).result()
 
     def wrap(self, work: Callable[..., Any]) -> Callable[..., Any]:
         """`work`, run on the background thread whenever it is called."""
         return lambda *args: self.run(work, *args)
+
+
+def switching_often(work: Callable[..., Any], *args: Any) -> Any:
+    """`work(*args)` with the interpreter passing its lock between threads every
+    `SWITCH_SECONDS` instead of every 5 ms: a call waiting on the serving loop then waits that
+    long at most for background work that holds the lock (loading a model is mostly Python)."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, SWITCH_SECONDS))
+    try:
+        return work(*args)
+    finally:
+        sys.setswitchinterval(before)

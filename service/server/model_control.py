@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from queue import Empty
 
 from foldserve.core.errors import RequestError, Status
-from foldserve.core.priority import lower_this_thread
+from foldserve.core.priority import lower_this_thread, switching_often
 from foldserve.core.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class WorkerControl:
 
     def _apply(self, action: str, name: str, detail: tuple[str, ...]) -> Answer:
         try:
-            self._repository.apply(action, name, detail)  # type: ignore[union-attr]
+            switching_often(self._repository.apply, action, name, detail)  # type: ignore[union-attr]
         except RequestError as error:
             return error.status.name, error.message
         except Exception as exc:  # a bug must not leave the supervisor waiting

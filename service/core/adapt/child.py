@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import tempfile
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -22,7 +25,12 @@ from foldserve.contract import Adaptation
 from foldserve.core.adapt.adapt import adapt_model
 from foldserve.core.errors import RequestError, Status
 from foldserve.core.loading import load_model
+from foldserve.core.model import ModelError
+from foldserve.core.runner import monitor_for
+from foldserve.core.shift.cusum import LatticeKey, known_lattice_thresholds
+from foldserve.core.shift.settings import ShiftSettings
 
+Thresholds = dict[LatticeKey, int]
 ADAPT_SECONDS = 120.0  # a build on a busy machine; what a model control call waits at most
 
 
@@ -38,9 +46,16 @@ class AdaptProcess:
         self._executor().submit(_ready)
 
     def adapt(
-        self, path: str, name: str, version: str, sample: np.ndarray, data: str
-    ) -> tuple[bytes, Adaptation]:
-        """The adapted file's bytes and record (`adapt_model` on the file at `path`).
+        self,
+        path: str,
+        name: str,
+        version: str,
+        sample: np.ndarray,
+        data: str,
+        shift: ShiftSettings,
+    ) -> tuple[bytes, Adaptation, Thresholds]:
+        """The adapted file's bytes and record (`adapt_model` on the file at `path`), and the
+        lattice thresholds its shift monitor needs (`shift`: the server's monitor settings).
 
         Raises:
             AdaptError: as `adapt_model`.
@@ -48,9 +63,8 @@ class AdaptProcess:
         """
         executor = self._executor()
         try:
-            return executor.submit(_adapt_file, path, name, version, sample, data).result(
-                ADAPT_SECONDS
-            )
+            future = executor.submit(_adapt_file, path, name, version, sample, data, shift)
+            return future.result(ADAPT_SECONDS)
         except (BrokenProcessPool, TimeoutError) as exc:
             with self._lock:
                 if self._pool is executor:
@@ -87,8 +101,22 @@ def _ready() -> None:
 
 
 def _adapt_file(
-    path: str, name: str, version: str, sample: np.ndarray, data: str
-) -> tuple[bytes, Adaptation]:
+    path: str, name: str, version: str, sample: np.ndarray, data: str, shift: ShiftSettings
+) -> tuple[bytes, Adaptation, Thresholds]:
     model = load_model(path, name, version, monitor=False)
     adapted = adapt_model(model, sample, data)
-    return adapted.data, adapted.record
+    return adapted.data, adapted.record, _thresholds(adapted.data, name, shift)
+
+
+def _thresholds(data: bytes, name: str, shift: ShiftSettings) -> Thresholds:
+    """The class tests' thresholds of the adapted model's monitor, worked out here: they are
+    dense solves the serving process would otherwise make while it serves."""
+    with tempfile.TemporaryDirectory() as folder:
+        file = Path(folder) / "model.onnx"
+        file.write_bytes(data)
+        try:
+            model = load_model(file, name, monitor=shift.enabled)
+        except ModelError:  # a config.json it needs is the parent's to write; it works them out
+            return {}
+        monitor_for(model, replace(shift, state_dir=None))
+    return known_lattice_thresholds()

@@ -39,6 +39,7 @@ from foldserve.core.folders import own_folder, shared_folder
 from foldserve.core.model_config import config_files
 from foldserve.core.repository import Repository
 from foldserve.core.repository_scan import scan
+from foldserve.core.shift.cusum import remember_lattice_thresholds
 from foldserve.core.triton_config import layout
 from foldserve.core.versions import ModelVersions
 
@@ -98,9 +99,10 @@ class CandidateBuilder:
         started = time.perf_counter()
         data = f"{len(sample)} recent inputs of version {serving.version} (server reservoir)"
         try:
-            adapted, record = self._process.adapt(
-                serving.model.path, versions.name, serving.version, sample, data
-            )
+            adapted, record, thresholds = self._process.adapt(
+                serving.model.path, versions.name, serving.version, sample, data,
+                self._repository.settings.shift,
+            )  # fmt: skip
             if record.source_sha256 != serving.model.sha256:
                 raise AdaptError(f"{serving.model.path}: the file changed since it was loaded")
         except (AdaptError, RequestError) as exc:
@@ -110,6 +112,7 @@ class CandidateBuilder:
         loaded = [v.version for v in versions.versions]
         version = next_version([*taken, *loaded], _recorded_version(adapted, serving))
         path = self._write(versions.name, version, adapted, serving.model.path)
+        remember_lattice_thresholds(thresholds)  # the candidate's monitor loads without solving
         self._control("candidate", versions.name, (version, str(path)))
         adapt.builds.labels(versions.name, trigger, "built").inc()
         adapt.build_duration.labels(versions.name).observe(time.perf_counter() - started)

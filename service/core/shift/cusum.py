@@ -20,7 +20,6 @@ one update per example).
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -71,12 +70,41 @@ def lattice_arl(p: float, up: int, down: int, threshold: int) -> float:
     return float(lengths[0])
 
 
-@functools.lru_cache(maxsize=4096)
+LatticeKey = tuple[float, int, int, float]
+_LATTICE: dict[LatticeKey, int] = {}  # lattice_threshold's answers
+LATTICE_KEPT = 4096
+
+
 def lattice_threshold(p: float, up: int, down: int, arl: float) -> int:
     """The least integer threshold whose exact ARL is at least `arl`.
 
     Cached: a model's versions and reloads ask for the same thresholds (each takes a few
-    dense solves).
+    dense solves); `known_lattice_thresholds` and `remember_lattice_thresholds` carry them from
+    a process that worked them out to one that needs them.
+    """
+    key = (p, up, down, arl)
+    found = _LATTICE.get(key)
+    if found is None:
+        if len(_LATTICE) >= LATTICE_KEPT:
+            _LATTICE.clear()
+        found = _LATTICE[key] = _lattice_threshold(*key)
+    return found
+
+
+def known_lattice_thresholds() -> dict[LatticeKey, int]:
+    """Every lattice threshold this process has worked out."""
+    return dict(_LATTICE)
+
+
+def remember_lattice_thresholds(known: dict[LatticeKey, int]) -> None:
+    """Take thresholds worked out elsewhere (`known_lattice_thresholds`)."""
+    if len(_LATTICE) + len(known) >= LATTICE_KEPT:
+        _LATTICE.clear()
+    _LATTICE.update(known)
+
+
+def _lattice_threshold(p: float, up: int, down: int, arl: float) -> int:
+    """`lattice_threshold`, uncached.
 
     Raises:
         ValueError: the walk does not drift down (no threshold holds), or the threshold would

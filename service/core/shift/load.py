@@ -67,7 +67,7 @@ def shift_fields(
         ModelError: a reference that cannot be read, or (with the monitor on) does not fit.
     """
     where = f"model file {str(file)!r}"
-    found = _reference(file, properties, where)
+    found = _reference(file, properties, metadata, where)
     if found is None:
         stats = input_bn(bn_stats, classifier) if metadata is None else None
         if stats is None:
@@ -86,14 +86,17 @@ def shift_fields(
 
 
 def _reference(
-    file: Path, properties: dict[str, str], where: str
+    file: Path, properties: dict[str, str], metadata: ModelMetadata | None, where: str
 ) -> tuple[ShiftReference, str] | None:
     beside = file.parent / SHIFT_REFERENCE_FILE
     try:
         if beside.is_file():
             text = beside.read_text()
             return contract.parse_shift_reference(text, str(beside)), FROM_FILE
-        reference = contract.read_shift_reference(properties)
+        if metadata is not None:  # read with the rest of foldserve's metadata
+            reference = metadata.shift_reference
+        else:
+            reference = contract.read_shift_reference(properties)
     except (ContractError, OSError, UnicodeDecodeError) as exc:
         raise ModelError(f"{where}: shift reference: {exc}") from None
     return (reference, FROM_METADATA) if reference is not None else None
