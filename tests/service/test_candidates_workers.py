@@ -54,6 +54,26 @@ def series(server: ServerProcess, name: str) -> dict[tuple, float]:
     }
 
 
+def _stat(pid: int | str) -> list[str]:
+    """/proc/PID/stat's fields after the command name ([] for a process gone)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def children(pid: int) -> list[int]:
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and _stat(entry.name)[1:2] == [str(pid)]
+    ]
+
+
+def _running(pid: int) -> bool:
+    return _stat(pid)[:1] not in ([], ["Z"])
+
+
 def candidate_pids(server: ServerProcess) -> set[int]:
     """The workers that logged serving candidate version 2."""
     return {r["pid"] for r in log_records(server) if "candidate version 2 from" in r["message"]}
@@ -78,12 +98,17 @@ def test_every_worker_serves_the_candidate_and_its_promotion(
         before = worker_pids(server)
         assert candidate_pids(server) == before
         victim = min(before)
+        helpers = children(victim)  # its adaptation process (and multiprocessing's tracker)
+        assert helpers, "a worker with a reservoir runs an adaptation process"
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 60
         while not candidate_pids(server) - before:  # the new worker serves it before any call
             assert time.monotonic() < deadline, server.stderr()
             time.sleep(0.1)
         assert len(worker_pids(server) - {victim}) == 2
+        while any(_running(pid) for pid in helpers):  # they do not outlive the killed worker
+            assert time.monotonic() < deadline, f"left running: {helpers}"
+            time.sleep(0.1)
         answers = [infer(server, grey[600 + i], "2") for i in range(CALLS)]
         assert {status for status, _ in answers} == {200}, answers  # the new worker has it too
 

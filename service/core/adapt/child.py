@@ -14,12 +14,14 @@ import multiprocessing
 import os
 import tempfile
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from foldserve.contract import Adaptation
 from foldserve.core.adapt.adapt import adapt_model
@@ -31,7 +33,8 @@ from foldserve.core.shift.cusum import LatticeKey, known_lattice_thresholds
 from foldserve.core.shift.settings import ShiftSettings
 
 Thresholds = dict[LatticeKey, int]
-ADAPT_SECONDS = 120.0  # a build on a busy machine; what a model control call waits at most
+ADAPT_SECONDS = 120.0
+ORPHAN_CHECK_SECONDS = 0.5  # a build on a busy machine; what a model control call waits at most
 
 
 class AdaptProcess:
@@ -84,16 +87,24 @@ class AdaptProcess:
         with self._lock:
             if self._pool is None:
                 context = multiprocessing.get_context("spawn")
-                self._pool = ProcessPoolExecutor(1, context, initializer=_lowest_priority)
+                self._pool = ProcessPoolExecutor(
+                    1, context, initializer=_child_start, initargs=(os.getpid(),)
+                )
             return self._pool
 
 
-def _lowest_priority() -> None:
+def _child_start(parent: int) -> None:
+    """At the lowest priority, and gone with the server (killed, it cannot stop its child)."""
     os.nice(19)
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-    from threadpoolctl import threadpool_limits
-
     threadpool_limits(1, user_api="blas")
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_CHECK_SECONDS)
+    os._exit(0)
 
 
 def _ready() -> None:
