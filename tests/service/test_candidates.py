@@ -232,3 +232,35 @@ def test_with_the_setting_off_nothing_is_kept_and_adapt_is_refused(start, digits
     status, answer = control(server, "adapt")
     assert status == 400 and "keeps no inputs (--adapt-reservoir 0)" in answer
     assert metric(server, "foldserve_adapt_reservoir_bytes") == []
+
+
+def test_a_model_foldserve_did_not_train_gets_a_candidate_with_its_config(tmp_path: Path) -> None:
+    """A graph folded by `foldserve fold`, its labels in the model directory's config.json: the
+    candidate is adapted from it and served with the same labels."""
+    from tests.training.adapt_models import mlp
+
+    (tmp_path / "net" / "1").mkdir(parents=True)
+    _path, population = mlp(tmp_path / "net" / "1" / "model.onnx")
+    labels = [f"class-{i}" for i in range(5)]
+    (tmp_path / "net" / "config.json").write_text(json.dumps({"class_labels": labels}))
+    registry = CollectorRegistry()
+    config = ServeConfig(
+        model_repository=str(tmp_path), host="127.0.0.1", port=0, http_port=0, metrics_port=0,
+        poll_seconds=0, adapt_reservoir=100, adapt_on_alarm=False,
+    )  # fmt: skip
+    server = RestServer(start_server(config, registry, serve_metrics_http=False), registry)
+    try:
+        for example in population.draw(100, 1) * 2.0 + 1.0:  # an affine shift of every input
+            tensor = {"name": "input", "shape": [1, 12], "datatype": "FP32"}
+            body = {"inputs": [{**tensor, "data": example.tolist()}]}
+            assert server.json("POST", "/v2/models/net/infer", body)[0] == 200
+        body = json.dumps({"parameters": {"candidate": "adapt"}}).encode()
+        assert server.request("POST", "/v2/repository/models/net/load", body)[0] == 200
+        with grpc.insecure_channel(f"127.0.0.1:{server.running.port}") as channel:
+            stub = pb_grpc.PredictorStub(channel)
+            request = pb.DescribeModelRequest(model_name="net", model_version="2")
+            described = stub.DescribeModel(request, timeout=10)
+        assert list(described.class_labels) == labels
+        assert described.adaptation.examples == 100
+    finally:
+        server.stop()

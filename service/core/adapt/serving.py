@@ -3,10 +3,10 @@ model's reservoir of recent inputs, on an operator's request or on a shift alarm
 
 A build runs off the request path (a model control call's thread, or the watcher's): it adapts
 the model's default version on a copy of the reservoir (`adapt_model`, in a child process at the
-lowest CPU priority: `child`), writes the file to the
-server's candidate folder, laid out as a repository (`<folder>/<model>/<version>/model.onnx`),
-and hands it to model control, which serves it as the model's candidate in every worker. One
-build at a time per model across the workers (a lock file in the folder).
+lowest CPU priority: `child`), writes the file to the server's candidate folder, laid out as a
+repository (`<folder>/<model>/<version>/model.onnx`), and hands it to model control, which
+serves it as the model's candidate in every worker. One build at a time per model across the
+workers (a lock file in the folder).
 
 On an alarm of the default version's shift monitor, the watcher waits until the reservoir holds
 only inputs that arrived after the alarm began (`capacity` of this process's examples since
@@ -36,6 +36,7 @@ from foldserve.core.adapt.onnx_file import OnnxFile
 from foldserve.core.candidate import next_version
 from foldserve.core.errors import RequestError, Status
 from foldserve.core.folders import own_folder, shared_folder
+from foldserve.core.model import ModelError
 from foldserve.core.model_config import config_files
 from foldserve.core.repository import Repository
 from foldserve.core.repository_scan import scan
@@ -105,13 +106,13 @@ class CandidateBuilder:
             )  # fmt: skip
             if record.source_sha256 != serving.model.sha256:
                 raise AdaptError(f"{serving.model.path}: the file changed since it was loaded")
-        except (AdaptError, RequestError) as exc:
+        except (AdaptError, ModelError, RequestError) as exc:
             adapt.builds.labels(versions.name, trigger, "failed").inc()
             raise exc if isinstance(exc, RequestError) else _refused(str(exc)) from None
         taken = [c.version for c in scan(versions.source, *layout(versions.config)) if c.version]
         loaded = [v.version for v in versions.versions]
         version = next_version([*taken, *loaded], _recorded_version(adapted, serving))
-        path = self._write(versions.name, version, adapted, serving.model.path)
+        path = self._write(versions, version, adapted, Path(serving.model.path))
         remember_lattice_thresholds(thresholds)  # the candidate's monitor loads without solving
         self._control("candidate", versions.name, (version, str(path)))
         adapt.builds.labels(versions.name, trigger, "built").inc()
@@ -124,13 +125,13 @@ class CandidateBuilder:
         )  # fmt: skip
         return version
 
-    def _write(self, name: str, version: str, data: bytes, source: str) -> Path:
+    def _write(self, versions: ModelVersions, version: str, data: bytes, source: Path) -> Path:
         """The candidate file, and one config.json with the source's settings (its own over its
         model directory's, without the name and version the candidate is served under)."""
-        folder = self._folder / name / version
+        folder = self._folder / versions.name / version
         folder.mkdir(parents=True, exist_ok=True)
         config: dict = {}
-        for file in reversed(config_files(Path(source), in_repository=True)):
+        for file in reversed(config_files(source, in_repository=versions.source.is_dir())):
             if file.is_file():
                 config.update(json.loads(file.read_text()))
         for key in (NAME, VERSION):
