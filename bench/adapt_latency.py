@@ -2,8 +2,8 @@
 
     .venv/bin/python -m foldserve.bench.adapt_latency --model models/default/model.onnx
 
-One `foldserve serve` (one worker, `--adapt-reservoir 500`, the model as version 1 of a
-repository) takes `--in-flight` clients' `Predict` calls, one example each, on a grey
+One `foldserve serve` (`--workers`, 1 by default; `--adapt-reservoir 500`; the model as version 1
+of a repository) takes `--in-flight` clients' `Predict` calls, one example each, on a grey
 background (digits +4). Each round: a quiet window of `--seconds`, then a model control load
 with `candidate=adapt` under the same load; the calls that started while it ran are compared with
 those of the quiet window; the candidate is discarded before the next round. It prints, per
@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=3.0, help="quiet window per round")
     parser.add_argument("--reservoir", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=1, help="server processes")
     args = parser.parse_args(argv)
     examples = load_dataset("digits").features.astype(np.float32) + GREY
     with tempfile.TemporaryDirectory(prefix="foldserve-adapt-") as tmp:
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy(args.model, Path(tmp) / "digits" / "1" / "model.onnx")
         metrics = _free_port()
         command = [sys.executable, "-m", "foldserve.cli", "serve", "--model-repository", tmp,
-                   "--workers", "1", "--port", "0", "--http-port", "0",
+                   "--workers", str(args.workers), "--port", "0", "--http-port", "0",
                    "--metrics-port", str(metrics),
                    "--adapt-reservoir", str(args.reservoir), "--adapt-on-alarm", "off",
                    "--poll-seconds", "0"]  # fmt: skip
@@ -151,7 +152,8 @@ def _free_port() -> int:
 
 
 def _print(rounds: list[dict[str, float]], args: argparse.Namespace) -> None:
-    print(f"foldserve adapt latency: {args.rounds} rounds, {args.in_flight} clients in flight, "
+    print(f"foldserve adapt latency: {args.workers} worker(s), {args.rounds} rounds, "
+          f"{args.in_flight} clients in flight, "
           f"reservoir {args.reservoir}, quiet window {args.seconds:.1f} s")  # fmt: skip
     for key in rounds[0]:
         values = [r[key] for r in rounds]

@@ -27,6 +27,8 @@ from foldserve.core.runner import ModelRunner
 from foldserve.core.shift.settings import ShiftSettings
 
 log = logging.getLogger(__name__)
+# Beside a candidate's file: its monitor's class-test thresholds, worked out by whoever built it.
+THRESHOLDS_FILE = "lattice-thresholds.json"
 
 
 @dataclass(frozen=True)

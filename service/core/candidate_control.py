@@ -3,10 +3,13 @@ parameter asks, and the commands every worker applies."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 
+from foldserve.core.candidate import THRESHOLDS_FILE
 from foldserve.core.errors import RequestError, Status
+from foldserve.core.shift.cusum import lattice_thresholds_from_json, remember_lattice_thresholds
 from foldserve.core.triton_config import layout
 from foldserve.core.versions import ModelVersions
 
@@ -53,6 +56,7 @@ def control_candidate(versions: ModelVersions, action: str, detail: tuple[str, .
     slot = versions.candidate
     if action == "candidate":
         version, path = detail
+        _remember_thresholds(Path(path).parent / THRESHOLDS_FILE)
         versions.add_candidate(version, Path(path))
     elif action == "discard":
         slot.require()
@@ -68,3 +72,9 @@ def control_candidate(versions: ModelVersions, action: str, detail: tuple[str, .
                 f"to {versions.source / version} but is not the default (the model's version "
                 "policy does not load it)",
             )
+
+
+def _remember_thresholds(file: Path) -> None:
+    """Take the candidate's thresholds from its builder (none there: they are worked out)."""
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        remember_lattice_thresholds(lattice_thresholds_from_json(file.read_text()))

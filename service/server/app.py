@@ -260,7 +260,7 @@ def start_server(
     plane = DataPlane(repository, gate, policy, info, shared_memory, apply)
     if config.adapt_reservoir:
         plane.candidates = CandidateBuilder(
-            repository, plane.control, candidate_folder(), config.adapt_on_alarm
+            repository, plane.control, candidate_folder, config.adapt_on_alarm
         )
         plane.candidates.start()
     loop = LoopThread(config.event_loop)

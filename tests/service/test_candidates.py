@@ -264,3 +264,15 @@ def test_a_model_foldserve_did_not_train_gets_a_candidate_with_its_config(tmp_pa
         assert described.adaptation.examples == 100
     finally:
         server.stop()
+
+
+def test_thresholds_worked_out_elsewhere_are_taken_as_they_are(monkeypatch) -> None:
+    from foldserve.core.shift import cusum
+
+    key = (0.1, 1, 3, 1e4)
+    threshold = cusum.lattice_threshold(*key)
+    text = cusum.lattice_thresholds_json({key: threshold})
+    monkeypatch.setattr(cusum, "_LATTICE", {})
+    monkeypatch.setattr(cusum, "_lattice_threshold", lambda *key: pytest.fail("solved again"))
+    cusum.remember_lattice_thresholds(cusum.lattice_thresholds_from_json(text))
+    assert cusum.lattice_threshold(*key) == threshold

@@ -33,14 +33,14 @@ from foldserve.core.adapt.adapt import MIN_EXAMPLES
 from foldserve.core.adapt.check import AdaptError
 from foldserve.core.adapt.child import AdaptProcess
 from foldserve.core.adapt.onnx_file import OnnxFile
-from foldserve.core.candidate import next_version
+from foldserve.core.candidate import THRESHOLDS_FILE, next_version
 from foldserve.core.errors import RequestError, Status
 from foldserve.core.folders import own_folder, shared_folder
 from foldserve.core.model import ModelError
 from foldserve.core.model_config import config_files
 from foldserve.core.repository import Repository
 from foldserve.core.repository_scan import scan
-from foldserve.core.shift.cusum import remember_lattice_thresholds
+from foldserve.core.shift.cusum import lattice_thresholds_json
 from foldserve.core.triton_config import layout
 from foldserve.core.versions import ModelVersions
 
@@ -58,16 +58,23 @@ class CandidateBuilder:
     Args:
         repository: the served models (their reservoirs, default versions and monitors).
         control: model control, (action, model name, detail): applies a command in every worker.
-        folder: where candidate files are written (shared by the workers).
+        folder: where candidate files are written (shared by the workers); called at the first
+            build (a server that builds none makes no folder).
         on_alarm: build on the default version's shift alarms (`watch`).
     """
 
     def __init__(
-        self, repository: Repository, control: Control, folder: Path, on_alarm: bool
+        self,
+        repository: Repository,
+        control: Control,
+        folder: Callable[[], Path],
+        on_alarm: bool,
     ) -> None:
         self._repository = repository
         self._control = control
-        self._folder = folder
+        self._folder_of = folder
+        self._made: Path | None = None
+        self._folder_lock = threading.Lock()
         self._on_alarm = on_alarm
         self._answered: set[tuple[str, str, int]] = set()  # (model, sha256, alarm's example)
         self._stop = threading.Event()
@@ -113,7 +120,9 @@ class CandidateBuilder:
         loaded = [v.version for v in versions.versions]
         version = next_version([*taken, *loaded], _recorded_version(adapted, serving))
         path = self._write(versions, version, adapted, Path(serving.model.path))
-        remember_lattice_thresholds(thresholds)  # the candidate's monitor loads without solving
+        # Every worker's model control reads them there: the candidate's monitor loads without
+        # the dense solves.
+        (path.parent / THRESHOLDS_FILE).write_text(lattice_thresholds_json(thresholds))
         self._control("candidate", versions.name, (version, str(path)))
         adapt.builds.labels(versions.name, trigger, "built").inc()
         adapt.build_duration.labels(versions.name).observe(time.perf_counter() - started)
@@ -124,6 +133,13 @@ class CandidateBuilder:
             record.agreement, record.entropy_source, record.entropy_adapted,
         )  # fmt: skip
         return version
+
+    @property
+    def _folder(self) -> Path:
+        with self._folder_lock:
+            if self._made is None:
+                self._made = self._folder_of()
+            return self._made
 
     def _write(self, versions: ModelVersions, version: str, data: bytes, source: Path) -> Path:
         """The candidate file, and one config.json with the source's settings (its own over its

@@ -20,6 +20,7 @@ one update per example).
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -101,6 +102,19 @@ def remember_lattice_thresholds(known: dict[LatticeKey, int]) -> None:
     if len(_LATTICE) + len(known) >= LATTICE_KEPT:
         _LATTICE.clear()
     _LATTICE.update(known)
+
+
+def lattice_thresholds_json(known: dict[LatticeKey, int]) -> str:
+    """`known` as JSON (a list of [p, up, down, arl, threshold]; floats round-trip exactly)."""
+    return json.dumps([[*key, threshold] for key, threshold in known.items()])
+
+
+def lattice_thresholds_from_json(text: str) -> dict[LatticeKey, int]:
+    """What `lattice_thresholds_json` wrote."""
+    return {
+        (float(p), int(up), int(down), float(arl)): int(h)
+        for p, up, down, arl, h in json.loads(text)
+    }
 
 
 def _lattice_threshold(p: float, up: int, down: int, arl: float) -> int:
