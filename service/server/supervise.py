@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+from contextlib import nullcontext
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -43,7 +44,7 @@ def serve_workers(config: ServeConfig) -> int:
             reserved_port(config.host, config.http_port) as http_port,
             shared_metrics_dir() as folder,
             shared_state_dir(),
-            shared_candidate_folder(),
+            shared_candidate_folder() if config.adapt_reservoir else nullcontext(),
         ):
             ports = (port, http_port)
             supervisor = Supervisor(worker_config(config, ports), config.worker_count)
