@@ -222,7 +222,6 @@ class DataPlane(CallCycle):
                 )
             self.candidates.build(name)
         else:
-            self.repository.model(name).candidate.require()
             self.control(action, name, ())
 
     def unload_model(self, call: Call, repository: str, name: str) -> None:

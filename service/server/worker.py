@@ -6,22 +6,19 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
-import time
 from multiprocessing.queues import Queue
 
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from foldserve.core.metric_files import MetricFiles
 from foldserve.core.model import ModelError
+from foldserve.core.orphans import when_orphaned
 from foldserve.server.app import ServeError, start_server
 from foldserve.server.config import ServeConfig
 from foldserve.server.lifecycle import serve_until_signalled
 from foldserve.server.logs import setup_logging
 from foldserve.server.model_control import WorkerControl
 from foldserve.server.workers import MULTIPROC_ENV
-
-ORPHAN_CHECK_SECONDS = 0.5
 
 
 def run_worker(config: ServeConfig, events: Queue, inbox: Queue) -> None:
@@ -57,10 +54,4 @@ def _stop_when_orphaned(supervisor: int) -> None:
     with nobody to restart or stop them. The kernel gives an orphan a new parent, which is how
     one notices.
     """
-
-    def watch() -> None:
-        while os.getppid() == supervisor:
-            time.sleep(ORPHAN_CHECK_SECONDS)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+    when_orphaned(supervisor, lambda: os.kill(os.getpid(), signal.SIGTERM))

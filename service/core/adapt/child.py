@@ -14,7 +14,6 @@ import multiprocessing
 import os
 import tempfile
 import threading
-import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
@@ -28,13 +27,13 @@ from foldserve.core.adapt.adapt import adapt_model
 from foldserve.core.errors import RequestError, Status
 from foldserve.core.loading import load_model
 from foldserve.core.model import ModelError
+from foldserve.core.orphans import when_orphaned
 from foldserve.core.runner import monitor_for
 from foldserve.core.shift.cusum import LatticeKey, known_lattice_thresholds
 from foldserve.core.shift.settings import ShiftSettings
 
 Thresholds = dict[LatticeKey, int]
-ADAPT_SECONDS = 120.0
-ORPHAN_CHECK_SECONDS = 0.5  # a build on a busy machine; what a model control call waits at most
+ADAPT_SECONDS = 120.0  # a build on a busy machine; what a model control call waits at most
 
 
 class AdaptProcess:
@@ -96,15 +95,9 @@ class AdaptProcess:
 def _child_start(parent: int) -> None:
     """At the lowest priority, and gone with the server (killed, it cannot stop its child)."""
     os.nice(19)
-    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+    when_orphaned(parent, lambda: os._exit(0))
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     threadpool_limits(1, user_api="blas")
-
-
-def _exit_when_orphaned(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(ORPHAN_CHECK_SECONDS)
-    os._exit(0)
 
 
 def _ready() -> None:
